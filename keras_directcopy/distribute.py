@@ -1,0 +1,73 @@
+"""Helpers for training under `tf.distribute` with Keras 3.
+
+Keras 3.15's `fit()` under `MultiWorkerMirroredStrategy` needs two
+workarounds (tensorflow/tensorflow#72388), both kept here so they can be
+dropped together once Keras fixes it:
+
+1. The dataset must yield a single tensor, not a tuple: `fit()`'s symbolic
+   build calls `strategy.reduce("MEAN", batch)` on the whole nested batch.
+   `NonContrastiveModel` therefore takes both views stacked as
+   `(B, 2, H, W, C)` (see `split_views`).
+2. Logged scalars must be rank-1: Keras reduces logs with
+   `strategy.reduce("MEAN", value, axis=0)` for multi-worker runs, which fails
+   on a scalar. `format_logs` reshapes them to `[1]` under that strategy only.
+"""
+
+import tensorflow as tf
+
+
+def split_views(data):
+    """Returns `(view1, view2)` from a training batch.
+
+    Accepts the views stacked as one `(B, 2, H, W, C)` tensor (the form that
+    works under every strategy), or a pair `(view1, view2)` of
+    `(B, H, W, C)` tensors. Labels, as in `(x, y)` data, are ignored.
+
+    Raises:
+        ValueError: naming the shape received, for anything else.
+    """
+    x = data
+    if isinstance(x, (tuple, list)) and len(x) == 1:
+        x = x[0]
+    if isinstance(x, (tuple, list)) and len(x) == 2 and all(_is_image_batch(v) for v in x):
+        return x[0], x[1]
+    if isinstance(x, (tuple, list)) and x:  # (x, y) or (x, y, sample_weight)
+        x = x[0]
+    if tf.is_tensor(x) and x.shape.rank == 5 and x.shape[1] == 2:
+        return x[:, 0], x[:, 1]
+    shape = x.shape if tf.is_tensor(x) else type(x).__name__
+    raise ValueError(
+        "Expected two augmented views of each image, stacked as a "
+        f"(batch, 2, height, width, channels) tensor or as a pair (view1, view2); "
+        f"got {shape}. Build the dataset with both views of each image, e.g. "
+        "tf.stack([augment(image), augment(image)]) per element."
+    )
+
+
+def _is_image_batch(value):
+    return tf.is_tensor(value) and value.shape.rank == 4
+
+
+def global_sum(*values):
+    """Sums tensors over all replicas (identity outside a multi-replica run)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values if len(values) > 1 else values[0]
+    reduced = context.all_reduce("SUM", list(values))
+    return tuple(reduced) if len(values) > 1 else reduced[0]
+
+
+def num_replicas():
+    """Number of replicas in sync under the current strategy (1 without one)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def format_logs(logs):
+    """Makes `train_step` logs acceptable to `fit()` under every strategy.
+
+    Under `MultiWorkerMirroredStrategy` scalars become shape `[1]`
+    (workaround 2 above); elsewhere the logs are returned unchanged.
+    """
+    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return logs
+    return {key: tf.reshape(value, [1]) for key, value in logs.items()}

@@ -1,0 +1,29 @@
+"""Small models and data shared by the model, distributed and multi-worker tests."""
+
+import keras
+import numpy as np
+
+IMAGE_SIZE = 8
+
+
+def tiny_encoder(seed=0, batch_norm=False, synchronized_bn=False, width=6):
+    """Conv -> [BN] -> ReLU -> pool -> Dense: `(N, 8, 8, 3)` -> `(N, width)`, seeded."""
+    initializer = lambda offset: keras.initializers.GlorotUniform(seed=seed + offset)  # noqa: E731
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    # No bias before BatchNorm, whose mean subtraction would cancel it.
+    x = keras.layers.Conv2D(
+        4, 3, padding="same", use_bias=not batch_norm, kernel_initializer=initializer(1)
+    )(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(synchronized=synchronized_bn)(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(width, kernel_initializer=initializer(2))(x)
+    return keras.Model(inputs, outputs, name="tiny_encoder")
+
+
+def two_view_images(batch, seed=0):
+    """Random 0..255 images as `(batch, 2, 8, 8, 3)` float32 (two views each)."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (batch, 2, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)

@@ -1,0 +1,95 @@
+"""MirroredStrategy over two logical CPUs reproduces single-device training.
+
+The same global batch is trained for one and for three steps on one device
+and on two replicas; loss, F, W_p, the target and the online weights must
+agree to ~1e-5 relative, and every replica must hold identical copies.
+BatchNorm is synchronized, so the global batch statistics are the same.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_directcopy import NonContrastiveModel, build_predictor, build_projector
+from tests.helpers import tiny_encoder, two_view_images
+
+GLOBAL_BATCH = 8
+
+
+def build_model(predictor_name, initial_weights=None):
+    """The same small model, optionally with given initial weights."""
+    encoder = tiny_encoder(batch_norm=True, synchronized_bn=True)
+    projector = build_projector(6, 16, 8, synchronized_bn=True)
+    predictor = build_predictor(predictor_name, 8, hidden_dim=16, synchronized_bn=True)
+    if initial_weights:
+        for part, weights in zip((encoder, projector, predictor), initial_weights):
+            part.set_weights(weights)
+    model = NonContrastiveModel(
+        encoder, projector, predictor,
+        tau_base=0.99, total_steps=3, weight_decay=5e-4,
+    )
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9))
+    return model
+
+
+def snapshot(model):
+    """Every variable that training changes, by name, as NumPy."""
+    parts = {
+        "online": model.online_variables,
+        "target": model.target_encoder.weights + model.target_projector.weights,
+        "bn_stats": model.encoder.non_trainable_weights + model.projector.non_trainable_weights,
+    }
+    if hasattr(model.predictor, "correlation"):
+        parts["F"] = [model.predictor.correlation]
+        parts["W_p"] = [model.predictor.matrix]
+    return {name: [v.numpy() for v in variables] for name, variables in parts.items()}
+
+
+def replica_copies(variable):
+    """The per-replica tf.Variables behind a Keras variable."""
+    value = variable.value
+    return [np.asarray(v) for v in getattr(value, "values", (value,))]
+
+
+def train(model, steps):
+    dataset = tf.data.Dataset.from_tensor_slices(two_view_images(GLOBAL_BATCH, seed=7))
+    dataset = dataset.batch(GLOBAL_BATCH).repeat()
+    return model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0).history
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("predictor", ["directcopy", "directpred", "mlp"])
+def test_two_replicas_match_one_device(mirrored_strategy, predictor, steps):
+    single = build_model(predictor)
+    initial = [part.get_weights() for part in (single.encoder, single.projector, single.predictor)]
+    with mirrored_strategy.scope():
+        mirrored = build_model(predictor, initial)
+    assert mirrored.distribute_strategy.num_replicas_in_sync == 2
+
+    single_history = train(single, steps)
+    mirrored_history = train(mirrored, steps)
+
+    np.testing.assert_allclose(mirrored_history["loss"], single_history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(
+        mirrored_history["collapse_std"], single_history["collapse_std"], rtol=1e-5
+    )
+    expected, actual = snapshot(single), snapshot(mirrored)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        # Tolerance relative to the group's scale (weights are O(1)): a
+        # gradient through synchronized BatchNorm sums in another order, and
+        # the rounding shows in small entries.
+        scale = max(np.abs(w).max() for w in expected[name])
+        for want, got in zip(expected[name], actual[name]):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale, err_msg=name)
+
+    # Each replica holds the very same values.
+    checked = mirrored.online_variables + mirrored.target_encoder.weights
+    if hasattr(mirrored.predictor, "correlation"):
+        checked += [mirrored.predictor.correlation, mirrored.predictor.matrix]
+    for variable in checked:
+        first, *others = replica_copies(variable)
+        assert others, "expected a mirrored variable"
+        for other in others:
+            np.testing.assert_array_equal(other, first, err_msg=variable.path)
