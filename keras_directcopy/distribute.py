@@ -4,10 +4,13 @@ Keras 3.15's `fit()` under `MultiWorkerMirroredStrategy` needs two
 workarounds (tensorflow/tensorflow#72388), both kept here so they can be
 dropped together once Keras fixes it:
 
-1. The dataset must yield a single tensor, not a tuple: `fit()`'s symbolic
-   build calls `strategy.reduce("MEAN", batch)` on the whole nested batch.
-   `NonContrastiveModel` therefore takes both views stacked as
-   `(B, 2, H, W, C)` (see `split_views`).
+1. Before training, `fit()` pulls one batch and all-reduces it across
+   replicas for a "symbolic build" of the model. Under this strategy that
+   fails for a nested batch (a tuple of views) and for uint8 images, which
+   collectives do not take. `NonContrastiveModel` creates all its state in its
+   constructor, so `skip_symbolic_build` replaces that step: it only builds
+   the optimizer. (The stacked `(B, 2, H, W, C)` views that `split_views`
+   accepts were the other way around the nested-batch failure.)
 2. Logged scalars must be rank-1: Keras reduces logs with
    `strategy.reduce("MEAN", value, axis=0)` for multi-worker runs, which fails
    on a scalar. `format_logs` reshapes them to `[1]` under that strategy only.
@@ -60,6 +63,14 @@ def global_sum(*values):
 def num_replicas():
     """Number of replicas in sync under the current strategy (1 without one)."""
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def skip_symbolic_build(model):
+    """Builds `model.optimizer` in the strategy scope; stands in for Keras'
+    symbolic build of a model whose state already exists (workaround 1)."""
+    if model.optimizer is not None and not model.optimizer.built:
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
 
 
 def format_logs(logs):

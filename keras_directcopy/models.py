@@ -153,6 +153,10 @@ class NonContrastiveModel(keras.Model):
         return list(self.online_variables)
 
     @property
+    def trainable_variables(self):
+        return self.trainable_weights
+
+    @property
     def metrics(self):
         return [self.loss_tracker, self.collapse_tracker]
 
@@ -175,6 +179,10 @@ class NonContrastiveModel(keras.Model):
                     f"weight_decay={self.weight_decay}: set it in one place only."
                 )
             self.optimizer.weight_decay = self.weight_decay
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Overrides a private Keras 3.15 method; see distribute.py, workaround 1.
+        distribute.skip_symbolic_build(self)
 
     def train_step(self, data):
         view1, view2 = distribute.split_views(data)
@@ -236,7 +244,8 @@ class NonContrastiveModel(keras.Model):
 
     def _logs(self, per_example_loss, z1, z2, extra=None):
         loss_sum, count = distribute.global_sum(
-            tf.reduce_sum(per_example_loss), tf.cast(tf.shape(per_example_loss)[0], tf.float32)
+            tf.reduce_sum(per_example_loss),
+            tf.cast(tf.shape(per_example_loss)[0], per_example_loss.dtype),
         )
         self.loss_tracker.update_state(loss_sum / count)
         self.collapse_tracker.update_state(collapse_std(tf.concat([z1, z2], axis=0)))
@@ -284,10 +293,8 @@ def collapse_std(z):
     (BYOL/SimSiam's collapse indicator). Under `tf.distribute` the statistics
     are of the global batch.
     """
-    z = tf.math.l2_normalize(tf.cast(z, tf.float32), axis=1)
-    total, rows = distribute.global_sum(
-        tf.reduce_sum(z, axis=0), tf.cast(tf.shape(z)[0], tf.float32)
-    )
+    z = tf.math.l2_normalize(_at_least_float32(tf.convert_to_tensor(z)), axis=1)
+    total, rows = distribute.global_sum(tf.reduce_sum(z, axis=0), tf.cast(tf.shape(z)[0], z.dtype))
     # Two passes (mean, then centered squares) so that identical rows give
     # exactly 0, where E[z^2] - E[z]^2 would leave rounding noise.
     centered_sq = distribute.global_sum(tf.reduce_sum(tf.square(z - total / rows), axis=0))
@@ -299,11 +306,16 @@ def _symmetric_loss(p1, p2, target1, target2):
     """Per-example ``(2 - 2 cos(p1, t2)) + (2 - 2 cos(p2, t1))``, shape `(B,)`."""
 
     def normalized_mse(p, t):
-        p = tf.math.l2_normalize(tf.cast(p, tf.float32), axis=1)
-        t = tf.math.l2_normalize(tf.cast(tf.stop_gradient(t), tf.float32), axis=1)
+        p = tf.math.l2_normalize(_at_least_float32(p), axis=1)
+        t = tf.math.l2_normalize(tf.cast(tf.stop_gradient(t), p.dtype), axis=1)
         return 2.0 - 2.0 * tf.reduce_sum(p * t, axis=1)
 
     return normalized_mse(p1, target2) + normalized_mse(p2, target1)
+
+
+def _at_least_float32(x):
+    """`x` in float32 if it is float16/bfloat16 (mixed precision), else unchanged."""
+    return tf.cast(x, tf.float32) if x.dtype.size < 4 else x
 
 
 def _copy_of(model, name):

@@ -438,9 +438,10 @@ class DirectPredictor(keras.layers.Layer):
         Call in replica context (inside `train_step`), on the gradient-stopped
         online projector outputs of both views, shape `(2B, d)`.
         """
-        features = tf.cast(tf.stop_gradient(features), tf.float32)
+        dtype = self.correlation.dtype
+        features = tf.cast(tf.stop_gradient(features), dtype)
         outer_sum = tf.matmul(features, features, transpose_a=True)
-        rows = tf.cast(tf.shape(features)[0], tf.float32)
+        rows = tf.cast(tf.shape(features)[0], dtype)
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             outer_sum, rows = context.all_reduce("SUM", [outer_sum, rows])
@@ -501,9 +502,8 @@ def spectrum_summary(eigenvalues):
     eigenvalues clipped at zero (Roy & Vetterli, 2007): `d` for a flat
     spectrum, 1 for a rank-one one.
     """
-    eigenvalues = tf.cast(eigenvalues, tf.float32)
     clipped = tf.maximum(eigenvalues, 0.0)
-    q = clipped / tf.maximum(tf.reduce_sum(clipped), _tiny(tf.float32))
+    q = clipped / tf.maximum(tf.reduce_sum(clipped), _tiny(eigenvalues.dtype))
     entropy = -tf.reduce_sum(tf.where(q > 0, q * tf.math.log(tf.maximum(q, 1e-30)), 0.0))
     return tf.stack(
         [tf.reduce_max(eigenvalues), tf.reduce_min(eigenvalues), tf.exp(entropy)]

@@ -1,0 +1,256 @@
+"""End-to-end pretraining: data, model, strategy, resume, monitoring, outputs.
+
+`scripts/pretrain.py` is a command-line wrapper around `pretrain()`.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_directcopy import augment, data, strategies
+from keras_directcopy.backbones import BACKBONE_NAMES, build_backbone
+from keras_directcopy.callbacks import LearningRateLogger, ResumableBackup, StopOnNonFiniteLoss
+from keras_directcopy.knn import KNNMonitor, knn_accuracy
+from keras_directcopy.models import NonContrastiveModel
+from keras_directcopy.predictors import DIRECT_METHODS, check_predictor_name
+
+EVAL_BATCH_SIZE = 256
+
+
+def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto"):
+    """Pretrains an encoder as `config` says and writes it to `output_dir`.
+
+    Writes `encoder.keras`, `encoder.weights.h5` and `run.json` (config, git
+    commit, hardware, wall time, final metrics), TensorBoard logs in
+    `tensorboard/` and the resumable backup in `backup/`. Re-running the same
+    call after an interruption resumes from the backup.
+
+    Args:
+        config: a `PretrainConfig`.
+        output_dir: where outputs go (created).
+        strategy: a name of `strategies.STRATEGY_NAMES`, or a strategy.
+        tpu: TPU name or address for `strategy="tpu"`.
+        verbose: Keras `fit()` verbosity.
+
+    Returns:
+        The dict written to `run.json`.
+
+    Raises:
+        NonFiniteLossError: if the loss became NaN or infinite.
+        ValueError, FileNotFoundError: on bad configuration or missing data,
+            before any training.
+    """
+    start_time = time.time()
+    # Validate names before any data is read or model built.
+    check_predictor_name(config.predictor)
+    if config.backbone not in BACKBONE_NAMES:
+        raise ValueError(
+            f"Unknown backbone {config.backbone!r}. Valid backbones: {', '.join(BACKBONE_NAMES)}."
+        )
+    strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
+    if isinstance(strategy, str):
+        strategy = strategies.make_strategy(strategy, tpu=tpu)
+    keras.utils.set_random_seed(config.seed)
+    spec = data.get_dataset_spec(config.dataset, image_size=config.image_size or 224)
+    image_size = config.image_size or spec.image_size
+    preset = "folder" if spec.folder else spec.name
+    augmenter = augment.TwoViewAugmenter(augment.get_preset(preset, image_size=image_size))
+
+    examples = data.num_examples(config.dataset, config.data_dir, spec.pretrain_split)
+    steps_per_epoch = config.steps_per_epoch or examples // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"--batch_size={config.batch_size} is larger than the {examples} pretraining "
+            f"images of {config.dataset}: lower it."
+        )
+    total_steps = config.epochs * steps_per_epoch
+    multi_replica = strategy.num_replicas_in_sync > 1
+
+    with strategy.scope():
+        model = build_model(config, image_size, total_steps, synchronized_bn=multi_replica)
+        model.compile(
+            optimizer=build_optimizer(config, steps_per_epoch, total_steps),
+            jit_compile=strategies.use_xla(strategy, config.jit_compile),
+            steps_per_execution=config.steps_per_execution,
+        )
+
+    def dataset_fn(input_context=None):
+        return data.pretrain_dataset(
+            config.dataset, config.data_dir, config.batch_size, augmenter,
+            seed=config.seed, input_context=input_context,
+        ).repeat()
+
+    if multi_replica or isinstance(strategy, tf.distribute.TPUStrategy):
+        train_data = strategy.distribute_datasets_from_function(dataset_fn)
+    else:
+        train_data = dataset_fn()
+
+    chief = strategies.is_chief(strategy)
+    os.makedirs(output_dir, exist_ok=True)
+    backup = ResumableBackup(
+        os.path.join(output_dir, "backup"), save_freq=_save_freq(config.save_freq), write=chief
+    )
+    nan_guard = StopOnNonFiniteLoss()
+    callbacks = [nan_guard, LearningRateLogger()]
+    knn_data = None
+    # Monitoring reads and writes only on the chief; the other workers of a
+    # multi-worker run just train.
+    if chief and spec.labelled and config.knn_every > 0:
+        knn_data = tuple(
+            data.evaluation_dataset(config.dataset, config.data_dir, split, EVAL_BATCH_SIZE, image_size)
+            for split in ("train", "test")
+        )
+        callbacks.append(
+            KNNMonitor(*knn_data, spec.num_classes, every_epochs=config.knn_every,
+                       total_epochs=config.epochs, k=config.knn_k)
+        )
+    callbacks.append(backup)
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
+
+    done = backup.restore(model)
+    if done:
+        print(f"Resuming from the backup at step {done} of {total_steps}.")
+    logs = {}
+    for initial_epoch, epochs, steps in _remaining_fits(done, steps_per_epoch, config.epochs):
+        history = model.fit(
+            train_data, initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=steps,
+            callbacks=callbacks, verbose=verbose, shuffle=False,
+        )
+        logs.update({key: values[-1] for key, values in history.history.items()})
+        nan_guard.check(config.lr)
+        if model.stop_training:
+            break
+
+    final = {key: _plain(value) for key, value in logs.items()}
+    if "knn_accuracy" not in final and knn_data is not None:
+        # Nothing trained in this call (already finished): evaluate the encoder as it is.
+        final["knn_accuracy"] = knn_accuracy(model.encoder, *knn_data, spec.num_classes, k=config.knn_k)
+    run = {
+        "config": dataclasses.asdict(config),
+        "strategy": strategy_name,
+        "num_replicas": strategy.num_replicas_in_sync,
+        "steps": int(model.optimizer.iterations.numpy()),
+        "steps_per_epoch": steps_per_epoch,
+        "pretrain_examples": examples,
+        "final_metrics": final,
+        "wall_time_s": round(time.time() - start_time, 1),
+        "git_commit": _git_commit(),
+        "hardware": hardware_summary(),
+    }
+    if chief:
+        save_encoder(model.encoder, output_dir)
+        _write_atomically(os.path.join(output_dir, "run.json"), json.dumps(run, indent=2))
+    return run
+
+
+def build_model(config, image_size, total_steps, synchronized_bn=False):
+    """The `NonContrastiveModel` a config describes (call inside the strategy scope)."""
+    encoder = build_backbone(
+        config.backbone, (image_size, image_size, 3),
+        width_multiplier=config.width_multiplier, synchronized_bn=synchronized_bn,
+    )
+    options = None
+    if config.predictor in DIRECT_METHODS:
+        options = dict(
+            rho=config.rho, eps=config.eps, alpha=config.alpha,
+            normalization=config.normalization, update_every=config.update_every,
+        )
+    return NonContrastiveModel(
+        encoder, predictor=config.predictor, predictor_options=options,
+        projector_hidden_dim=config.projector_hidden_dim, projection_dim=config.projection_dim,
+        tau_base=config.ema, total_steps=total_steps, weight_decay=config.weight_decay,
+        weight_decay_mode=config.weight_decay_mode, synchronized_bn=synchronized_bn,
+        name=config.predictor,
+    )
+
+
+def build_optimizer(config, steps_per_epoch, total_steps):
+    """SGD with momentum; linear warmup to `config.lr`, then cosine decay to 0."""
+    warmup_steps = min(int(config.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
+    if warmup_steps:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=max(total_steps - warmup_steps, 1),
+            warmup_target=config.lr, warmup_steps=warmup_steps,
+        )
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=max(total_steps, 1))
+    return keras.optimizers.SGD(schedule, momentum=config.momentum)
+
+
+def save_encoder(encoder, output_dir):
+    """Writes `encoder.keras` and `encoder.weights.h5`, each atomically."""
+    for filename, save in (("encoder.keras", encoder.save), ("encoder.weights.h5", encoder.save_weights)):
+        path = os.path.join(output_dir, filename)
+        temporary = os.path.join(output_dir, ".partial." + filename)
+        save(temporary)
+        os.replace(temporary, path)
+
+
+def hardware_summary():
+    """CPU, accelerators and library versions of this machine."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _remaining_fits(done_steps, steps_per_epoch, epochs):
+    """`(initial_epoch, epochs, steps_per_epoch)` of the fit calls still to run.
+
+    A run interrupted mid-epoch first finishes that epoch's remaining steps,
+    then runs the later epochs whole.
+    """
+    epoch, step_in_epoch = divmod(done_steps, steps_per_epoch)
+    fits = []
+    if epoch < epochs and step_in_epoch:
+        fits.append((epoch, epoch + 1, steps_per_epoch - step_in_epoch))
+        epoch += 1
+    if epoch < epochs:
+        fits.append((epoch, epochs, steps_per_epoch))
+    return fits
+
+
+def _save_freq(value):
+    if value == "epoch":
+        return "epoch"
+    try:
+        steps = int(value)
+    except (TypeError, ValueError):
+        steps = 0
+    if steps < 1:
+        raise ValueError(f"--save_freq must be 'epoch' or a positive number of steps, got {value!r}.")
+    return steps
+
+
+def _plain(value):
+    value = keras.ops.convert_to_numpy(value)
+    return float(value.reshape(-1)[0]) if value.size else None
+
+
+def _git_commit():
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _write_atomically(path, text):
+    temporary = os.path.join(os.path.dirname(path), ".partial." + os.path.basename(path))
+    with open(temporary, "w") as file:
+        file.write(text)
+    os.replace(temporary, path)

@@ -1,0 +1,191 @@
+"""Pretraining throughput, peak memory and predictor-update cost.
+
+    python scripts/benchmark.py --data_dir=~/tensorflow_datasets --output=benchmark.md
+
+Each configuration runs in its own process, so that its peak memory is its
+own: on a GPU the TensorFlow allocator's peak, on a CPU the process's peak
+resident set size (which includes the TensorFlow runtime, ~1 GB).
+
+Throughput is image pairs per second over the timed steps, after warm-up
+steps that include compilation. "real" input is the augmented CIFAR-10
+pipeline of `keras_directcopy.data` (prepared with scripts/prepare_data.py);
+"synthetic" is one random batch repeated, which costs nothing to produce.
+The predictor update (running correlation plus W_p) is timed alone, compiled
+the same way as the train step, and reported as a percentage of a step.
+
+Targets: real input at least 90% of synthetic throughput, and the DirectCopy
+update under 1% of a step. The table marks every row that misses one.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+flags.DEFINE_list("backbones", ["resnet20", "resnet18"], "Backbones to measure.")
+flags.DEFINE_list("predictors", ["directcopy", "directpred", "directset", "linear", "mlp"], "Predictor modes.")
+flags.DEFINE_list("inputs", ["synthetic", "real"], "Input kinds: synthetic and/or real.")
+flags.DEFINE_list("xla", ["on", "off"], "XLA settings to measure.")
+flags.DEFINE_list(
+    "full_matrix_backbones", ["resnet20"],
+    "Backbones measured over every predictor, input and XLA setting; the others "
+    "only with synthetic input and XLA on (ResNet-18 runs ~10 img/s on a CPU).",
+)
+flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+flags.DEFINE_integer("warmup_steps", 3, "Untimed steps (compilation included).")
+flags.DEFINE_integer("steps", 10, "Timed steps.")
+flags.DEFINE_string("dataset", "cifar10", "Dataset of the real input pipeline.")
+flags.DEFINE_string("data_dir", None, "tfds data directory of the real input.")
+flags.DEFINE_string("output", None, "Also write the Markdown table here.")
+flags.DEFINE_string("single", None, "Internal: run one configuration (JSON) and print its result.")
+
+FLAGS = flags.FLAGS
+DIRECT = ("directcopy", "directpred", "directset")
+
+
+def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, steps, dataset, data_dir):
+    """Runs one configuration in this process; returns a dict of results."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_directcopy import augment, data
+    from keras_directcopy.backbones import build_backbone
+    from keras_directcopy.models import NonContrastiveModel
+
+    keras.utils.set_random_seed(0)
+    size = data.get_dataset_spec(dataset).image_size
+    model = NonContrastiveModel(build_backbone(backbone, (size, size, 3)), predictor=predictor)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=xla)
+    if input_kind == "synthetic":
+        batch = np.random.default_rng(0).integers(0, 256, (batch_size, 2, size, size, 3), np.uint8)
+        inputs = tf.data.Dataset.from_tensors(batch).repeat()
+    else:
+        augmenter = augment.TwoViewAugmenter(augment.get_preset(dataset))
+        inputs = data.pretrain_dataset(dataset, data_dir, batch_size, augmenter).repeat()
+
+    times = []
+    timer = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: times.append(time.perf_counter()))
+    model.fit(inputs, epochs=1, steps_per_epoch=warmup_steps + steps, callbacks=[timer], verbose=0)
+    step_seconds = (times[-1] - times[warmup_steps - 1]) / steps
+
+    update_percent = None
+    if predictor in DIRECT:
+        features = tf.random.normal((2 * batch_size, model.predictor.correlation.shape[0]))
+        update = tf.function(model.predictor.update, jit_compile=xla)
+        for _ in range(3):
+            update(features)
+        repeats = 50
+        start = time.perf_counter()
+        for _ in range(repeats):
+            update(features)
+        update_percent = 100 * (time.perf_counter() - start) / repeats / step_seconds
+
+    if tf.config.list_physical_devices("GPU"):
+        peak_mb = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+        memory_kind = "GPU peak"
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        memory_kind = "process peak RSS"
+    return dict(
+        backbone=backbone, predictor=predictor, input=input_kind, xla=xla,
+        pairs_per_s=batch_size / step_seconds, step_ms=1000 * step_seconds,
+        update_percent=update_percent, peak_mb=peak_mb, memory_kind=memory_kind,
+    )
+
+
+def configurations():
+    for backbone in FLAGS.backbones:
+        full = backbone in FLAGS.full_matrix_backbones
+        for predictor in FLAGS.predictors:
+            for input_kind in FLAGS.inputs if full else ["synthetic"]:
+                for xla in FLAGS.xla if full else ["on"]:
+                    yield dict(backbone=backbone, predictor=predictor, input=input_kind, xla=xla == "on")
+
+
+def run_in_subprocess(config):
+    command = [sys.executable, os.path.abspath(__file__), f"--single={json.dumps(config)}",
+               f"--batch_size={FLAGS.batch_size}", f"--warmup_steps={FLAGS.warmup_steps}",
+               f"--steps={FLAGS.steps}", f"--dataset={FLAGS.dataset}"]
+    if FLAGS.data_dir:
+        command.append(f"--data_dir={FLAGS.data_dir}")
+    result = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode or not lines:
+        raise RuntimeError(f"benchmark of {config} failed:\n{result.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def table(results):
+    """Markdown table of the results, with the targets checked."""
+    synthetic = {
+        (r["backbone"], r["predictor"], r["xla"]): r["pairs_per_s"]
+        for r in results if r["input"] == "synthetic"
+    }
+    rows = [
+        "| backbone | predictor | input | XLA | pairs/s | ms/step | real/synthetic | predictor update (% of step) | peak memory (MB) | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        notes = []
+        ratio = ""
+        reference = synthetic.get((r["backbone"], r["predictor"], r["xla"]))
+        if r["input"] == "real" and reference:
+            ratio = f"{100 * r['pairs_per_s'] / reference:.0f}%"
+            if r["pairs_per_s"] < 0.9 * reference:
+                notes.append("MISSED: real < 90% of synthetic")
+        update = "" if r["update_percent"] is None else f"{r['update_percent']:.2f}%"
+        if r["predictor"] == "directcopy" and r["update_percent"] is not None and r["update_percent"] >= 1:
+            notes.append("MISSED: DirectCopy update >= 1%")
+        rows.append(
+            f"| {r['backbone']} | {r['predictor']} | {r['input']} | {'on' if r['xla'] else 'off'} "
+            f"| {r['pairs_per_s']:.1f} | {r['step_ms']:.0f} | {ratio} | {update} "
+            f"| {r['peak_mb']:.0f} | {'; '.join(notes) or 'ok'} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    if FLAGS.single:
+        config = json.loads(FLAGS.single)
+        result = measure(
+            config["backbone"], config["predictor"], config["input"], config["xla"],
+            FLAGS.batch_size, FLAGS.warmup_steps, FLAGS.steps, FLAGS.dataset, FLAGS.data_dir,
+        )
+        print("RESULT " + json.dumps(result))
+        return
+    import platform
+
+    import tensorflow as tf
+
+    results = []
+    for config in configurations():
+        results.append(run_in_subprocess(config))
+        print(json.dumps(results[-1]), flush=True)
+    gpus = tf.config.list_physical_devices("GPU")
+    hardware = (
+        f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+    )
+    header = (
+        f"Hardware: {hardware}; TensorFlow {tf.__version__}. Batch {FLAGS.batch_size}, "
+        f"{FLAGS.steps} timed steps after {FLAGS.warmup_steps} warm-up steps. Memory: "
+        f"{results[0]['memory_kind'] if results else ''}.\n"
+        f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n"
+    )
+    text = header + table(results)
+    print(text)
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as file:
+            file.write(text + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,157 @@
+"""scripts/pretrain.py end to end, as subprocesses, on a prepared slice of the
+real CIFAR-10 (through real tfds): one device, two mirrored replicas, resume
+after kill -9, a non-finite loss, and bad flags."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from keras_directcopy import offline_data
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10"
+SCRIPT = str(REPO_ROOT / "scripts" / "pretrain.py")
+# 256 training images, batch 32: 8 steps per epoch unless limited.
+SMALL_RUN = [
+    "--config=quickstart", "--backbone=resnet20", "--width_multiplier=0.25",
+    "--batch_size=32", "--knn_k=20", "--verbose=2",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tfds")
+    offline_data.prepare_cifar10(str(SHARED_CIFAR10), str(directory), max_examples_per_split=256)
+    return str(directory)
+
+
+def run_pretrain(*flags, timeout=300):
+    return subprocess.run(
+        [sys.executable, SCRIPT, *flags], capture_output=True, text=True, timeout=timeout,
+        cwd=REPO_ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+
+
+def read_run(output_dir):
+    return json.loads((Path(output_dir) / "run.json").read_text())
+
+
+def test_pretrain_one_device(data_dir, tmp_path):
+    result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
+                          "--epochs=2", "--knn_every=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = read_run(tmp_path)
+    assert run["steps"] == 2 * 8 and run["steps_per_epoch"] == 8 and run["num_replicas"] == 1
+    assert run["config"]["predictor"] == "directcopy" and run["config"]["epochs"] == 2
+    metrics = run["final_metrics"]
+    assert 0.0 <= metrics["knn_accuracy"] <= 1.0 and metrics["loss"] > 0
+    assert {"collapse_std", "lr", "tau", "pred_eig_max", "pred_eff_rank"} <= set(metrics)
+    assert run["hardware"]["cpu_count"] and run["git_commit"] and run["wall_time_s"] > 0
+    assert "kNN accuracy (k=20) on the test split" in result.stdout
+    assert (tmp_path / "encoder.keras").exists() and (tmp_path / "encoder.weights.h5").exists()
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
+    assert not list(tmp_path.rglob(".partial.*"))
+
+
+def test_pretrain_mirrored_over_two_logical_cpus(data_dir, tmp_path):
+    result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
+                          "--strategy=mirrored", "--logical_cpus=2", "--epochs=1",
+                          "--steps_per_epoch=3", "--predictor=directpred")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = read_run(tmp_path)
+    assert run["strategy"] == "mirrored" and run["num_replicas"] == 2
+    assert run["steps"] == 3
+    assert run["final_metrics"]["pred_eig_max"] == pytest.approx(1.01, rel=1e-4)
+
+
+def test_resume_after_kill_minus_nine(data_dir, tmp_path):
+    flags = [*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
+             "--epochs=3", "--save_freq=2", "--knn_every=0", "--jit_compile=false"]
+    backup = tmp_path / "backup" / "backup.weights.h5"
+    process = subprocess.Popen(
+        [sys.executable, SCRIPT, *flags], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    deadline = time.time() + 240
+    while not backup.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert backup.exists(), "no backup was written before the kill"
+    assert not (tmp_path / "run.json").exists(), "the first run finished before it was killed"
+
+    result = run_pretrain(*flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed_at = int(result.stdout.split("Resuming from the backup at step ")[1].split()[0])
+    assert 2 <= resumed_at < 24 and resumed_at % 2 == 0
+    assert read_run(tmp_path)["steps"] == 3 * 8  # no step redone, none missing
+
+    # Re-running a finished command trains nothing more.
+    again = run_pretrain(*flags)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming from the backup at step 24 of 24" in again.stdout
+    assert read_run(tmp_path)["steps"] == 24
+
+
+def test_non_finite_loss_stops_with_a_clear_message(data_dir, tmp_path):
+    result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
+                          "--epochs=2", "--lr=1e30", "--warmup_epochs=0", "--knn_every=0")
+    assert result.returncode == 1
+    assert "the loss became" in result.stderr and "Lower --lr" in result.stderr
+    assert not (tmp_path / "encoder.keras").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--dataset=cifar11", "Unknown dataset 'cifar11'. Valid datasets: cifar10"),
+        ("--backbone=resnet19", "Unknown backbone 'resnet19'. Valid backbones: resnet18"),
+        ("--strategy=horovod", "value should be one of <default|one_device|mirrored|multi_worker|tpu>"),
+        ("--predictor=directcpy", "value should be one of <directcopy|directpred"),
+    ],
+)
+def test_bad_flags_are_rejected_clearly(data_dir, tmp_path, flag, message):
+    result = run_pretrain(f"--data_dir={data_dir}", f"--output_dir={tmp_path}", flag)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_missing_data_names_prepare_data(tmp_path):
+    result = run_pretrain(f"--data_dir={tmp_path / 'empty'}", f"--output_dir={tmp_path / 'out'}")
+    assert result.returncode == 1
+    assert "scripts/prepare_data.py" in result.stderr
+
+
+def test_pretrain_multi_worker_on_localhost(data_dir, tmp_path):
+    from tests.test_multi_worker import free_ports
+
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = {
+            **os.environ, "CUDA_VISIBLE_DEVICES": "",
+            "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+        }
+        processes.append(subprocess.Popen(
+            [sys.executable, SCRIPT, *SMALL_RUN, f"--data_dir={data_dir}",
+             f"--output_dir={tmp_path / f'worker{index}'}", "--strategy=multi_worker",
+             "--epochs=1", "--steps_per_epoch=3", "--knn_every=1"],
+            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    try:
+        logs = [process.communicate(timeout=300)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for process, log in zip(processes, logs):
+        assert process.returncode == 0, log[-3000:]
+    run = read_run(tmp_path / "worker0")  # the chief writes the outputs
+    assert run["strategy"] == "multi_worker" and run["num_replicas"] == 2
+    assert run["steps"] == 3 and 0 <= run["final_metrics"]["knn_accuracy"] <= 1
+    assert not (tmp_path / "worker1" / "run.json").exists()
