@@ -23,5 +23,6 @@ from keras_directcopy.predictors import (
     directset_matrix,
 )
 from keras_directcopy.schedules import target_momentum
+from keras_directcopy.zoo import list_pretrained, load_pretrained
 
 __version__ = "0.1.0"
