@@ -5,6 +5,8 @@ import os
 
 import keras
 
+from keras_directcopy.io_utils import atomic_save
+
 
 class NonFiniteLossError(RuntimeError):
     """Raised after training stopped on a NaN or infinite loss."""
@@ -83,10 +85,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         if not self.write:
             return
-        os.makedirs(self.backup_dir, exist_ok=True)
-        temporary = os.path.join(self.backup_dir, ".partial." + self.FILENAME)
-        self.model.save_weights(temporary, overwrite=True)
-        os.replace(temporary, self.path)
+        atomic_save(self.path, lambda temporary: self.model.save_weights(temporary, overwrite=True))
 
     def on_train_end(self, logs=None):
         pass

@@ -14,7 +14,8 @@ Every field can be overridden by the flag of the same name. Sources:
   0.05 x batch / 256, momentum 0.9, weight decay 1e-4, 100 epochs).
 * `cifar10_resnet20`: the CIFAR recipe above on the 0.27M-parameter
   ResNet-20, sized for CPUs.
-* `quickstart`: `cifar10_resnet20` for one epoch, a few minutes on 2 cores.
+* `quickstart`: `cifar10_resnet20` for one epoch without warmup, about six
+  minutes on 2 CPU cores.
 """
 
 import dataclasses
@@ -60,7 +61,10 @@ _CIFAR = dict(
 )
 
 CONFIGS = {
-    "quickstart": PretrainConfig(**{**_CIFAR, "backbone": "resnet20", "epochs": 1, "knn_every": 1}),
+    # One epoch: no warmup, so the learning rate starts at its peak.
+    "quickstart": PretrainConfig(
+        **{**_CIFAR, "backbone": "resnet20", "epochs": 1, "warmup_epochs": 0.0, "knn_every": 1}
+    ),
     "cifar10_resnet20": PretrainConfig(**{**_CIFAR, "backbone": "resnet20", "epochs": 200}),
     "cifar10_resnet18": PretrainConfig(**{**_CIFAR, "backbone": "resnet18"}),
     "cifar100_resnet18": PretrainConfig(**{**_CIFAR, "dataset": "cifar100", "backbone": "resnet18"}),

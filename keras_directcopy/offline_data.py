@@ -34,7 +34,6 @@ directories made here are disposable), and it refuses to touch a directory
 it cannot account for unless `overwrite=True`.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -43,6 +42,8 @@ import time
 
 import numpy as np
 from absl import logging
+
+from keras_directcopy.io_utils import sha256_file
 
 # Files of the CIFAR-10 source directory, in the order the splits use them.
 CIFAR10_CHECKSUMS_FILE = "SHA256SUMS"
@@ -77,7 +78,6 @@ SUPPORTED_DATASETS = ("cifar10",)
 # leading dot keeps TFDS (which lists version directories) from seeing them.
 _TMP_PREFIX = ".tmp-prepare-"
 
-_HASH_CHUNK_BYTES = 1 << 20
 _LOG_EVERY_EXAMPLES = 10000
 
 
@@ -237,23 +237,6 @@ def tfds_load_call(dataset_name, data_dir):
     """
     data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
     return f"tfds.load({json.dumps(dataset_name)}, data_dir={json.dumps(data_dir)}, download=False)"
-
-
-def sha256_file(path):
-    """Returns the hex SHA-256 of a file, read in chunks.
-
-    Args:
-        path: str or path-like. The file.
-
-    Returns:
-        str, 64 lowercase hex digits.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        # Streamed: the source files are tens of megabytes each.
-        for chunk in iter(lambda: f.read(_HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_max_examples(value):

@@ -50,11 +50,15 @@ def make_strategy(name, tpu=None):
 def use_xla(strategy, setting="auto"):
     """Whether to compile the train step with XLA (`jit_compile`).
 
-    `"auto"` turns XLA on without a strategy or with `OneDeviceStrategy`
-    (1.6x faster for a ResNet training step on a CPU) and on TPUs, and off
-    under `MirroredStrategy` and `MultiWorkerMirroredStrategy`, where XLA
-    cannot reach variables placed on other devices (tested on CPUs; not
-    verified on several GPUs). `"true"` / `"false"` force it.
+    `"auto"` turns XLA on where it is known to help or be required: on TPUs,
+    and on a single GPU (without a strategy or with `OneDeviceStrategy`).
+    It stays off on CPUs, where our train step ran 1.8x slower with XLA
+    (ResNet-20, batch 128, 2 cores: 165 vs 309 image pairs/s, measured with
+    `scripts/benchmark.py --backbones=resnet20 --predictors=directcopy
+    --inputs=synthetic --xla=on` and `--xla=off`), and under
+    `MirroredStrategy` / `MultiWorkerMirroredStrategy`, where XLA cannot reach
+    variables placed on other devices (seen on CPUs; not verified on several
+    GPUs). `"true"` / `"false"` force it.
     """
     if setting in ("true", True):
         return True
@@ -64,9 +68,11 @@ def use_xla(strategy, setting="auto"):
         raise ValueError(f"--jit_compile must be auto, true or false, got {setting!r}.")
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return True
-    return not isinstance(
+    if isinstance(
         strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
-    )
+    ):
+        return False
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def is_chief(strategy):

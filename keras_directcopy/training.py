@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras_directcopy import augment, data, strategies
 from keras_directcopy.backbones import BACKBONE_NAMES, build_backbone
 from keras_directcopy.callbacks import LearningRateLogger, ResumableBackup, StopOnNonFiniteLoss
+from keras_directcopy.io_utils import atomic_save, atomic_write_text
 from keras_directcopy.knn import KNNMonitor, knn_accuracy
 from keras_directcopy.models import NonContrastiveModel
 from keras_directcopy.predictors import DIRECT_METHODS, check_predictor_name
@@ -146,7 +147,7 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto"):
     }
     if chief:
         save_encoder(model.encoder, output_dir)
-        _write_atomically(os.path.join(output_dir, "run.json"), json.dumps(run, indent=2))
+        atomic_write_text(os.path.join(output_dir, "run.json"), json.dumps(run, indent=2))
     return run
 
 
@@ -186,11 +187,8 @@ def build_optimizer(config, steps_per_epoch, total_steps):
 
 def save_encoder(encoder, output_dir):
     """Writes `encoder.keras` and `encoder.weights.h5`, each atomically."""
-    for filename, save in (("encoder.keras", encoder.save), ("encoder.weights.h5", encoder.save_weights)):
-        path = os.path.join(output_dir, filename)
-        temporary = os.path.join(output_dir, ".partial." + filename)
-        save(temporary)
-        os.replace(temporary, path)
+    atomic_save(os.path.join(output_dir, "encoder.keras"), encoder.save)
+    atomic_save(os.path.join(output_dir, "encoder.weights.h5"), encoder.save_weights)
 
 
 def hardware_summary():
@@ -248,9 +246,3 @@ def _git_commit():
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
-
-def _write_atomically(path, text):
-    temporary = os.path.join(os.path.dirname(path), ".partial." + os.path.basename(path))
-    with open(temporary, "w") as file:
-        file.write(text)
-    os.replace(temporary, path)

@@ -20,13 +20,13 @@ Where weights come from, in order:
 
 import copy
 import glob
-import hashlib
 import json
 import os
 import sys
 
 import keras
 
+from keras_directcopy.io_utils import sha256_file
 from keras_directcopy.backbones import BACKBONE_NAMES, CIFAR_STEM_MAX_SIZE, build_backbone
 
 HF_PREFIX = "hf://"
@@ -140,7 +140,7 @@ def load_pretrained(name, include_top=False, pooling="avg", input_shape=None, we
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of 'avg', 'max', None; got {pooling!r}.")
-    spec, source = _load_spec(name)
+    spec, source = _load_spec(name, need_weights=weights)
     default_shape = tuple(spec["input_shape"])
     if include_top:
         if input_shape is not None and tuple(input_shape) != default_shape:
@@ -179,16 +179,7 @@ def resolve_weights(preset, source=None):
     return _verified_file(preset, preset["weights"], source or _registry_source(preset))
 
 
-def sha256_of(path):
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _load_spec(name):
+def _load_spec(name, need_weights=True):
     """`(spec, source)`: the architecture and file entries, and where files come from."""
     if os.path.isdir(os.path.expanduser(str(name))):
         directory = os.path.expanduser(str(name))
@@ -200,7 +191,7 @@ def _load_spec(name):
         spec = _config_from_file(config_path, name)
         return spec, ("hub", hub)
     preset = get_preset(name)
-    if not preset["weights"].get("sha256"):
+    if need_weights and not preset["weights"].get("sha256"):
         raise ValueError(
             f"Pretrained model {preset['name']!r} has no published weights yet. Train them "
             f"with:\n  {preset['train_command']}\nthen evaluate with scripts/evaluate.py and "
@@ -264,7 +255,7 @@ def _verified_file(spec, entry, source):
         path = _hub_download(location, filename, what=f"{spec['name']} ({filename})")
         origin = f"hf://{location['repo_id']}/{filename} (cached at {path})"
     expected = entry.get("sha256")
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if not expected or actual != expected:
         raise ValueError(
             f"sha256 mismatch for {filename} of {spec['name']}, from {origin}: expected "

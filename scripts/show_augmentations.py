@@ -15,7 +15,6 @@ white margin.
 """
 
 import os
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,6 +22,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from keras_directcopy import augment, data  # noqa: E402
+from keras_directcopy.io_utils import atomic_save  # noqa: E402
 
 MARGIN = 4  # px of white between tiles and around the grid
 MIN_TILE = 96  # tiles smaller than this are enlarged by an integer factor
@@ -112,25 +112,14 @@ def _fit(image, size):
 
 
 def write_png_atomically(path, image):
-    """Encodes uint8 `(H, W, 3)` as PNG and writes it with a same-directory rename."""
+    """Encodes uint8 `(H, W, 3)` as PNG and writes it atomically."""
     encoded = tf.io.encode_png(image).numpy()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    # mkstemp makes the file private (0600); give it the usual permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(temporary, 0o666 & ~umask)
-        with os.fdopen(handle, "wb") as file:
+
+    def write(temporary):
+        with open(temporary, "wb") as file:
             file.write(encoded)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+
+    atomic_save(path, write)
 
 
 def show_augmentations(dataset, data_dir, split, num_images, output, seed, image_size=None):

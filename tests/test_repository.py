@@ -15,4 +15,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_quickstart_command_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
-    assert "pip install -c constraints.txt -e . && .venv/bin/python scripts/quickstart.py" in readme
+    assert (
+        "pip install -c constraints.txt -e . && .venv/bin/python scripts/prepare_data.py && "
+        ".venv/bin/python scripts/pretrain.py --config=quickstart" in readme
+    )

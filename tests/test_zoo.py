@@ -14,6 +14,7 @@ import pytest
 
 import keras_directcopy as kdc
 from keras_directcopy import zoo
+from keras_directcopy.io_utils import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "resnet20", "backbone_kwargs": {"width_multiplier": 0.25}, "input_shape": [32, 32, 3]}
@@ -26,7 +27,7 @@ def tiny_model_folder(folder, name="tiny_directcopy"):
     encoder.save_weights(folder / "encoder.weights.h5")
     config = {
         "name": name, **TINY, "num_classes": 10, "method": "directcopy",
-        "weights": {"filename": "encoder.weights.h5", "sha256": zoo.sha256_of(folder / "encoder.weights.h5")},
+        "weights": {"filename": "encoder.weights.h5", "sha256": sha256_file(folder / "encoder.weights.h5")},
     }
     (folder / "config.json").write_text(json.dumps(config))
     return encoder, config
@@ -62,6 +63,9 @@ def test_unpublished_preset_gives_the_training_command():
         kdc.load_pretrained(preset["name"])
     assert preset["train_command"] in str(error.value)
     assert "scripts/pretrain.py" in preset["train_command"]
+    # The architecture alone needs no weights.
+    random_init = kdc.load_pretrained(preset["name"], weights=False)
+    assert random_init.input_shape[1:] == tuple(preset["input_shape"])
 
 
 def test_load_from_a_local_directory(tmp_path):
@@ -107,6 +111,25 @@ def test_keras_applications_arguments(tmp_path):
         kdc.load_pretrained(folder, include_top=True)
     with pytest.raises(ValueError, match="pooling must be one of"):
         kdc.load_pretrained(folder, pooling="sum")
+
+
+def test_include_top_adds_the_shipped_linear_head(tmp_path):
+    from keras_directcopy.evaluation import build_linear_head, set_feature_statistics
+
+    encoder, config = tiny_model_folder(tmp_path / "model")
+    head = build_linear_head(16, 10)
+    rng = np.random.default_rng(1)
+    set_feature_statistics(head, rng.normal(2.0, 3.0, (64, 16)).astype(np.float32))
+    dense = head.layers[-1]
+    dense.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in dense.get_weights()])
+    head.save_weights(tmp_path / "model" / "linear_head.weights.h5")
+    config["head"] = {"filename": "linear_head.weights.h5", "sha256": sha256_file(tmp_path / "model" / "linear_head.weights.h5")}
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    classifier = kdc.load_pretrained(str(tmp_path / "model"), include_top=True)
+    assert classifier.output_shape == (None, 10)
+    np.testing.assert_allclose(classifier(images()), head(encoder(images())), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="include_top=True needs the preset's input_shape"):
+        kdc.load_pretrained(str(tmp_path / "model"), include_top=True, input_shape=(64, 64, 3))
 
 
 def test_resnet18_preset_keeps_its_cifar_stem_at_another_input_size():

@@ -1,0 +1,73 @@
+"""Publish a pretrained encoder of the `zoo/` registry to the Hugging Face Hub.
+
+    python scripts/publish.py --preset=directcopy_resnet20_cifar10 \
+        --repo_id=keras-directcopy/directcopy_resnet20_cifar10 \
+        --weights=runs/directcopy_resnet20_cifar10/encoder.weights.h5 --dry_run --out_dir=hub/c10
+
+The preset must record the weights' sha256 and the metrics `scripts/evaluate.py`
+measured. The repository folder (weights, `config.json`, `metrics.json`,
+`run.json`, `README.md` model card) is built and checked first; without
+`--dry_run` it is then uploaded with the token in `$HF_TOKEN`. Weights come
+from `--weights`, or else from where the registry says they are published
+(`keras_directcopy.zoo.resolve_weights`, sha256-verified).
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string("preset", None, "Preset name or dataset alias of the zoo/ registry.", required=True)
+flags.DEFINE_string("repo_id", None, "Hub model repository, ORG/NAME.", required=True)
+flags.DEFINE_bool("dry_run", False, "Only build the folder and list its files; upload nothing.")
+flags.DEFINE_string("out_dir", None, "Where to build the folder (default: a temporary directory).")
+flags.DEFINE_bool("private", False, "Create the repository private (an existing one keeps its visibility).")
+flags.DEFINE_string(
+    "weights", None,
+    "Local encoder weights to publish, e.g. <output_dir>/encoder.weights.h5 of scripts/pretrain.py "
+    "(default: the preset's, through the registry).",
+)
+flags.DEFINE_string(
+    "head", None,
+    "Local linear-probe head weights, for a preset that declares a head (default: the preset's, "
+    "through the registry).",
+)
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # Imported here so that --help and flag errors do not wait for TensorFlow.
+    from keras_directcopy import hub, zoo
+
+    try:
+        preset = zoo.get_preset(FLAGS.preset)
+        # Checked before resolving the weights, so an unpublishable preset
+        # gets the fix rather than a download error.
+        hub.check_publishable(preset)
+        weights = FLAGS.weights or zoo.resolve_weights(preset)
+        head = FLAGS.head
+        if head is None and preset.get("head"):
+            # The registry resolves one file entry, `weights`; the head is
+            # published next to it, so the same lookup finds it.
+            head = zoo.resolve_weights({**preset, "weights": {**preset["weights"], **preset["head"]}})
+        result = hub.publish(
+            preset, weights, FLAGS.repo_id, dry_run=FLAGS.dry_run, out_dir=FLAGS.out_dir,
+            private=FLAGS.private, head_path=head,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        sys.exit(f"publish.py: {error}")
+    if FLAGS.dry_run:
+        print(f"Dry run: repository folder for {FLAGS.repo_id} at {result}")
+        for name in sorted(os.listdir(result)):
+            print(f"  {name}  ({os.path.getsize(os.path.join(result, name))} bytes)")
+    else:
+        print(f"Published {preset['name']} to {FLAGS.repo_id}: {result}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,425 @@
+"""Model cards, repository folders and publishing (keras_directcopy.hub,
+scripts/publish.py), with tiny real ResNet-20 weights.
+
+The Hugging Face Hub cannot be reached from the test machine, so the upload
+goes to a recording stand-in for `HfApi`; everything before the network
+call (the folder, the card, the arguments) is the real code path.
+"""
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from huggingface_hub import CommitInfo, ModelCard, RepoUrl
+
+import keras_directcopy as kdc
+from keras_directcopy import hub, zoo
+from keras_directcopy.configs import CONFIGS, get_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(REPO_ROOT / "scripts" / "publish.py")
+NAME = "tiny_directcopy_cifar10"
+REPO_ID = "someorg/tiny-directcopy"
+HARDWARE = {
+    "platform": "Linux-test-x86_64", "processor": "x86_64", "cpu_count": 2, "gpus": [],
+    "tensorflow": "2.21.0", "keras": "3.15.1", "python": "3.11.0",
+}
+# Distinctive values, so the card can be checked to show each one as recorded.
+METRICS = {
+    "dataset": "cifar10",
+    "encoder": "resnet20",
+    "preset": NAME,
+    "knn": {
+        "top1": 0.4321, "k": 20, "temperature": 0.07, "train_split": "train[:256]",
+        "test_split": "test[:128]", "train_examples": 256, "test_examples": 128,
+    },
+    "linear_probe": {
+        "top1": 0.4567, "train_top1": 0.6789, "epochs": 3, "batch_size": 64, "optimizer": "adam",
+        "learning_rate": 0.0003, "weight_decay": 0.001,
+        "feature_normalization": "standardize_train_mean_std", "final_epoch": True,
+    },
+    "hardware": HARDWARE,
+    "git_commit": "feedface" * 5,
+    "wall_time_s": 98.7,
+}
+TRAIN_COMMAND = (
+    "python scripts/pretrain.py --config=quickstart --width_multiplier=0.25 --batch_size=32 "
+    "--output_dir=runs/tiny_directcopy_cifar10"
+)
+
+
+def sha256_of(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A width-0.25 ResNet-20 and its saved weights: `(encoder, path, sha256)`."""
+    encoder = kdc.resnet20(width_multiplier=0.25)
+    path = tmp_path_factory.mktemp("weights") / "encoder.weights.h5"
+    encoder.save_weights(path)
+    return encoder, str(path), sha256_of(path)
+
+
+def make_preset(sha256, **overrides):
+    config = dataclasses.asdict(get_config("quickstart", width_multiplier=0.25, batch_size=32))
+    run = {
+        "config": config, "strategy": "default", "num_replicas": 1, "steps": 8,
+        "steps_per_epoch": 8, "pretrain_examples": 256, "final_metrics": {"loss": 0.5},
+        "wall_time_s": 4321.5, "git_commit": "c0ffee" * 6 + "abcd", "hardware": HARDWARE,
+    }
+    preset = {
+        "name": NAME, "aliases": ["tiny"], "dataset": "cifar10", "method": "directcopy",
+        "backbone": "resnet20", "backbone_kwargs": {"width_multiplier": 0.25},
+        "input_shape": [32, 32, 3], "num_classes": 10, "epochs": 1,
+        "train_command": TRAIN_COMMAND,
+        "hub": {"repo_id": REPO_ID, "revision": "main"},
+        "weights": {"filename": "encoder.weights.h5", "sha256": sha256, "bundled": False},
+        "head": None, "metrics": copy.deepcopy(METRICS), "run": run, "reduced_scale": True,
+        "notes": "Tiny encoder for tests.",
+    }
+    preset.update(overrides)
+    return preset
+
+
+def images(count=2, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (count, 32, 32, 3)).astype(np.float32)
+
+
+def model_index_values(card_text):
+    index = ModelCard(card_text).data.to_dict()["model-index"]
+    return index, {m["config"]: m["value"] for r in index[0]["results"] for m in r["metrics"]}
+
+
+# -- Model card ---------------------------------------------------------------
+
+
+def test_card_metadata_parses_and_model_index_equals_the_metrics():
+    preset = make_preset("0" * 64)
+    card = hub.build_model_card(preset)
+    data = ModelCard(card).data.to_dict()
+    assert data["library_name"] == "keras"
+    assert data["license"] == "apache-2.0"
+    assert data["pipeline_tag"] == "image-feature-extraction"
+    assert {"keras", "self-supervised-learning", "directcopy", "image-feature-extraction"} <= set(data["tags"])
+    assert data["datasets"] == [hub.HUB_DATASET_IDS["cifar10"]]
+    index, values = model_index_values(card)
+    assert index[0]["name"] == NAME
+    assert values == {"knn": METRICS["knn"]["top1"], "linear_probe": METRICS["linear_probe"]["top1"]}
+    result = index[0]["results"][0]
+    assert result["dataset"]["split"] == METRICS["knn"]["test_split"]
+    assert result["task"]["type"] == "image-classification"
+    parsed = {r.metric_config: r for r in ModelCard(card).data.eval_results}
+    assert parsed["knn"].metric_args == {"k": 20, "temperature": 0.07}
+    # Parsing and writing the card again gives the same text.
+    assert str(ModelCard(card)) == card
+
+
+def test_card_body_gives_command_protocols_hardware_and_loading():
+    card = hub.build_model_card(make_preset("0" * 64))
+    for text in [
+        f"```bash\n{TRAIN_COMMAND}\n```",
+        f'keras_directcopy.load_pretrained("{NAME}")',
+        f'keras_directcopy.load_pretrained("hf://{REPO_ID}")',
+        "arXiv:2110.04947", "arXiv:2102.06810", "Wang, Chen, Du & Tian",
+        "43.21 %", "45.67 %", "67.89 %", "`0.4321`", "`0.4567`",
+        "k = 20", "exp(similarity / 0.07)", "`train[:256]` (256 images)", "`test[:128]` (128 images)",
+        "3 epochs with adam, learning rate 0.0003, weight decay 0.001, batch size 64",
+        "standardize_train_mean_std", "after the final epoch",
+        "4321.5 s", "98.7 s", "x86_64 CPU, 2 cores; no GPU", "TensorFlow 2.21.0",
+        "1 epoch(s), 8 steps of global batch 32", "c0ffee", "feedface",
+        "Intended use", "Tiny encoder for tests.", "slices of the full splits",
+    ]:
+        assert text in card, text
+
+
+def test_card_states_reduced_scale_against_the_full_recipe():
+    reference = CONFIGS[hub.FULL_SCALE_CONFIGS["cifar10"]]
+    card = hub.build_model_card(make_preset("0" * 64, reduced_scale=True))
+    assert card.count("**Reduced-scale training.**") == 2  # summary and limitations
+    assert "`--config=cifar10_resnet18`" in card
+    assert f"| `epochs` | 1 | {reference.epochs} |" in card
+    assert f"| `backbone` | resnet20 | {reference.backbone} |" in card
+    assert f"| `width_multiplier` | 0.25 | {reference.width_multiplier!r} |" in card
+    assert f"| `batch_size` | 32 | {reference.batch_size} |" in card
+
+    full = hub.build_model_card(make_preset("0" * 64, reduced_scale=False))
+    assert "Reduced-scale" not in full and "reduced scale" not in full
+
+
+def test_card_without_run_record_says_so():
+    card = hub.build_model_card(make_preset("0" * 64, run=None))
+    assert "No run record" in card
+    assert TRAIN_COMMAND in card
+    _, values = model_index_values(card)
+    assert values["knn"] == METRICS["knn"]["top1"]
+
+
+@pytest.mark.parametrize("method, reference", [
+    ("directcopy", "arXiv:2110.04947"), ("directpred", "arXiv:2102.06810"),
+    ("directset", "arXiv:2102.06810"), ("byol", "arXiv:2006.07733"), ("simsiam", "arXiv:2011.10566"),
+])
+def test_card_cites_the_method_paper(method, reference):
+    card = hub.build_model_card(make_preset("0" * 64, method=method))
+    assert f"## Method: {hub.METHODS[method][0]}" in card
+    assert reference in card
+    assert method in ModelCard(card).data.tags
+
+
+# -- Repository folder --------------------------------------------------------
+
+
+def test_repo_folder_rebuilds_the_encoder_from_config(tiny_weights, tmp_path):
+    encoder, weights, sha256 = tiny_weights
+    preset = make_preset(sha256)
+    folder = Path(hub.prepare_repo_folder(preset, weights, str(tmp_path / "out" / "repo")))
+    assert folder == tmp_path / "out" / "repo"
+    assert sorted(os.listdir(folder)) == sorted(
+        ["README.md", "config.json", "encoder.weights.h5", "metrics.json", "run.json"]
+    )
+    assert os.listdir(tmp_path / "out") == ["repo"]  # no staging folder left behind
+    assert sha256_of(folder / "encoder.weights.h5") == sha256
+
+    config = json.loads((folder / "config.json").read_text())
+    assert config["name"] == NAME and config["method"] == "directcopy"
+    assert config["weights"] == {"filename": "encoder.weights.h5", "sha256": sha256}
+    assert config["library_version"] == kdc.__version__
+    rebuilt = kdc.build_backbone(config["backbone"], tuple(config["input_shape"]), **config["backbone_kwargs"])
+    rebuilt.load_weights(folder / config["weights"]["filename"])
+    np.testing.assert_array_equal(rebuilt(images()), encoder(images()))
+    # The loader users call reads the same folder.
+    np.testing.assert_array_equal(zoo.load_pretrained(str(folder))(images()), encoder(images()))
+
+    assert json.loads((folder / "metrics.json").read_text()) == METRICS
+    assert json.loads((folder / "run.json").read_text()) == preset["run"]
+    assert (folder / "README.md").read_text() == hub.build_model_card(preset)
+
+
+def test_repo_folder_without_run_record_has_no_run_json(tiny_weights, tmp_path):
+    _, weights, sha256 = tiny_weights
+    folder = hub.prepare_repo_folder(make_preset(sha256, run=None), weights, str(tmp_path / "repo"))
+    assert "run.json" not in os.listdir(folder)
+    assert "No run record" in (Path(folder) / "README.md").read_text()
+
+
+def test_sha256_mismatch_is_refused_and_leaves_no_folder(tiny_weights, tmp_path):
+    _, weights, sha256 = tiny_weights
+    wrong = ("0" if sha256[0] != "0" else "1") + sha256[1:]
+    with pytest.raises(ValueError, match="sha256 mismatch for encoder.weights.h5") as error:
+        hub.prepare_repo_folder(make_preset(wrong), weights, str(tmp_path / "out" / "repo"))
+    assert sha256 in str(error.value) and wrong in str(error.value)
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_weights_of_another_architecture_are_refused(tiny_weights, tmp_path):
+    _, weights, sha256 = tiny_weights
+    preset = make_preset(sha256, backbone_kwargs={"width_multiplier": 0.5})
+    with pytest.raises(ValueError, match="do not load into the architecture"):
+        hub.prepare_repo_folder(preset, weights, str(tmp_path / "out" / "repo"))
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_weights_file_with_arrays_the_model_lacks_is_refused(tiny_weights, tmp_path):
+    # Keras ignores saved arrays no layer asks for, so the loader alone would accept this file.
+    _, weights, _ = tiny_weights
+    padded = tmp_path / "encoder.weights.h5"
+    padded.write_bytes(Path(weights).read_bytes())
+    with h5py.File(padded, "a") as file:
+        file.create_dataset("unused/vars/0", data=np.zeros((3, 3), np.float32))
+    model = kdc.resnet20(width_multiplier=0.25)
+    model.load_weights(padded)
+    arrays, values = len(model.weights), sum(int(np.prod(w.shape)) for w in model.weights)
+    message = f"holds {arrays + 1} arrays with {values + 9} values, the model has {arrays} with {values}"
+    with pytest.raises(ValueError, match=message):
+        hub.prepare_repo_folder(make_preset(sha256_of(padded)), str(padded), str(tmp_path / "out" / "repo"))
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_previous_folder_is_replaced_but_an_unrelated_one_is_kept(tiny_weights, tmp_path):
+    _, weights, sha256 = tiny_weights
+    out = tmp_path / "repo"
+    hub.prepare_repo_folder(make_preset(sha256), weights, str(out))
+    (out / "stale.txt").write_text("from an older build")
+    hub.prepare_repo_folder(make_preset(sha256, notes="Second build."), weights, str(out))
+    assert "stale.txt" not in os.listdir(out)
+    assert "Second build." in (out / "README.md").read_text()
+    assert os.listdir(tmp_path) == ["repo"]
+
+    unrelated = tmp_path / "mine"
+    unrelated.mkdir()
+    (unrelated / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a repository folder"):
+        hub.prepare_repo_folder(make_preset(sha256), weights, str(unrelated))
+    assert os.listdir(unrelated) == ["notes.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["mine", "repo"]
+
+
+def test_head_is_copied_and_checked(tiny_weights, tmp_path):
+    _, weights, sha256 = tiny_weights
+    head_path = tmp_path / "head.weights.h5"
+    head_path.write_bytes(b"linear head bytes")
+    head = {"filename": "linear_head.weights.h5", "sha256": sha256_of(head_path)}
+    with pytest.raises(ValueError, match="head_path is required"):
+        hub.prepare_repo_folder(make_preset(sha256, head=head), weights, str(tmp_path / "repo"))
+    folder = Path(hub.prepare_repo_folder(
+        make_preset(sha256, head=head), weights, str(tmp_path / "repo"), head_path=str(head_path)
+    ))
+    assert (folder / "linear_head.weights.h5").read_bytes() == b"linear head bytes"
+    assert json.loads((folder / "config.json").read_text())["head"] == head
+    assert "include_top=True" in (folder / "README.md").read_text()
+
+
+# -- publish ------------------------------------------------------------------
+
+
+class RecordingHfApi:
+    """Stands in for `huggingface_hub.HfApi`: records each call and the files
+    of the uploaded folder, and answers as the Hub does."""
+
+    def __init__(self, **init_kwargs):
+        self.init_kwargs = init_kwargs
+        self.calls = []
+        self.uploaded = None
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs["repo_id"], kwargs))
+        folder = Path(kwargs["folder_path"])
+        self.uploaded = {path.name: path.read_bytes() for path in folder.iterdir()}
+        oid = "a" * 40
+        return CommitInfo(
+            commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/{oid}",
+            commit_message=kwargs["commit_message"], commit_description="", oid=oid,
+        )
+
+
+def test_publish_refuses_a_preset_without_metrics(tiny_weights, tmp_path):
+    _, weights, sha256 = tiny_weights
+    api = RecordingHfApi()
+    for metrics in (None, {**METRICS, "linear_probe": None}):
+        with pytest.raises(ValueError, match="no measured metrics.*scripts/evaluate.py"):
+            hub.publish(
+                make_preset(sha256, metrics=metrics), weights, REPO_ID, token="hf_test",
+                out_dir=str(tmp_path / "repo"), api=api,
+            )
+    with pytest.raises(ValueError, match="measured for preset 'other_preset'"):
+        hub.publish(
+            make_preset(sha256, metrics={**METRICS, "preset": "other_preset"}), weights, REPO_ID,
+            token="hf_test", out_dir=str(tmp_path / "repo"), api=api,
+        )
+    assert api.calls == []
+    assert not (tmp_path / "repo").exists()
+    # An encoder evaluated from a folder records its path, not a preset name.
+    folder_metrics = {**METRICS, "preset": "runs/tiny/hub_folder"}
+    hub.publish(make_preset(sha256, metrics=folder_metrics), weights, REPO_ID, dry_run=True,
+                out_dir=str(tmp_path / "repo"))
+    assert (tmp_path / "repo" / "README.md").exists()
+
+
+def test_publish_uploads_the_folder(tiny_weights, tmp_path):
+    _, weights, sha256 = tiny_weights
+    preset = make_preset(sha256)
+    api = RecordingHfApi()
+    url = hub.publish(preset, weights, "otherorg/tiny", token="hf_test", api=api, private=True)
+    assert url == f"https://huggingface.co/otherorg/tiny/commit/{'a' * 40}"
+    (create, repo_id, create_kwargs), (upload, upload_repo, upload_kwargs) = api.calls
+    assert (create, repo_id) == ("create_repo", "otherorg/tiny")
+    assert create_kwargs == {"repo_type": "model", "exist_ok": True, "private": True}
+    assert (upload, upload_repo) == ("upload_folder", "otherorg/tiny")
+    assert upload_kwargs["repo_type"] == "model"
+    assert NAME in upload_kwargs["commit_message"]
+    assert set(api.uploaded) == {"README.md", "config.json", "encoder.weights.h5", "metrics.json", "run.json"}
+    assert hashlib.sha256(api.uploaded["encoder.weights.h5"]).hexdigest() == sha256
+    assert json.loads(api.uploaded["config.json"])["repo_id"] == "otherorg/tiny"
+    card = api.uploaded["README.md"].decode()
+    assert 'load_pretrained("hf://otherorg/tiny")' in card
+    _, values = model_index_values(card)
+    assert values == {"knn": METRICS["knn"]["top1"], "linear_probe": METRICS["linear_probe"]["top1"]}
+    # The temporary folder is gone once uploaded.
+    assert not Path(upload_kwargs["folder_path"]).exists()
+
+
+def test_publish_reads_the_token_from_hf_token(tiny_weights, tmp_path, monkeypatch):
+    _, weights, sha256 = tiny_weights
+    created = []
+
+    def fake_hf_api(**kwargs):
+        created.append(RecordingHfApi(**kwargs))
+        return created[-1]
+
+    monkeypatch.setattr(hub, "HfApi", fake_hf_api)
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    hub.publish(make_preset(sha256), weights, REPO_ID, out_dir=str(tmp_path / "repo"))
+    assert created[0].init_kwargs["token"] == "hf_from_env"
+    assert [call[0] for call in created[0].calls] == ["create_repo", "upload_folder"]
+    # A folder the caller chose stays.
+    assert (tmp_path / "repo" / "README.md").exists()
+
+
+def test_publish_without_token_fails_before_building(tiny_weights, tmp_path, monkeypatch):
+    _, weights, sha256 = tiny_weights
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="HF_TOKEN.*dry_run=True"):
+        hub.publish(make_preset(sha256), weights, REPO_ID, out_dir=str(tmp_path / "repo"))
+    assert not (tmp_path / "repo").exists()
+    # A dry run needs no token and returns the folder.
+    folder = hub.publish(make_preset(sha256), weights, REPO_ID, dry_run=True, out_dir=str(tmp_path / "repo"))
+    assert folder == str(tmp_path / "repo")
+    assert "README.md" in os.listdir(folder)
+
+
+def test_publish_refuses_a_repo_id_without_namespace(tiny_weights):
+    _, weights, sha256 = tiny_weights
+    with pytest.raises(ValueError, match="ORG/NAME"):
+        hub.publish(make_preset(sha256), weights, "tiny", dry_run=True)
+    with pytest.raises(ValueError, match="Invalid repo_id"):
+        hub.publish(make_preset(sha256), weights, "org/bad--name", dry_run=True)
+
+
+# -- scripts/publish.py ---------------------------------------------------------
+
+
+def test_publish_script_dry_run_through_the_registry(tiny_weights, tmp_path):
+    """A bundled preset in a private registry: the script finds it and its
+    weights through keras_directcopy.zoo, lists the folder; a preset without
+    metrics is refused with the fix."""
+    _, weights, sha256 = tiny_weights
+    registry = tmp_path / "registry"
+    (registry / NAME).mkdir(parents=True)
+    (registry / NAME / "encoder.weights.h5").write_bytes(Path(weights).read_bytes())
+    preset = make_preset(sha256)
+    preset["weights"]["bundled"] = True
+    (registry / f"{NAME}.json").write_text(json.dumps(preset))
+    unevaluated = make_preset(sha256, name="tiny_unevaluated", aliases=[], metrics=None)
+    (registry / "tiny_unevaluated.json").write_text(json.dumps(unevaluated))
+    env = {**os.environ, zoo.REGISTRY_ENV: str(registry), "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("HF_TOKEN", None)
+
+    def run(*flags):
+        return subprocess.run(
+            [sys.executable, SCRIPT, *flags], capture_output=True, text=True, timeout=300,
+            cwd=REPO_ROOT, env=env,
+        )
+
+    out = tmp_path / "folder"
+    result = run("--preset=tiny", f"--repo_id={REPO_ID}", "--dry_run", f"--out_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(out) in result.stdout
+    for name in ["README.md", "config.json", "encoder.weights.h5", "metrics.json", "run.json"]:
+        assert name in result.stdout
+        assert (out / name).exists()
+
+    refused = run("--preset=tiny_unevaluated", f"--repo_id={REPO_ID}", "--dry_run")
+    assert refused.returncode != 0
+    assert "no measured metrics" in refused.stderr and "scripts/evaluate.py" in refused.stderr
