@@ -1,7 +1,7 @@
 """Prepare standard TFDS data directories from local files, without network.
 
 TensorFlow Datasets downloads its sources on first use. On machines without
-internet access (air-gapped clusters, sandboxes) that fails, so this module
+internet access (air-gapped clusters) that fails, so this module
 writes the very same data directory from files that were copied over by
 hand. Afterwards the ordinary call works unchanged:
 

@@ -16,7 +16,7 @@ tf.config.set_logical_device_configuration(
 
 @pytest.fixture(scope="session")
 def mirrored_strategy():
-    """One MirroredStrategy over the two logical CPUs for the whole session.
+    """One MirroredStrategy over the two logical CPUs for the whole test run.
 
     Several MirroredStrategy objects in one process reuse collective instance
     keys and abort each other's all-reduces, so tests share this one.
