@@ -68,40 +68,6 @@ _STEPS_PER_EXECUTION = 32
 _PREDICT_BATCH_SIZE = 4096
 
 
-def encode_dataset(encoder, dataset):
-    """Runs `encoder` in inference mode over `(images, labels)` batches.
-
-    The raw features, without any normalization (`knn.extract_features`
-    gives the l2-normalized ones).
-
-    Args:
-        encoder: model from images to `(B, D)` features.
-        dataset: iterable of `(images (B, H, W, 3), labels (B,))`.
-
-    Returns:
-        `(features, labels)`: float32 `(N, D)` and int64 `(N,)` numpy arrays.
-
-    Raises:
-        ValueError: if the dataset is empty or the features are not `(B, D)`.
-    """
-    # One traced function instead of eager calls: eager dispatch of a ResNet's
-    # layers costs more than their compute on a CPU.
-    infer = tf.function(lambda images: encoder(images, training=False), reduce_retracing=True)
-    features, labels = [], []
-    for images, batch_labels in dataset:
-        batch_features = keras.ops.convert_to_numpy(infer(images))
-        if batch_features.ndim != 2:
-            raise ValueError(
-                f"The encoder must output pooled (batch, features) vectors; got shape "
-                f"{batch_features.shape}. Use an encoder with global pooling."
-            )
-        features.append(batch_features)
-        labels.append(np.asarray(batch_labels))
-    if not features:
-        raise ValueError("The dataset is empty: there is nothing to encode.")
-    return np.concatenate(features).astype(np.float32), np.concatenate(labels).astype(np.int64)
-
-
 def build_linear_head(feature_dim, num_classes, weight_decay=0.0, name="linear_head"):
     """The linear-probe head: standardization, then one `Dense` layer.
 
@@ -276,10 +242,10 @@ def linear_probe(
         head=head)` makes that one model).
 
     Raises:
-        ValueError: see `linear_probe_on_features` and `encode_dataset`.
+        ValueError: see `linear_probe_on_features` and `knn.encode_dataset`.
     """
-    train_features, train_labels = encode_dataset(encoder, train_dataset)
-    test_features, test_labels = encode_dataset(encoder, test_dataset)
+    train_features, train_labels = knn.encode_dataset(encoder, train_dataset)
+    test_features, test_labels = knn.encode_dataset(encoder, test_dataset)
     return linear_probe_on_features(
         train_features, train_labels, test_features, test_labels, num_classes,
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -436,11 +402,11 @@ def evaluate_encoder(
     features = {}
     for role, split in splits.items():
         images = data.evaluation_dataset(dataset, data_dir, split, batch_size, image_size)
-        features[role] = encode_dataset(encoder, images)
+        features[role] = knn.encode_dataset(encoder, images)
     (train_features, train_labels), (test_features, test_labels) = features["train"], features["test"]
 
     predictions = knn.knn_predict(
-        _l2_normalized(train_features), train_labels, _l2_normalized(test_features),
+        knn.l2_normalize(train_features), train_labels, knn.l2_normalize(test_features),
         spec.num_classes, k=knn_k, temperature=knn_temperature,
     )
     probe = linear_probe_on_features(
@@ -507,11 +473,6 @@ def load_encoder(preset=None, path=None, weights=True):
         entry = zoo.get_preset(preset)
         name, dataset = entry["name"], entry["dataset"]
     return zoo.load_pretrained(preset, weights=weights), name, dataset
-
-
-def _l2_normalized(features):
-    # As knn.extract_features normalizes, so kNN scores match knn.knn_accuracy.
-    return tf.math.l2_normalize(features, axis=1).numpy()
 
 
 def _limited_split(split, limit, flag_name):

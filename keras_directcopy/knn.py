@@ -7,25 +7,61 @@ votes for its class with weight `exp(similarity / temperature)`,
 `temperature = 0.1`. The predicted class has the largest summed vote.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 DEFAULT_K = 200
 DEFAULT_TEMPERATURE = 0.1
 
 
-def extract_features(encoder, dataset):
+def encode_dataset(encoder, dataset):
     """Runs `encoder` in inference mode over `(images, labels)` batches.
+
+    The raw features, without any normalization (`extract_features` gives
+    the l2-normalized ones).
+
+    Args:
+        encoder: model from images to `(B, D)` features.
+        dataset: iterable of `(images (B, H, W, 3), labels (B,))`.
+
+    Returns:
+        `(features, labels)`: float32 `(N, D)` and int64 `(N,)` numpy arrays.
+
+    Raises:
+        ValueError: if the dataset is empty or the features are not `(B, D)`.
+    """
+    # One traced function instead of eager calls: eager dispatch of a ResNet's
+    # layers costs more than their compute on a CPU.
+    infer = tf.function(lambda images: encoder(images, training=False), reduce_retracing=True)
+    features, labels = [], []
+    for images, batch_labels in dataset:
+        batch_features = keras.ops.convert_to_numpy(infer(images))
+        if batch_features.ndim != 2:
+            raise ValueError(
+                f"The encoder must output pooled (batch, features) vectors; got shape "
+                f"{batch_features.shape}. Use an encoder with global pooling."
+            )
+        features.append(batch_features)
+        labels.append(np.asarray(batch_labels))
+    if not features:
+        raise ValueError("The dataset is empty: there is nothing to encode.")
+    return np.concatenate(features).astype(np.float32), np.concatenate(labels).astype(np.int64)
+
+
+def extract_features(encoder, dataset):
+    """`encode_dataset` with the features l2-normalized, as kNN compares them.
 
     Returns:
         `(features, labels)`: float32 `(N, D)` l2-normalized, int64 `(N,)`.
     """
-    features, labels = [], []
-    for images, batch_labels in dataset:
-        features.append(tf.math.l2_normalize(encoder(images, training=False), axis=1).numpy())
-        labels.append(batch_labels.numpy())
-    return np.concatenate(features).astype(np.float32), np.concatenate(labels).astype(np.int64)
+    features, labels = encode_dataset(encoder, dataset)
+    return l2_normalize(features), labels
+
+
+def l2_normalize(features):
+    """Rows of a `(N, D)` array scaled to unit l2 norm, float32."""
+    return tf.math.l2_normalize(features, axis=1).numpy().astype(np.float32)
 
 
 def knn_predict(

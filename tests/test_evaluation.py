@@ -73,7 +73,7 @@ def run_script(name, *flags):
 
 
 def cifar_features(encoder, data_dir, split):
-    return evaluation.encode_dataset(
+    return knn.encode_dataset(
         encoder, data.evaluation_dataset("cifar10", data_dir, split, batch_size=64)
     )
 
