@@ -615,7 +615,12 @@ def _training_section(preset, dataset_name):
     lines += [
         f"- Hardware: {_hardware(hardware)}; `tf.distribute` strategy "
         f"`{_value(run.get('strategy'))}` with {_value(run.get('num_replicas'))} replica(s).",
-        f"- Wall time: {_duration(run.get('wall_time_s'))}.",
+        f"- Wall time: {_duration(run.get('wall_time_s'))}"
+        + (f", over {run['invocations']} invocations (interrupted and resumed)"
+           if run.get("invocations", 1) > 1 else "")
+        + (f"; CPU time {run['cpu_time_s'] / 3600:.2f} CPU-hours (process CPU time, all threads)"
+           if run.get("cpu_time_s") is not None else "")
+        + ".",
         "",
         "<details><summary>Full configuration (from run.json)</summary>",
         "",

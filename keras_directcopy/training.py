@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import subprocess
-import time
 
 import keras
 import tensorflow as tf
@@ -20,17 +19,20 @@ from keras_directcopy.io_utils import atomic_save, atomic_write_text
 from keras_directcopy.knn import KNNMonitor, knn_accuracy
 from keras_directcopy.models import NonContrastiveModel
 from keras_directcopy.predictors import DIRECT_METHODS, check_predictor_name
+from keras_directcopy.run_log import RunLog
 
 EVAL_BATCH_SIZE = 256
 
 
-def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto"):
+def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", command=None):
     """Pretrains an encoder as `config` says and writes it to `output_dir`.
 
-    Writes `encoder.keras`, `encoder.weights.h5` and `run.json` (config, git
-    commit, hardware, wall time, final metrics), TensorBoard logs in
-    `tensorboard/` and the resumable backup in `backup/`. Re-running the same
-    call after an interruption resumes from the backup.
+    Writes `encoder.keras`, `encoder.weights.h5` and `run.json` (config,
+    commands, git commit, hardware, wall-clock and CPU time of the whole run
+    across resumes, final metrics), the per-epoch `history.jsonl` (see
+    `run_log`), TensorBoard logs in `tensorboard/` and the resumable backup
+    in `backup/`. Re-running the same call after an interruption resumes
+    from the backup.
 
     Args:
         config: a `PretrainConfig`.
@@ -38,6 +40,7 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto"):
         strategy: a name of `strategies.STRATEGY_NAMES`, or a strategy.
         tpu: TPU name or address for `strategy="tpu"`.
         verbose: Keras `fit()` verbosity.
+        command: the command line that started this call, for `run.json`.
 
     Returns:
         The dict written to `run.json`.
@@ -47,7 +50,7 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto"):
         ValueError, FileNotFoundError: on bad configuration or missing data,
             before any training.
     """
-    start_time = time.time()
+    run_log = RunLog(output_dir, command=command)  # its clock starts now
     # Validate names before any data is read or model built.
     check_predictor_name(config.predictor)
     if config.backbone not in BACKBONE_NAMES:
@@ -97,6 +100,7 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto"):
     backup = ResumableBackup(
         os.path.join(output_dir, "backup"), save_freq=_save_freq(config.save_freq), write=chief
     )
+    run_log.write = chief
     nan_guard = StopOnNonFiniteLoss()
     callbacks = [nan_guard, LearningRateLogger()]
     knn_data = None
@@ -111,11 +115,14 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto"):
             KNNMonitor(*knn_data, spec.num_classes, every_epochs=config.knn_every,
                        total_epochs=config.epochs, k=config.knn_k)
         )
-    callbacks.append(backup)
+    # After the kNN monitor, so each epoch's record holds its accuracy, and
+    # before the backup, so an epoch is never backed up without its record.
+    callbacks += [run_log, backup]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
 
     done = backup.restore(model)
+    run_log.start(resumed=bool(done))
     if done:
         print(f"Resuming from the backup at step {done} of {total_steps}.")
     logs = {}
@@ -133,15 +140,22 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto"):
     if "knn_accuracy" not in final and knn_data is not None:
         # Nothing trained in this call (already finished): evaluate the encoder as it is.
         final["knn_accuracy"] = knn_accuracy(model.encoder, *knn_data, spec.num_classes, k=config.knn_k)
+    run_log.flush()
     run = {
         "config": dataclasses.asdict(config),
+        "commands": [entry["command"] for entry in run_log.progress["invocations"]],
         "strategy": strategy_name,
         "num_replicas": strategy.num_replicas_in_sync,
         "steps": int(model.optimizer.iterations.numpy()),
         "steps_per_epoch": steps_per_epoch,
         "pretrain_examples": examples,
+        "encoder_parameters": int(model.encoder.count_params()),
+        "feature_dim": int(model.encoder.output_shape[-1]),
         "final_metrics": final,
-        "wall_time_s": round(time.time() - start_time, 1),
+        "epochs_done": int(model.optimizer.iterations.numpy()) // steps_per_epoch,
+        "wall_time_s": round(run_log.progress["wall_time_s"], 1),
+        "cpu_time_s": round(run_log.progress["cpu_time_s"], 1),
+        "invocations": len(run_log.progress["invocations"]),
         "git_commit": _git_commit(),
         "hardware": hardware_summary(),
     }

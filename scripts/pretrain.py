@@ -9,6 +9,7 @@ command after an interruption resumes from `<output_dir>/backup`.
 """
 
 import os
+import shlex
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -85,12 +86,14 @@ def main(argv):
         run = pretrain(
             config, os.path.expanduser(FLAGS.output_dir), strategy=FLAGS.strategy,
             tpu=FLAGS.tpu, verbose=FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose),
+            command=shlex.join(["python", "scripts/pretrain.py", *sys.argv[1:]]),
         )
     except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     metrics = run["final_metrics"]
-    summary = f"Finished {run['steps']} steps in {run['wall_time_s']:.0f} s."
+    summary = (f"Finished {run['steps']} steps; the run took {run['wall_time_s']:.0f} s wall-clock, "
+               f"{run['cpu_time_s'] / 3600:.2f} CPU-hours.")
     if "knn_accuracy" in metrics:
         summary += f" kNN accuracy (k={config.knn_k}) on the test split: {100 * metrics['knn_accuracy']:.2f}%."
     print(summary + f" Encoder and run.json in {FLAGS.output_dir}.")

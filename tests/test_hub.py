@@ -74,7 +74,8 @@ def make_preset(sha256, **overrides):
     run = {
         "config": config, "strategy": "default", "num_replicas": 1, "steps": 8,
         "steps_per_epoch": 8, "pretrain_examples": 256, "final_metrics": {"loss": 0.5},
-        "wall_time_s": 4321.5, "git_commit": "c0ffee" * 6 + "abcd", "hardware": HARDWARE,
+        "wall_time_s": 4321.5, "cpu_time_s": 7380.0, "invocations": 2,
+        "git_commit": "c0ffee" * 6 + "abcd", "hardware": HARDWARE,
     }
     preset = {
         "name": NAME, "aliases": ["tiny"], "dataset": "cifar10", "method": "directcopy",
@@ -135,6 +136,7 @@ def test_card_body_gives_command_protocols_hardware_and_loading():
         "3 epochs with adam, learning rate 0.0003, weight decay 0.001, batch size 64",
         "standardize_train_mean_std", "after the final epoch",
         "4321.5 s", "98.7 s", "x86_64 CPU, 2 cores; no GPU", "TensorFlow 2.21.0",
+        "over 2 invocations (interrupted and resumed); CPU time 2.05 CPU-hours",
         "1 epoch(s), 8 steps of global batch 32", "c0ffee", "feedface",
         "Intended use", "Tiny encoder for tests.", "slices of the full splits",
     ]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from keras_directcopy import offline_data
+from keras_directcopy.run_log import read_history
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10"
@@ -54,6 +55,13 @@ def test_pretrain_one_device(data_dir, tmp_path):
     assert 0.0 <= metrics["knn_accuracy"] <= 1.0 and metrics["loss"] > 0
     assert {"collapse_std", "lr", "tau", "pred_eig_max", "pred_eff_rank"} <= set(metrics)
     assert run["hardware"]["cpu_count"] and run["git_commit"] and run["wall_time_s"] > 0
+    assert run["cpu_time_s"] > 0 and run["invocations"] == 1 and run["epochs_done"] == 2
+    assert "--epochs=2" in run["commands"][0] and "scripts/pretrain.py" in run["commands"][0]
+    history = read_history(tmp_path)
+    assert [record["epoch"] for record in history] == [1, 2]
+    assert [record["step"] for record in history] == [8, 16]
+    assert history[-1]["knn_accuracy"] == metrics["knn_accuracy"]
+    assert history[0]["cpu_time_s"] < history[1]["cpu_time_s"] <= run["cpu_time_s"]
     assert "kNN accuracy (k=20) on the test split" in result.stdout
     assert (tmp_path / "encoder.keras").exists() and (tmp_path / "encoder.weights.h5").exists()
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
@@ -91,7 +99,13 @@ def test_resume_after_kill_minus_nine(data_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     resumed_at = int(result.stdout.split("Resuming from the backup at step ")[1].split()[0])
     assert 2 <= resumed_at < 24 and resumed_at % 2 == 0
-    assert read_run(tmp_path)["steps"] == 3 * 8  # no step redone, none missing
+    run = read_run(tmp_path)
+    assert run["steps"] == 3 * 8  # no step redone, none missing
+    # The cost and the history cover both invocations, not only the last.
+    assert run["invocations"] == 2 and len(run["commands"]) == 2
+    history = read_history(tmp_path)
+    assert [record["step"] for record in history] == [8, 16, 24]
+    assert run["wall_time_s"] >= history[-1]["wall_time_s"] > 0
 
     # Re-running a finished command trains nothing more.
     again = run_pretrain(*flags)

@@ -1,0 +1,126 @@
+"""Per-epoch history and cumulative cost of a pretraining run that may be
+interrupted and resumed any number of times.
+
+A run directory holds:
+
+* `history.jsonl`: one JSON object per finished epoch, with the epoch's
+  logs (loss, learning rate, `knn_accuracy` where evaluated) and the run's
+  cumulative wall-clock and CPU seconds at that point. An epoch that was
+  interrupted after its line was written and then redone appears twice;
+  `read_history` keeps the last line of each epoch.
+* `progress.json`: the cumulative totals and the command of every
+  invocation, so that `run.json` reports the cost of the whole run rather
+  than of its last invocation.
+
+CPU seconds are the process's CPU time (`time.process_time`: all threads,
+input pipeline included), so a run's cost in CPU-hours does not depend on
+how busy the machine was.
+"""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_directcopy.io_utils import atomic_write_text
+
+HISTORY_FILENAME = "history.jsonl"
+PROGRESS_FILENAME = "progress.json"
+
+
+class RunLog(keras.callbacks.Callback):
+    """Writes `history.jsonl` and `progress.json` in `output_dir`.
+
+    Create it when the invocation starts (its clock starts then, so start-up
+    and data loading count), then call `start(resumed)` once the backup has
+    been restored or not.
+
+    Args:
+        output_dir: the run directory.
+        command: the command line of this invocation, recorded in
+            `progress.json`.
+        write: False on non-chief workers of a multi-worker run.
+        flush_seconds: also write `progress.json` during an epoch at most
+            this often, so an interruption loses at most this much time
+            from the totals.
+    """
+
+    def __init__(self, output_dir, command=None, write=True, flush_seconds=60.0):
+        super().__init__()
+        self.history_path = os.path.join(output_dir, HISTORY_FILENAME)
+        self.progress_path = os.path.join(output_dir, PROGRESS_FILENAME)
+        self.command = command
+        self.write = write
+        self.flush_seconds = flush_seconds
+        self.progress = {"wall_time_s": 0.0, "cpu_time_s": 0.0, "invocations": []}
+        self._mark = (time.time(), time.process_time())
+        self._last_flush = self._mark[0]
+
+    def start(self, resumed):
+        """Continues the totals of a resumed run, or starts them from zero
+        (a fresh run also truncates an old `history.jsonl`)."""
+        if resumed and os.path.exists(self.progress_path):
+            with open(self.progress_path) as file:
+                self.progress = json.load(file)
+        elif self.write and os.path.exists(self.history_path):
+            os.remove(self.history_path)
+        self.progress["invocations"].append(
+            {"command": self.command, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        )
+        self.flush()
+
+    def totals(self):
+        """`(wall_time_s, cpu_time_s)` of the whole run so far."""
+        now = (time.time(), time.process_time())
+        self.progress["wall_time_s"] += now[0] - self._mark[0]
+        self.progress["cpu_time_s"] += now[1] - self._mark[1]
+        self._mark = now
+        return self.progress["wall_time_s"], self.progress["cpu_time_s"]
+
+    def flush(self):
+        """Writes `progress.json` with the totals so far."""
+        self.totals()
+        self._last_flush = time.time()
+        if self.write:
+            atomic_write_text(self.progress_path, json.dumps(_rounded(self.progress), indent=2))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.time() - self._last_flush > self.flush_seconds:
+            self.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.flush()
+        record = {"epoch": epoch + 1, "step": int(self.model.optimizer.iterations.numpy())}
+        record.update({key: _scalar(value) for key, value in (logs or {}).items()})
+        record.update(wall_time_s=round(self.progress["wall_time_s"], 1),
+                      cpu_time_s=round(self.progress["cpu_time_s"], 1))
+        if self.write:
+            with open(self.history_path, "a") as file:
+                file.write(json.dumps(record) + "\n")
+
+
+def read_history(path):
+    """The records of a `history.jsonl` (or of the run directory holding
+    it), one per epoch in epoch order; for an epoch logged twice (redone
+    after an interruption), the later record."""
+    if os.path.isdir(path):
+        path = os.path.join(path, HISTORY_FILENAME)
+    by_epoch = {}
+    with open(path) as file:
+        for line in file:
+            if line.strip():
+                record = json.loads(line)
+                by_epoch[record["epoch"]] = record
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def _scalar(value):
+    value = np.asarray(keras.ops.convert_to_numpy(value))
+    return float(value.reshape(-1)[0]) if value.size else None
+
+
+def _rounded(progress):
+    return {**progress, "wall_time_s": round(progress["wall_time_s"], 1),
+            "cpu_time_s": round(progress["cpu_time_s"], 1)}

@@ -1,0 +1,55 @@
+"""The run log: cumulative cost across resumes and one record per epoch.
+(The end-to-end resume after kill -9 is in test_pretrain.py.)"""
+
+import json
+
+import keras
+import numpy as np
+
+from keras_directcopy.run_log import HISTORY_FILENAME, PROGRESS_FILENAME, RunLog, read_history
+
+
+def fit_with(run_log, epochs):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    x = np.ones((8, 3), np.float32)
+    model.fit(x, x[:, :1], batch_size=4, epochs=epochs, callbacks=[run_log], verbose=0)
+
+
+def test_totals_and_history_continue_after_resume(tmp_path):
+    first = RunLog(str(tmp_path), command="first")
+    first.start(resumed=False)
+    fit_with(first, epochs=2)
+    first.flush()
+    wall, cpu = first.progress["wall_time_s"], first.progress["cpu_time_s"]
+    assert wall > 0 and cpu > 0
+
+    second = RunLog(str(tmp_path), command="second")
+    second.start(resumed=True)
+    fit_with(second, epochs=1)
+    second.flush()
+    progress = json.loads((tmp_path / PROGRESS_FILENAME).read_text())
+    assert [entry["command"] for entry in progress["invocations"]] == ["first", "second"]
+    assert progress["wall_time_s"] >= round(wall, 1) and progress["cpu_time_s"] >= round(cpu, 1)
+    lines = (tmp_path / HISTORY_FILENAME).read_text().splitlines()
+    assert len(lines) == 3 and all("loss" in json.loads(line) for line in lines)
+
+
+def test_fresh_start_discards_an_old_history(tmp_path):
+    (tmp_path / HISTORY_FILENAME).write_text(json.dumps({"epoch": 1, "loss": 9.0}) + "\n")
+    (tmp_path / PROGRESS_FILENAME).write_text(json.dumps(
+        {"wall_time_s": 1e6, "cpu_time_s": 1e6, "invocations": [{"command": "old"}]}
+    ))
+    run_log = RunLog(str(tmp_path), command="new")
+    run_log.start(resumed=False)
+    assert not (tmp_path / HISTORY_FILENAME).exists()
+    progress = json.loads((tmp_path / PROGRESS_FILENAME).read_text())
+    assert progress["wall_time_s"] < 1e6 and len(progress["invocations"]) == 1
+
+
+def test_read_history_keeps_the_last_record_of_a_redone_epoch(tmp_path):
+    records = [{"epoch": 1, "loss": 3.0}, {"epoch": 2, "loss": 2.0},
+               {"epoch": 2, "loss": 1.5}, {"epoch": 3, "loss": 1.0}]
+    (tmp_path / HISTORY_FILENAME).write_text("".join(json.dumps(r) + "\n" for r in records))
+    history = read_history(str(tmp_path))
+    assert [(r["epoch"], r["loss"]) for r in history] == [(1, 3.0), (2, 1.5), (3, 1.0)]
