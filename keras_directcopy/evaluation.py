@@ -333,6 +333,7 @@ def evaluate_encoder(
     *,
     knn_k=knn.DEFAULT_K,
     knn_temperature=knn.DEFAULT_TEMPERATURE,
+    linear_probe=True,
     linear_epochs=DEFAULT_LINEAR_EPOCHS,
     batch_size=DEFAULT_LINEAR_BATCH_SIZE,
     max_train_examples=None,
@@ -357,6 +358,8 @@ def evaluate_encoder(
         data_dir: tfds data directory.
         knn_k: kNN neighbours.
         knn_temperature: kNN vote temperature.
+        linear_probe: False skips the linear probe (`"linear_probe": None`
+            in the metrics, and no head).
         linear_epochs: linear-probe epochs.
         batch_size: batch size of feature extraction and of the probe.
         max_train_examples, max_test_examples: use only the first N examples
@@ -409,12 +412,14 @@ def evaluate_encoder(
         knn.l2_normalize(train_features), train_labels, knn.l2_normalize(test_features),
         spec.num_classes, k=knn_k, temperature=knn_temperature,
     )
-    probe = linear_probe_on_features(
-        train_features, train_labels, test_features, test_labels, spec.num_classes,
-        epochs=linear_epochs, batch_size=batch_size, seed=seed, return_head=return_head,
-        verbose=verbose,
-    )
-    head = probe.pop("head", None)
+    probe = head = None
+    if linear_probe:
+        probe = linear_probe_on_features(
+            train_features, train_labels, test_features, test_labels, spec.num_classes,
+            epochs=linear_epochs, batch_size=batch_size, seed=seed, return_head=return_head,
+            verbose=verbose,
+        )
+        head = probe.pop("head", None)
     metrics = {
         "dataset": dataset,
         "encoder": encoder.name,

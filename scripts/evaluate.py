@@ -26,12 +26,16 @@ flags.DEFINE_string("dataset", None, "Labelled dataset: cifar10 | cifar100 | stl
                     "(default: the preset's).")
 flags.DEFINE_string("data_dir", None, "tfds data directory (prepared with scripts/prepare_data.py).")
 flags.DEFINE_integer("knn_k", 200, "kNN neighbours.", lower_bound=1)
+flags.DEFINE_bool("linear_probe", True, "Also train and test the linear probe (--nolinear_probe: kNN only).")
 flags.DEFINE_integer("linear_epochs", 100, "Linear-probe epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Batch size of feature extraction and the probe.", lower_bound=1)
 flags.DEFINE_integer("max_train_examples", None, "Use only the first N training examples.", lower_bound=1)
 flags.DEFINE_integer("max_test_examples", None, "Use only the first N test examples.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Linear-probe seed.")
-flags.DEFINE_bool("random_init", False, "Evaluate the preset's architecture with random weights (a floor).")
+flags.DEFINE_bool("random_init", False, "Evaluate the preset's (or --backbone's) architecture with random "
+                  "weights drawn with --seed (a floor).")
+flags.DEFINE_string("backbone", None, "With --random_init and no --preset: the architecture, a backbone name.")
+flags.DEFINE_float("width_multiplier", 1.0, "With --backbone: its channel width multiplier.")
 flags.DEFINE_string("output", None, "Metrics JSON path (written atomically).")
 flags.DEFINE_string("save_head", None, "Save the trained linear head here (a .weights.h5 file).")
 flags.DEFINE_enum("verbose", "0", ["0", "1", "2"], "Linear-probe fit() verbosity.")
@@ -46,24 +50,40 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # tfds logs every file it opens
     try:
         check_flags()
+        import keras
+
         from keras_directcopy.evaluation import evaluate_encoder, load_encoder
 
-        encoder, preset, preset_dataset = load_encoder(
-            FLAGS.preset, FLAGS.encoder, weights=not FLAGS.random_init
-        )
+        if FLAGS.random_init:
+            keras.utils.set_random_seed(FLAGS.seed)
+        if FLAGS.backbone:
+            from keras_directcopy.backbones import build_backbone
+            from keras_directcopy.data import get_dataset_spec
+
+            size = get_dataset_spec(FLAGS.dataset).image_size
+            encoder = build_backbone(
+                FLAGS.backbone, (size, size, 3), width_multiplier=FLAGS.width_multiplier
+            )
+            preset, preset_dataset = None, None
+        else:
+            encoder, preset, preset_dataset = load_encoder(
+                FLAGS.preset, FLAGS.encoder, weights=not FLAGS.random_init
+            )
         dataset = FLAGS.dataset or preset_dataset
         if not dataset:
             raise ValueError(f"--preset={FLAGS.preset} is not a registry preset: pass --dataset.")
 
         metrics, head = evaluate_encoder(
             encoder, dataset, FLAGS.data_dir and os.path.expanduser(FLAGS.data_dir),
-            knn_k=FLAGS.knn_k, linear_epochs=FLAGS.linear_epochs, batch_size=FLAGS.batch_size,
+            knn_k=FLAGS.knn_k, linear_probe=FLAGS.linear_probe, linear_epochs=FLAGS.linear_epochs,
+            batch_size=FLAGS.batch_size,
             max_train_examples=FLAGS.max_train_examples, max_test_examples=FLAGS.max_test_examples,
             preset=preset, seed=FLAGS.seed, return_head=True, verbose=int(FLAGS.verbose),
         )
         if FLAGS.random_init:
             # Not the preset's weights: never let these metrics pass for them.
-            metrics["encoder"] = f"{preset} architecture, random initialization"
+            architecture = preset or f"{FLAGS.backbone} (width multiplier {FLAGS.width_multiplier})"
+            metrics["encoder"] = f"{architecture} architecture, random initialization (seed {FLAGS.seed})"
             metrics["preset"] = None
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -79,12 +99,15 @@ def main(argv):
         atomic_save(path, head.save_weights)
         print(f"Linear head saved to {FLAGS.save_head} (sha256 {sha256_file(path)}).")
     knn, probe = metrics["knn"], metrics["linear_probe"]
-    source = f"preset {preset}" if preset else FLAGS.encoder
     if FLAGS.random_init:
-        source += ", random initialization"
+        source = metrics["encoder"]
+    else:
+        source = f"preset {preset}" if preset else FLAGS.encoder
+    probe_text = (
+        f", linear probe top-1 {100 * probe['top1']:.2f}% after {probe['epochs']} epochs" if probe else ""
+    )
     print(
-        f"{dataset} ({source}): kNN (k={knn['k']}) top-1 {100 * knn['top1']:.2f}%, "
-        f"linear probe top-1 {100 * probe['top1']:.2f}% after {probe['epochs']} epochs "
+        f"{dataset} ({source}): kNN (k={knn['k']}) top-1 {100 * knn['top1']:.2f}%{probe_text} "
         f"[{knn['train_examples']} train / {knn['test_examples']} test images, "
         f"{metrics['wall_time_s']:.0f} s]"
         + (f"; metrics in {FLAGS.output}" if FLAGS.output else "")
@@ -93,8 +116,12 @@ def main(argv):
 
 def check_flags():
     """Fails fast, before any data is read, on inconsistent flags."""
-    if bool(FLAGS.preset) == bool(FLAGS.encoder):
+    if FLAGS.backbone and not (FLAGS.random_init and FLAGS.dataset):
+        raise ValueError("--backbone is for --random_init without a preset; it also needs --dataset.")
+    if sum(map(bool, (FLAGS.preset, FLAGS.encoder, FLAGS.backbone))) != 1:
         raise ValueError("Pass exactly one of --preset=NAME and --encoder=PATH.keras.")
+    if FLAGS.save_head and not FLAGS.linear_probe:
+        raise ValueError("--save_head needs the linear probe: drop --nolinear_probe.")
     if FLAGS.save_head and not FLAGS.save_head.endswith(HEAD_SUFFIX):
         raise ValueError(f"--save_head must end with {HEAD_SUFFIX}; got {FLAGS.save_head!r}.")
     if FLAGS.encoder and not FLAGS.dataset:

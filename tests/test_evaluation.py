@@ -318,6 +318,19 @@ def test_evaluate_script_end_to_end(data_dir, saved_encoder, tmp_path):
     features, labels = cifar_features(encoder, data_dir, "test[:100]")
     assert evaluation.top1_accuracy(head, features, labels) == pytest.approx(probe["top1"])
 
+    # kNN alone (the quickstart's check of a shipped encoder) gives the same kNN number.
+    knn_only_output = tmp_path / "knn_only.json"
+    knn_only = run_script(
+        "evaluate.py", f"--encoder={saved_encoder}", "--dataset=cifar10", f"--data_dir={data_dir}",
+        "--knn_k=20", "--batch_size=64", "--max_train_examples=200", "--max_test_examples=100",
+        "--nolinear_probe", f"--output={knn_only_output}",
+    )
+    assert knn_only.returncode == 0, knn_only.stderr[-3000:]
+    knn_only_metrics = json.loads(knn_only_output.read_text())
+    assert knn_only_metrics["linear_probe"] is None
+    assert knn_only_metrics["knn"]["top1"] == knn_metrics["top1"]
+    assert "linear probe" not in knn_only.stdout
+
 
 def test_evaluate_script_random_init_floor(data_dir, tmp_path):
     output = tmp_path / "metrics.json"
