@@ -1,0 +1,213 @@
+"""The table and plot of a method comparison, from its result files alone.
+
+`results_dir` holds one folder per run, `ARM_seedS/`, with the `run.json`,
+`history.jsonl` and `eval.json` that `compare_methods.py` collected.
+`write_report(results_dir)` writes `results.md` (the Markdown table the
+README shows) and `knn_over_epochs.png`, and returns the table; the same
+files always give the same table, which is how a test checks that the
+README matches the committed results.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+
+RUN_PATTERN = re.compile(r"^(?P<arm>[a-z_]+)_seed(?P<seed>\d+)$")
+ARM_ORDER = ("directcopy", "directpred", "linear", "random_init")
+ARM_LABELS = {
+    "directcopy": "DirectCopy",
+    "directpred": "DirectPred",
+    "linear": "linear predictor (trained)",
+    "random_init": "random init (no training)",
+}
+TABLE_FILENAME = "results.md"
+PLOT_FILENAME = "knn_over_epochs.png"
+
+
+def load_results(results_dir):
+    """`{arm: [run, ...]}`, each run a dict with `seed`, `run`, `eval` and
+    `history` (the per-epoch records; empty for the random-init arm)."""
+    from keras_directcopy.run_log import read_history
+
+    results = {}
+    for name in sorted(os.listdir(results_dir)):
+        match = RUN_PATTERN.match(name)
+        folder = os.path.join(results_dir, name)
+        if not match or not os.path.exists(os.path.join(folder, "eval.json")):
+            continue
+        with open(os.path.join(folder, "eval.json")) as file:
+            evaluation = json.load(file)
+        run = {}  # the random-init arm has no pretraining run
+        if os.path.exists(os.path.join(folder, "run.json")):
+            with open(os.path.join(folder, "run.json")) as file:
+                run = json.load(file)
+        history_path = os.path.join(folder, "history.jsonl")
+        history = read_history(history_path) if os.path.exists(history_path) else []
+        results.setdefault(match["arm"], []).append(
+            dict(seed=int(match["seed"]), run=run, eval=evaluation, history=history)
+        )
+    if not results:
+        raise FileNotFoundError(
+            f"No evaluated runs in {results_dir!r}: run scripts/compare_methods.py first."
+        )
+    return {arm: results[arm] for arm in sorted(results, key=_arm_rank)}
+
+
+def summary_table(results):
+    """Markdown table: mean ± sample standard deviation over seeds, then
+    every seed's value, of kNN and linear-probe top-1 (percent)."""
+    lines = [
+        "| arm | seeds | kNN top-1 (%) | linear probe top-1 (%) | kNN per seed | linear per seed | CPU-hours per run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm, runs in results.items():
+        knn = [100 * r["eval"]["knn"]["top1"] for r in runs]
+        linear = [100 * r["eval"]["linear_probe"]["top1"] for r in runs]
+        cpu_hours = [r["run"].get("cpu_time_s", 0.0) / 3600 for r in runs]
+        lines.append(
+            f"| {ARM_LABELS.get(arm, arm)} | {', '.join(str(r['seed']) for r in runs)} "
+            f"| {_mean_spread(knn)} | {_mean_spread(linear)} "
+            f"| {' / '.join(f'{v:.2f}' for v in knn)} | {' / '.join(f'{v:.2f}' for v in linear)} "
+            f"| {' / '.join(f'{v:.2f}' for v in cpu_hours) if any(cpu_hours) else '0 (not trained)'} |"
+        )
+    return "\n".join(lines)
+
+
+def protocol_line(results):
+    """One sentence naming the shared recipe, read from the runs' records."""
+    trained = [r for arm, runs in results.items() for r in runs if r["run"].get("steps")]
+    if not trained:
+        return ""
+    first = trained[0]["run"]
+    config, hardware = first["config"], first.get("hardware", {})
+    width = config.get("width_multiplier")
+    return (
+        f"Backbone {config['backbone']} (width multiplier {width}), {first['epochs_done']} epochs "
+        f"of {first['steps_per_epoch']} steps at batch {config['batch_size']} "
+        f"({first['pretrain_examples']} CIFAR-10 training images), lr {config['lr']}, weight decay "
+        f"{config['weight_decay']}, EMA {config['ema']}; kNN k = {trained[0]['eval']['knn']['k']} "
+        f"and a {trained[0]['eval']['linear_probe']['epochs']}-epoch linear probe (final epoch) on "
+        f"the {trained[0]['eval']['knn']['test_examples']} test images. Hardware: "
+        f"{hardware.get('cpu_count')}-core {hardware.get('processor')} CPU, no GPU; CPU-hours are "
+        "process CPU time (all threads) of the whole pretraining run."
+    )
+
+
+def plot_knn_over_epochs(results, path):
+    """kNN top-1 after each epoch: one line per trained run (seeds share
+    their arm's colour), the random-init mean as a dashed line."""
+    from raster_plot import PALETTE, Axes, new_canvas, side_legend, write_png
+
+    curves = {
+        arm: [[(rec["epoch"], 100 * rec["knn_accuracy"]) for rec in r["history"] if "knn_accuracy" in rec]
+              for r in runs]
+        for arm, runs in results.items() if arm != "random_init"
+    }
+    points = [p for runs in curves.values() for curve in runs for p in curve]
+    floor = [100 * r["eval"]["knn"]["top1"] for r in results.get("random_init", [])]
+    values = [y for _, y in points] + floor
+    epochs = max((x for x, _ in points), default=1)
+    low, high = 10 * np.floor(min(values) / 10), 10 * np.ceil(max(values) / 10)
+    image = new_canvas(460, 1060)
+    axes = Axes(image, (110, 70, 600, 380), (0, epochs), (low, high))
+    entries = []
+    for index, (arm, runs) in enumerate(curves.items()):
+        color = PALETTE[index % len(PALETTE)]
+        for curve in runs:
+            xs, ys = zip(*curve) if curve else ((), ())
+            axes.plot(xs, ys, color)
+            axes.scatter(xs, ys, color, radius=3)
+        entries.append((f"{ARM_LABELS.get(arm, arm)}, {len(runs)} seed(s)", color))
+    if floor:
+        axes.hline(float(np.mean(floor)), (120, 120, 120), dash=(8, 5), width=2)
+        entries.append((f"random init, mean of {len(floor)} seed(s)", (120, 120, 120)))
+    axes.decorate("CIFAR-10 kNN top-1 during pretraining", "epoch", "kNN top-1 (%)")
+    side_legend(image, 630, 80, entries)
+    write_png(path, image)
+
+
+def write_report(results_dir):
+    """Writes `results.md` and `knn_over_epochs.png` in `results_dir`;
+    returns the Markdown (table plus protocol sentence)."""
+    from keras_directcopy.io_utils import atomic_write_text
+
+    results = load_results(results_dir)
+    text = summary_table(results) + "\n\n" + protocol_line(results) + "\n"
+    atomic_write_text(os.path.join(results_dir, TABLE_FILENAME), text)
+    plot_knn_over_epochs(results, os.path.join(results_dir, PLOT_FILENAME))
+    return text
+
+
+def _encoder_size(config):
+    """`(parameters, feature dim)` of a run's encoder, rebuilt from its config."""
+    from keras_directcopy.backbones import build_backbone
+
+    encoder = build_backbone(config["backbone"], width_multiplier=config["width_multiplier"])
+    return encoder.count_params(), int(encoder.output_shape[-1])
+
+
+def _mean_spread(values):
+    if len(values) < 2:
+        return f"{values[0]:.2f}"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+
+
+def _arm_rank(arm):
+    return ARM_ORDER.index(arm) if arm in ARM_ORDER else len(ARM_ORDER)
+
+
+PILOT_TABLE_FILENAME = "pilot.md"
+
+
+def pilot_table(pilot_dir):
+    """Markdown table of the backbone pilot in `pilot_dir`: one folder per
+    candidate with the pretraining `run.json` and `random_init.json`
+    (`scripts/evaluate.py --random_init` on the same architecture).
+
+    The criterion is kNN gain over random initialization per CPU-hour of
+    pretraining, at an (approximately) equal CPU budget.
+    """
+    lines = [
+        "| candidate | encoder parameters | feature dim | steps at batch 128 | CPU-hours | wall-clock (s) "
+        "| kNN random init (%) | kNN after pilot (%) | gain (points) | gain per CPU-hour |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in sorted(os.listdir(pilot_dir)):
+        folder = os.path.join(pilot_dir, name)
+        if not os.path.exists(os.path.join(folder, "run.json")):
+            continue
+        with open(os.path.join(folder, "run.json")) as file:
+            run = json.load(file)
+        with open(os.path.join(folder, "random_init.json")) as file:
+            floor = 100 * json.load(file)["knn"]["top1"]
+        knn = 100 * run["final_metrics"]["knn_accuracy"]
+        cpu_hours = run["cpu_time_s"] / 3600
+        config = run["config"]
+        parameters, feature_dim = _encoder_size(config)
+        lines.append(
+            f"| {config['backbone']}, width {config['width_multiplier']} | {parameters:,} "
+            f"| {feature_dim} | {run['steps']} | {cpu_hours:.3f} | {run['wall_time_s']:.0f} "
+            f"| {floor:.2f} | {knn:.2f} | {knn - floor:+.2f} | {(knn - floor) / cpu_hours:+.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_pilot_table(pilot_dir):
+    """Writes `pilot.md` in `pilot_dir` and returns its table."""
+    from keras_directcopy.io_utils import atomic_write_text
+
+    table = pilot_table(pilot_dir)
+    atomic_write_text(os.path.join(pilot_dir, PILOT_TABLE_FILENAME), table + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results_dir", help="a comparison's results folder, or the pilot's with --pilot")
+    parser.add_argument("--pilot", action="store_true", help="the backbone pilot's table (pilot.md)")
+    arguments = parser.parse_args()
+    print(write_pilot_table(arguments.results_dir) if arguments.pilot else write_report(arguments.results_dir))

@@ -1,0 +1,67 @@
+"""scripts/comparison_report.py: the method-comparison table and plot are
+computed from the result files alone."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import comparison_report  # noqa: E402
+
+
+def write_run(results_dir, arm, seed, knn, linear, curve=(), cpu_time_s=None):
+    folder = results_dir / f"{arm}_seed{seed}"
+    folder.mkdir(parents=True)
+    evaluation = {"knn": {"top1": knn, "k": 200, "test_examples": 10000},
+                  "linear_probe": {"top1": linear, "epochs": 100}}
+    (folder / "eval.json").write_text(json.dumps(evaluation))
+    run = {"config": {"backbone": "resnet18", "width_multiplier": 0.25, "batch_size": 128,
+                      "lr": 0.03, "weight_decay": 0.0004, "ema": 0.996},
+           "epochs_done": len(curve), "steps": 390 * len(curve), "steps_per_epoch": 390,
+           "pretrain_examples": 50000, "hardware": {"cpu_count": 2, "processor": "x86_64"}}
+    if cpu_time_s is not None:
+        run["cpu_time_s"] = cpu_time_s
+    if curve:
+        (folder / "run.json").write_text(json.dumps(run))
+        lines = [json.dumps({"epoch": e + 1, "knn_accuracy": a}) for e, a in enumerate(curve)]
+        (folder / "history.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_table_has_mean_sample_std_and_every_seed(tmp_path):
+    write_run(tmp_path, "directpred", 0, 0.60, 0.65, curve=(0.4, 0.6), cpu_time_s=3600)
+    write_run(tmp_path, "directcopy", 0, 0.70, 0.75, curve=(0.5, 0.7), cpu_time_s=3600)
+    write_run(tmp_path, "directcopy", 1, 0.72, 0.76, curve=(0.5, 0.72), cpu_time_s=7200)
+    write_run(tmp_path, "random_init", 0, 0.30, 0.35)
+    (tmp_path / "linear_seed0").mkdir()  # not evaluated yet: left out
+
+    text = comparison_report.write_report(str(tmp_path))
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "DirectCopy", "DirectPred", "random init (no training)"]
+    std = np.std([70.0, 72.0], ddof=1)
+    assert f"| 71.00 ± {std:.2f} | 75.50 ± {np.std([75.0, 76.0], ddof=1):.2f} |" in rows[0]
+    assert "70.00 / 72.00" in rows[0] and "| 1.00 / 2.00 |" in rows[0]
+    assert "| 60.00 | 65.00 |" in rows[1] and "0 (not trained)" in rows[2]
+    assert "width multiplier 0.25), 2 epochs of 390 steps at batch 128" in text
+    assert (tmp_path / "results.md").read_text() == text
+    png = (tmp_path / "knn_over_epochs.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_no_results_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="compare_methods.py"):
+        comparison_report.write_report(str(tmp_path))
+
+
+def test_backbone_pilot_readme_matches_its_result_files():
+    pilot_dir = SCRIPTS / "results" / "backbone_pilot"
+    table = comparison_report.pilot_table(str(pilot_dir))
+    assert table in (pilot_dir / "README.md").read_text()
+    assert (pilot_dir / "pilot.md").read_text() == table + "\n"
+    rows = table.splitlines()[2:]
+    assert len(rows) == 3 and any(row.startswith("| resnet20, width 1.0 |") for row in rows)
