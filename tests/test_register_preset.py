@@ -1,0 +1,118 @@
+"""scripts/register_preset.py: a finished run becomes a preset's weights, run
+record, metrics and model card; anything inconsistent is refused and leaves
+the registry untouched."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import keras_directcopy as kdc
+from keras_directcopy import zoo
+from keras_directcopy.configs import get_config
+from keras_directcopy.io_utils import sha256_file
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NAME = "directcopy_tinyresnet_cifar10"
+
+
+def run_script(*flags):
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "register_preset.py"), *flags],
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+    )
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A registry with one preset without weights, and a finished run for it."""
+    zoo_dir, run_dir, cards = tmp_path / "zoo", tmp_path / "run", tmp_path / "cards"
+    for directory in (zoo_dir, run_dir, cards):
+        directory.mkdir()
+    preset = {
+        "name": NAME, "aliases": [], "dataset": "cifar10", "method": "directcopy",
+        "backbone": "resnet20", "backbone_kwargs": {"width_multiplier": 0.25},
+        "input_shape": [32, 32, 3], "num_classes": 10, "epochs": 2, "train_command": "unset",
+        "hub": {"repo_id": "someorg/tiny", "revision": "main"},
+        "weights": {"filename": "encoder.weights.h5", "sha256": None, "bundled": False},
+        "head": None, "metrics": None, "run": None, "reduced_scale": True, "notes": "Tiny test encoder.",
+    }
+    (zoo_dir / f"{NAME}.json").write_text(json.dumps(preset))
+    encoder = kdc.build_backbone("resnet20", (32, 32, 3), width_multiplier=0.25)
+    encoder.save_weights(run_dir / "encoder.weights.h5")
+    command = "python scripts/pretrain.py --config=quickstart --width_multiplier=0.25 --epochs=2"
+    run = {
+        "config": dataclasses.asdict(get_config("quickstart", width_multiplier=0.25, epochs=2)),
+        "commands": [command, command], "epochs_done": 2, "steps": 780, "steps_per_epoch": 390,
+        "pretrain_examples": 50000, "wall_time_s": 100.0, "cpu_time_s": 180.0, "invocations": 2,
+        "strategy": "default", "num_replicas": 1, "final_metrics": {"loss": 0.5},
+        "git_commit": "abc", "hardware": {"cpu_count": 2, "processor": "x86_64", "gpus": []},
+    }
+    (run_dir / "run.json").write_text(json.dumps(run))
+    return zoo_dir, run_dir, cards, encoder
+
+
+def metrics_for(name, knn=0.4321, linear=0.4567):
+    return {
+        "dataset": "cifar10", "encoder": "resnet20", "preset": name,
+        "knn": {"top1": knn, "k": 200, "temperature": 0.1, "train_split": "train",
+                "test_split": "test", "train_examples": 50000, "test_examples": 10000},
+        "linear_probe": {"top1": linear, "train_top1": 0.5, "epochs": 100, "batch_size": 256,
+                         "optimizer": "adam", "learning_rate": 3e-4, "weight_decay": 1e-3,
+                         "feature_normalization": "standardize_train_mean_std", "final_epoch": True},
+    }
+
+
+def test_register_run_then_metrics(registry, tmp_path, monkeypatch):
+    zoo_dir, run_dir, cards, encoder = registry
+    dirs = [f"--zoo_dir={zoo_dir}", f"--cards_dir={cards}"]
+    result = run_script(f"--preset={NAME}", f"--run_dir={run_dir}", "--bundle", *dirs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    preset = json.loads((zoo_dir / f"{NAME}.json").read_text())
+    bundled = zoo_dir / NAME / "encoder.weights.h5"
+    assert preset["weights"] == {"filename": "encoder.weights.h5", "bundled": True,
+                                 "sha256": sha256_file(run_dir / "encoder.weights.h5")}
+    assert sha256_file(bundled) == preset["weights"]["sha256"]
+    assert preset["run"]["cpu_time_s"] == 180.0 and preset["epochs"] == 2
+    assert preset["train_command"].startswith("python scripts/pretrain.py --config=quickstart")
+    assert preset["metrics"] is None and not list(cards.iterdir())
+
+    # The registered preset loads through the registry with the run's weights.
+    monkeypatch.setenv(zoo.REGISTRY_ENV, str(zoo_dir))
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(kdc.load_pretrained(NAME)(images), encoder(images), rtol=1e-6, atol=1e-6)
+
+    metrics_path = tmp_path / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics_for(NAME)))
+    result = run_script(f"--preset={NAME}", f"--metrics={metrics_path}", *dirs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    preset = json.loads((zoo_dir / f"{NAME}.json").read_text())
+    assert preset["metrics"]["knn"]["top1"] == 0.4321
+    card = (cards / f"{NAME}.md").read_text()
+    assert "43.21 %" in card and "45.67 %" in card and "Reduced-scale training" in card
+
+
+def test_unfinished_run_and_foreign_metrics_are_refused(registry, tmp_path):
+    zoo_dir, run_dir, cards, _ = registry
+    before = (zoo_dir / f"{NAME}.json").read_text()
+    dirs = [f"--zoo_dir={zoo_dir}", f"--cards_dir={cards}"]
+
+    run = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**run, "epochs_done": 1}))
+    unfinished = run_script(f"--preset={NAME}", f"--run_dir={run_dir}", "--bundle", *dirs)
+    assert unfinished.returncode != 0 and "has run 1 of its 2 epochs" in unfinished.stderr
+
+    metrics_path = tmp_path / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics_for("another_preset")))
+    foreign = run_script(f"--preset={NAME}", f"--metrics={metrics_path}", *dirs)
+    assert foreign.returncode != 0 and f"--preset={NAME}" in foreign.stderr
+
+    unknown = run_script("--preset=nope", f"--run_dir={run_dir}", *dirs)
+    assert unknown.returncode != 0 and "No preset file" in unknown.stderr
+    assert (zoo_dir / f"{NAME}.json").read_text() == before
+    assert not (zoo_dir / NAME).exists() and not list(cards.iterdir())
