@@ -19,12 +19,11 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
+from encoder_flags import (  # noqa: E402 (this folder)
+    check_encoder_flags, data_dir, define_encoder_flags, load_encoder_and_dataset,
+)
 
-flags.DEFINE_string("preset", None, "Pretrained preset name, dataset alias, local folder or hf:// id.")
-flags.DEFINE_string("encoder", None, "A saved encoder (.keras), instead of --preset.")
-flags.DEFINE_string("dataset", None, "Labelled dataset: cifar10 | cifar100 | stl10 | imagenet2012 "
-                    "(default: the preset's).")
-flags.DEFINE_string("data_dir", None, "tfds data directory (prepared with scripts/prepare_data.py).")
+define_encoder_flags()
 flags.DEFINE_integer("knn_k", 200, "kNN neighbours.", lower_bound=1)
 flags.DEFINE_bool("linear_probe", True, "Also train and test the linear probe (--nolinear_probe: kNN only).")
 flags.DEFINE_integer("linear_epochs", 100, "Linear-probe epochs.", lower_bound=1)
@@ -52,7 +51,7 @@ def main(argv):
         check_flags()
         import keras
 
-        from keras_directcopy.evaluation import evaluate_encoder, load_encoder
+        from keras_directcopy.evaluation import evaluate_encoder
 
         if FLAGS.random_init:
             keras.utils.set_random_seed(FLAGS.seed)
@@ -64,17 +63,12 @@ def main(argv):
             encoder = build_backbone(
                 FLAGS.backbone, (size, size, 3), width_multiplier=FLAGS.width_multiplier
             )
-            preset, preset_dataset = None, None
+            preset, dataset = None, FLAGS.dataset
         else:
-            encoder, preset, preset_dataset = load_encoder(
-                FLAGS.preset, FLAGS.encoder, weights=not FLAGS.random_init
-            )
-        dataset = FLAGS.dataset or preset_dataset
-        if not dataset:
-            raise ValueError(f"--preset={FLAGS.preset} is not a registry preset: pass --dataset.")
+            encoder, preset, dataset = load_encoder_and_dataset(weights=not FLAGS.random_init)
 
         metrics, head = evaluate_encoder(
-            encoder, dataset, FLAGS.data_dir and os.path.expanduser(FLAGS.data_dir),
+            encoder, dataset, data_dir(),
             knn_k=FLAGS.knn_k, linear_probe=FLAGS.linear_probe, linear_epochs=FLAGS.linear_epochs,
             batch_size=FLAGS.batch_size,
             max_train_examples=FLAGS.max_train_examples, max_test_examples=FLAGS.max_test_examples,
@@ -116,16 +110,17 @@ def main(argv):
 
 def check_flags():
     """Fails fast, before any data is read, on inconsistent flags."""
-    if FLAGS.backbone and not (FLAGS.random_init and FLAGS.dataset):
-        raise ValueError("--backbone is for --random_init without a preset; it also needs --dataset.")
-    if sum(map(bool, (FLAGS.preset, FLAGS.encoder, FLAGS.backbone))) != 1:
-        raise ValueError("Pass exactly one of --preset=NAME and --encoder=PATH.keras.")
+    if FLAGS.backbone:
+        if not (FLAGS.random_init and FLAGS.dataset) or FLAGS.preset or FLAGS.encoder:
+            raise ValueError(
+                "--backbone is for --random_init without --preset or --encoder; it also needs --dataset."
+            )
+    else:
+        check_encoder_flags()
     if FLAGS.save_head and not FLAGS.linear_probe:
         raise ValueError("--save_head needs the linear probe: drop --nolinear_probe.")
     if FLAGS.save_head and not FLAGS.save_head.endswith(HEAD_SUFFIX):
         raise ValueError(f"--save_head must end with {HEAD_SUFFIX}; got {FLAGS.save_head!r}.")
-    if FLAGS.encoder and not FLAGS.dataset:
-        raise ValueError("--encoder needs --dataset, the labelled dataset to evaluate on.")
 
 
 if __name__ == "__main__":

@@ -28,12 +28,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
+from encoder_flags import (  # noqa: E402 (this folder)
+    check_encoder_flags, data_dir, define_encoder_flags, load_encoder_and_dataset,
+)
 
-flags.DEFINE_string("preset", None, "Pretrained preset name, dataset alias, local folder or hf:// id.")
-flags.DEFINE_string("encoder", None, "A saved encoder (.keras), instead of --preset.")
-flags.DEFINE_string("dataset", None, "Labelled dataset: cifar10 | cifar100 | stl10 | imagenet2012 "
-                    "(default: the preset's).")
-flags.DEFINE_string("data_dir", None, "tfds data directory (prepared with scripts/prepare_data.py).")
+define_encoder_flags()
 flags.DEFINE_string("output_dir", None, "Where classifier.keras and finetune.json go.", required=True)
 flags.DEFINE_integer("epochs", 30, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
@@ -69,21 +68,13 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # tfds logs every file it opens
     start_time = time.time()
     try:
-        if bool(FLAGS.preset) == bool(FLAGS.encoder):
-            raise ValueError("Pass exactly one of --preset=NAME and --encoder=PATH.keras.")
-        if FLAGS.encoder and not FLAGS.dataset:
-            raise ValueError("--encoder needs --dataset, the labelled dataset to train on.")
+        check_encoder_flags()
         if not 0.0 <= FLAGS.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1); got {FLAGS.dropout}.")
         import keras
 
-        from keras_directcopy.evaluation import load_encoder
-
         keras.utils.set_random_seed(FLAGS.seed)
-        encoder, preset, preset_dataset = load_encoder(FLAGS.preset, FLAGS.encoder)
-        dataset = FLAGS.dataset or preset_dataset
-        if not dataset:
-            raise ValueError(f"--preset={FLAGS.preset} is not a registry preset: pass --dataset.")
+        encoder, preset, dataset = load_encoder_and_dataset()
         run = describe_run(encoder, dataset)
         results = finetune(encoder, run, preset)
     except (ValueError, FileNotFoundError) as error:
@@ -113,8 +104,7 @@ def describe_run(encoder, dataset):
     if not spec.labelled:
         raise ValueError(f"Dataset {dataset!r} has no labels; fine-tune on a labelled dataset.")
     train_split, test_split = spec.train_split, spec.test_split
-    data_dir = FLAGS.data_dir and os.path.expanduser(FLAGS.data_dir)
-    examples = data.num_examples(dataset, data_dir, train_split)
+    examples = data.num_examples(dataset, data_dir(), train_split)
     if FLAGS.max_train_examples:
         train_split = f"{train_split}[:{FLAGS.max_train_examples}]"
         examples = min(examples, FLAGS.max_train_examples)
@@ -133,12 +123,12 @@ def finetune(encoder, run, preset):
     from keras_directcopy.io_utils import atomic_save
     from keras_directcopy.training import _git_commit, hardware_summary
 
-    data_dir = FLAGS.data_dir and os.path.expanduser(FLAGS.data_dir)
+    tfds_dir = data_dir()
     steps_per_epoch = max(1, math.ceil(run.train_examples / FLAGS.batch_size))
     total_steps = FLAGS.epochs * steps_per_epoch
-    train_data = training_dataset(run, data_dir)
+    train_data = training_dataset(run, tfds_dir)
     test_data = data.evaluation_dataset(
-        run.dataset, data_dir, run.test_split, FLAGS.batch_size, run.image_size
+        run.dataset, tfds_dir, run.test_split, FLAGS.batch_size, run.image_size
     )
 
     model = build_classifier(
@@ -187,7 +177,7 @@ def finetune(encoder, run, preset):
     }
 
 
-def training_dataset(run, data_dir):
+def training_dataset(run, tfds_dir):
     """Endless augmented `(images, labels)` batches of the training split.
 
     Every image gets its own random crop and flip: a stream of seeds is
@@ -198,7 +188,7 @@ def training_dataset(run, data_dir):
 
     from keras_directcopy import data
 
-    images = data.load_split(run.dataset, data_dir, run.train_split)
+    images = data.load_split(run.dataset, tfds_dir, run.train_split)
     if run.image_size <= 64:
         images = images.cache()  # CIFAR: 150 MB decoded
     images = images.repeat().shuffle(SHUFFLE_BUFFER, seed=FLAGS.seed)

@@ -1,0 +1,59 @@
+"""Flags shared by the scripts that take a pretrained encoder and a labelled
+dataset (`evaluate.py`, `finetune.py`), and how they resolve to an encoder.
+
+    --preset=NAME | --encoder=PATH.keras   the encoder (exactly one)
+    --dataset=NAME                         default: the preset's dataset
+    --data_dir=DIR                         the tfds data directory
+"""
+
+import os
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_encoder_flags():
+    """Defines `--preset`, `--encoder`, `--dataset` and `--data_dir`."""
+    flags.DEFINE_string("preset", None, "Pretrained preset name, dataset alias, local folder or hf:// id.")
+    flags.DEFINE_string("encoder", None, "A saved encoder (.keras), instead of --preset.")
+    flags.DEFINE_string("dataset", None, "Labelled dataset: cifar10 | cifar100 | stl10 | imagenet2012 "
+                        "(default: the preset's).")
+    flags.DEFINE_string("data_dir", None, "tfds data directory (prepared with scripts/prepare_data.py).")
+
+
+def check_encoder_flags():
+    """Fails fast, before TensorFlow loads, unless exactly one encoder source
+    is given and an `--encoder` file comes with its `--dataset`."""
+    if bool(FLAGS.preset) == bool(FLAGS.encoder):
+        raise ValueError("Pass exactly one of --preset=NAME and --encoder=PATH.keras.")
+    if FLAGS.encoder and not FLAGS.dataset:
+        raise ValueError("--encoder needs --dataset, the labelled dataset to use.")
+
+
+def data_dir():
+    """`--data_dir` with `~` expanded, or None (tfds' default)."""
+    return FLAGS.data_dir and os.path.expanduser(FLAGS.data_dir)
+
+
+def load_encoder_and_dataset(weights=True):
+    """`(encoder, preset, dataset)` from the flags.
+
+    Args:
+        weights: False builds the preset's architecture with random weights.
+
+    Returns:
+        The encoder (a `keras.Model`), the registry preset name (None for an
+        `--encoder` file or a folder), and the dataset name: `--dataset`, else
+        the preset's.
+
+    Raises:
+        ValueError: a preset outside the registry and no `--dataset`.
+    """
+    from keras_directcopy.evaluation import load_encoder
+
+    encoder, preset, preset_dataset = load_encoder(FLAGS.preset, FLAGS.encoder, weights=weights)
+    dataset = FLAGS.dataset or preset_dataset
+    if not dataset:
+        raise ValueError(f"--preset={FLAGS.preset} is not a registry preset: pass --dataset.")
+    return encoder, preset, dataset
