@@ -106,6 +106,25 @@ def main(argv):
         f"{metrics['wall_time_s']:.0f} s]"
         + (f"; metrics in {FLAGS.output}" if FLAGS.output else "")
     )
+    if preset and not FLAGS.random_init:
+        print(recorded_knn_comparison(preset, knn))
+
+
+def recorded_knn_comparison(preset, knn):
+    """A line setting the measured kNN beside the one the registry (and the
+    model card) records for `preset`, when both used the same protocol."""
+    from keras_directcopy.zoo import get_preset
+
+    recorded = (get_preset(preset).get("metrics") or {}).get("knn")
+    if not recorded:
+        return f"The registry records no kNN accuracy for {preset} yet."
+    protocol = ("k", "temperature", "train_split", "test_split", "train_examples", "test_examples")
+    if any(recorded.get(key) != knn.get(key) for key in protocol):
+        return (f"The model card's kNN top-1 ({100 * recorded['top1']:.2f}%) was measured on "
+                f"{recorded['train_examples']} train / {recorded['test_examples']} test images with "
+                f"k={recorded['k']}; this run used another protocol, so the two are not comparable.")
+    return (f"Model card of {preset}: kNN top-1 {100 * recorded['top1']:.2f}%; measured now: "
+            f"{100 * knn['top1']:.2f}% (difference {100 * (knn['top1'] - recorded['top1']):+.2f} points).")
 
 
 def check_flags():

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_directcopy import data, evaluation, knn, offline_data, resnet20
+from keras_directcopy import data, evaluation, knn, offline_data, resnet20, zoo
+from keras_directcopy.io_utils import sha256_file
 from tests.helpers import IMAGE_SIZE, tiny_encoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,10 +66,11 @@ def batches(images, labels, batch_size=32):
     return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
 
 
-def run_script(name, *flags):
+def run_script(name, *flags, env=None):
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / name), *flags], capture_output=True,
-        text=True, timeout=300, cwd=REPO_ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        text=True, timeout=300, cwd=REPO_ROOT,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})},
     )
 
 
@@ -330,6 +332,46 @@ def test_evaluate_script_end_to_end(data_dir, saved_encoder, tmp_path):
     assert knn_only_metrics["linear_probe"] is None
     assert knn_only_metrics["knn"]["top1"] == knn_metrics["top1"]
     assert "linear probe" not in knn_only.stdout
+
+
+def test_evaluate_script_sets_the_registry_knn_beside_the_measured_one(data_dir, saved_encoder, tmp_path):
+    """On a registry preset, evaluate.py prints the kNN accuracy its model
+    card records next to the one it measured, when the protocols match."""
+    registry = tmp_path / "registry"
+    (registry / "tiny_registered").mkdir(parents=True)
+    weights = registry / "tiny_registered" / "encoder.weights.h5"
+    keras.saving.load_model(saved_encoder, safe_mode=True).save_weights(weights)
+    preset = {
+        "name": "tiny_registered", "aliases": [], "dataset": "cifar10", "method": "directcopy",
+        "backbone": "resnet20", "backbone_kwargs": {"width_multiplier": 0.25},
+        "input_shape": [32, 32, 3], "num_classes": 10, "epochs": 1,
+        "train_command": "python scripts/pretrain.py --config=quickstart --output_dir=runs/tiny",
+        "hub": {"repo_id": "someorg/tiny-registered", "revision": "main"},
+        "weights": {"filename": "encoder.weights.h5", "sha256": sha256_file(weights), "bundled": True},
+        "head": None, "metrics": None, "run": None, "reduced_scale": True, "notes": "",
+    }
+    (registry / "tiny_registered.json").write_text(json.dumps(preset))
+    env = {zoo.REGISTRY_ENV: str(registry)}
+    output = tmp_path / "metrics.json"
+    flags = ["--preset=tiny_registered", f"--data_dir={data_dir}", "--nolinear_probe", "--batch_size=64",
+             "--max_train_examples=200", "--max_test_examples=100"]
+
+    unrecorded = run_script("evaluate.py", *flags, "--knn_k=20", f"--output={output}", env=env)
+    assert unrecorded.returncode == 0, unrecorded.stderr[-3000:]
+    assert "The registry records no kNN accuracy for tiny_registered yet." in unrecorded.stdout
+    measured = json.loads(output.read_text())
+    assert measured["preset"] == "tiny_registered"
+    (registry / "tiny_registered.json").write_text(json.dumps({**preset, "metrics": measured}))
+
+    same = run_script("evaluate.py", *flags, "--knn_k=20", env=env)
+    assert same.returncode == 0, same.stderr[-3000:]
+    recorded = f"{100 * measured['knn']['top1']:.2f}%"
+    assert f"Model card of tiny_registered: kNN top-1 {recorded}; measured now: {recorded}" in same.stdout
+    assert "(difference +0.00 points)" in same.stdout
+
+    other_k = run_script("evaluate.py", *flags, "--knn_k=10", env=env)
+    assert other_k.returncode == 0, other_k.stderr[-3000:]
+    assert "another protocol, so the two are not comparable" in other_k.stdout
 
 
 def test_evaluate_script_random_init_floor(data_dir, tmp_path):
