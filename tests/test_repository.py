@@ -19,3 +19,28 @@ def test_quickstart_command_is_in_the_readme():
         "pip install -c constraints.txt -e . && .venv/bin/python scripts/prepare_data.py && "
         ".venv/bin/python scripts/pretrain.py --config=quickstart" in readme
     )
+
+
+def test_readme_preset_table_names_every_preset_and_where_its_weights_live():
+    """One README row per registry preset, with its alias, recipe and Hub
+    repository; a row says "not trained yet" exactly when the registry has
+    no weights and is not in training, and "bundled" exactly when its
+    weights ship in zoo/."""
+    from keras_directcopy import zoo
+
+    rows = {
+        line.split("|")[1].strip(" `"): line
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith("| `directcopy_")
+    }
+    presets = {p["name"]: zoo.get_preset(p["name"]) for p in zoo.list_pretrained()}
+    assert set(rows) == set(presets)
+    for name, preset in presets.items():
+        row = rows[name]
+        assert all(f"`{alias}`" in row for alias in preset["aliases"])
+        assert f"`{preset['hub']['repo_id']}`" in row
+        config = preset["train_command"].split("--config=")[1].split()[0]
+        assert f"`--config={config}`, {preset['epochs']} epochs" in row
+        in_training = (ROOT / "zoo" / name / "resume").is_dir()
+        assert ("not trained yet" in row) == (not preset["weights"]["sha256"] and not in_training)
+        assert ("bundled" in row) == bool(preset["weights"].get("bundled"))
