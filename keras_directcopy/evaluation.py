@@ -453,8 +453,8 @@ def load_encoder(preset=None, path=None, weights=True):
 
     Returns:
         `(encoder, preset_name, dataset)`: the preset's registry name and
-        pretraining dataset, or None for each when they are not known (a
-        file, a folder or an `hf://` id).
+        pretraining dataset. For a folder or an `hf://` id the name is that
+        argument and the dataset None; for a file both are None.
 
     Raises:
         ValueError: unless exactly one of `preset` and `path` is given; on an
@@ -474,7 +474,7 @@ def load_encoder(preset=None, path=None, weights=True):
     from keras_directcopy import zoo
 
     name, dataset = preset, None
-    if not (os.path.isdir(os.path.expanduser(preset)) or preset.startswith(zoo.HF_PREFIX)):
+    if zoo.is_registry_name(preset):
         entry = zoo.get_preset(preset)
         name, dataset = entry["name"], entry["dataset"]
     return zoo.load_pretrained(preset, weights=weights), name, dataset

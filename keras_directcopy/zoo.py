@@ -61,6 +61,12 @@ def _registry():
     return presets
 
 
+def is_registry_name(name):
+    """True when `name` refers to the registry (a preset name or dataset
+    alias, known or not); False for a local folder or an `hf://` id."""
+    return not (os.path.isdir(os.path.expanduser(str(name))) or str(name).startswith(HF_PREFIX))
+
+
 def _aliases(presets):
     return {alias: name for name, preset in presets.items() for alias in preset.get("aliases", ())}
 

@@ -85,6 +85,7 @@ def main(argv):
 
     from keras_directcopy.io_utils import atomic_save, atomic_write_text
     from keras_directcopy.io_utils import sha256_file
+    from keras_directcopy.zoo import is_registry_name
 
     if FLAGS.output:
         atomic_write_text(os.path.expanduser(FLAGS.output), json.dumps(metrics, indent=2))
@@ -106,13 +107,14 @@ def main(argv):
         f"{metrics['wall_time_s']:.0f} s]"
         + (f"; metrics in {FLAGS.output}" if FLAGS.output else "")
     )
-    if preset and not FLAGS.random_init:
+    if preset and not FLAGS.random_init and is_registry_name(preset):
         print(recorded_knn_comparison(preset, knn))
 
 
 def recorded_knn_comparison(preset, knn):
     """A line setting the measured kNN beside the one the registry (and the
-    model card) records for `preset`, when both used the same protocol."""
+    model card) records for the registry preset `preset`, when both used the
+    same protocol."""
     from keras_directcopy.zoo import get_preset
 
     recorded = (get_preset(preset).get("metrics") or {}).get("knn")

@@ -373,6 +373,14 @@ def test_evaluate_script_sets_the_registry_knn_beside_the_measured_one(data_dir,
     assert other_k.returncode == 0, other_k.stderr[-3000:]
     assert "another protocol, so the two are not comparable" in other_k.stdout
 
+    # A folder has no registry record: the metrics are printed, with nothing to compare.
+    folder = registry / "tiny_registered"
+    (folder / "config.json").write_text(json.dumps(preset))
+    by_folder = run_script("evaluate.py", f"--preset={folder}", "--dataset=cifar10", *flags[1:],
+                           "--knn_k=20", env=env)
+    assert by_folder.returncode == 0, by_folder.stderr[-3000:]
+    assert f"top-1 {recorded}" in by_folder.stdout and "Model card" not in by_folder.stdout
+
 
 def test_evaluate_script_random_init_floor(data_dir, tmp_path):
     output = tmp_path / "metrics.json"
