@@ -40,6 +40,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from keras_directcopy.configs import CONFIGS
 from keras_directcopy.io_utils import sha256_file
+from keras_directcopy.predictors import DEFAULT_EPS
 
 CONFIG_FILENAME = "config.json"
 METRICS_FILENAME = "metrics.json"
@@ -604,9 +605,9 @@ def _training_section(preset, dataset_name):
         lines.append("- Target: the online network under stop-gradient (no moving average).")
     if preset["method"] in _DIRECT_METHODS:
         eps = config.get("eps")
+        eps_text = _value(eps) if eps is not None else f"{DEFAULT_EPS[preset['method']]} (the method's default)"
         lines.append(
-            f"- Predictor: running-correlation weight rho {_value(config.get('rho'))}, eps "
-            + (_value(eps) if eps is not None else "(the predictor's default)")
+            f"- Predictor: running-correlation weight rho {_value(config.get('rho'))}, eps {eps_text}"
             + (f", normalization `{config.get('normalization')}`" if preset["method"] == "directcopy" else "")
             + (f", alpha {_value(config.get('alpha'))}" if preset["method"] == "directset" else "")
             + f", set every {_value(config.get('update_every'))} step(s)."

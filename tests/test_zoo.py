@@ -191,3 +191,74 @@ def test_registered_preset_resolves_through_the_hub_cache(tmp_path):
     result = run_offline(tmp_path, "tiny", tmp_path / "cache", {zoo.REGISTRY_ENV: str(registry)})
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), encoder(images()), rtol=1e-6, atol=1e-6)
+
+
+# -- Weights shipped in zoo/ ---------------------------------------------------
+
+SHIPPED = sorted(
+    summary["name"] for summary in kdc.list_pretrained()
+    if zoo.get_preset(summary["name"])["weights"].get("bundled")
+)
+
+
+def test_the_cifar10_default_ships_its_weights():
+    assert zoo.get_preset("cifar10")["name"] in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_match_the_registry_and_the_package_data(name):
+    preset = zoo.get_preset(name)
+    relative = f"zoo/{name}/{preset['weights']['filename']}"
+    assert sha256_file(REPO_ROOT / relative) == preset["weights"]["sha256"]
+    # pip installs them next to the preset files (zoo.registry_dirs).
+    setup_cfg = (REPO_ROOT / "setup.cfg").read_text()
+    assert f"share/keras-directcopy/zoo/{name} = {relative}" in setup_cfg
+    # Shipped weights come with what they were measured at and how they were trained.
+    assert 0 < preset["metrics"]["knn"]["top1"] <= 1
+    assert 0 < preset["metrics"]["linear_probe"]["top1"] <= 1
+    assert preset["run"]["epochs_done"] == preset["epochs"]
+    assert (REPO_ROOT / "model_cards" / f"{name}.md").is_file()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_load_into_the_registered_architecture(name):
+    preset = zoo.get_preset(name)
+    encoder = kdc.load_pretrained(name)
+    assert encoder.output_shape == (None, preset["run"]["feature_dim"])
+    x = images(count=4, size=preset["input_shape"][0])
+    features = np.asarray(encoder(x))
+    assert np.isfinite(features).all()
+    random_init = kdc.load_pretrained(name, weights=False)
+    assert not np.allclose(features, random_init(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_corrupted_copy_of_shipped_weights_is_refused(name, tmp_path, monkeypatch):
+    """The same preset in a private registry (searched first), with one byte
+    of its weights flipped."""
+    preset = zoo.get_preset(name)
+    filename = preset["weights"]["filename"]
+    (tmp_path / name).mkdir()
+    data = bytearray((REPO_ROOT / "zoo" / name / filename).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / name / filename).write_bytes(bytes(data))
+    shutil.copy(REPO_ROOT / "zoo" / f"{name}.json", tmp_path)
+    monkeypatch.setenv(zoo.REGISTRY_ENV, str(tmp_path))
+    with pytest.raises(ValueError, match=f"sha256 mismatch for {filename} of {name}.*nothing was loaded"):
+        kdc.load_pretrained(name)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_preset_card_and_hub_folder_match_the_registry(name, tmp_path):
+    """The committed model card is the one the registry entry generates, and
+    the folder scripts/publish.py --dry_run builds loads to the same encoder."""
+    from keras_directcopy import hub
+
+    preset = zoo.get_preset(name)
+    assert (REPO_ROOT / "model_cards" / f"{name}.md").read_text() == hub.build_model_card(preset)
+    folder = hub.prepare_repo_folder(preset, zoo.resolve_weights(preset), str(tmp_path / "repo"))
+    assert sorted(os.listdir(folder)) == sorted(
+        ["README.md", "config.json", preset["weights"]["filename"], "metrics.json", "run.json"]
+    )
+    x = images(count=2, size=preset["input_shape"][0])
+    np.testing.assert_array_equal(kdc.load_pretrained(folder)(x), kdc.load_pretrained(name)(x))
