@@ -27,3 +27,12 @@ def two_view_images(batch, seed=0):
     """Random 0..255 images as `(batch, 2, 8, 8, 3)` float32 (two views each)."""
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, (batch, 2, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
+
+
+def write_corrupted_copy(source, destination):
+    """Writes `source` to `destination` with its middle byte flipped: the same
+    size, a different sha256."""
+    data = bytearray(open(source, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    with open(destination, "wb") as file:
+        file.write(bytes(data))

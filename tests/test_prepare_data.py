@@ -16,6 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from keras_directcopy import offline_data
+from tests.helpers import write_corrupted_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
@@ -276,9 +277,7 @@ def test_wrong_checksum_in_sums_file_names_file_and_hashes(tmp_path):
 
 def test_corrupted_source_file_fails_before_anything_is_written(tmp_path):
     source = _link_source(tmp_path, ("SHA256SUMS",) + offline_data.CIFAR10_TRAIN_FILES)
-    data = bytearray((SOURCE_DIR / "cifar10_part3of3.npz").read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (source / "cifar10_part3of3.npz").write_bytes(bytes(data))
+    write_corrupted_copy(SOURCE_DIR / "cifar10_part3of3.npz", source / "cifar10_part3of3.npz")
     expected = next(
         line.split()[0]
         for line in (SOURCE_DIR / "SHA256SUMS").read_text().splitlines()

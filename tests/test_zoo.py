@@ -15,6 +15,7 @@ import pytest
 import keras_directcopy as kdc
 from keras_directcopy import zoo
 from keras_directcopy.io_utils import sha256_file
+from tests.helpers import write_corrupted_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "resnet20", "backbone_kwargs": {"width_multiplier": 0.25}, "input_shape": [32, 32, 3]}
@@ -80,9 +81,7 @@ def test_load_from_a_local_directory(tmp_path):
 def test_sha256_mismatch_is_refused(tmp_path):
     tiny_model_folder(tmp_path / "model")
     weights = tmp_path / "model" / "encoder.weights.h5"
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    write_corrupted_copy(weights, weights)
     with pytest.raises(ValueError, match=r"sha256 mismatch for encoder\.weights\.h5.*nothing was loaded") as error:
         kdc.load_pretrained(str(tmp_path / "model"))
     assert str(weights) in str(error.value)
@@ -239,9 +238,7 @@ def test_a_corrupted_copy_of_shipped_weights_is_refused(name, tmp_path, monkeypa
     preset = zoo.get_preset(name)
     filename = preset["weights"]["filename"]
     (tmp_path / name).mkdir()
-    data = bytearray((REPO_ROOT / "zoo" / name / filename).read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (tmp_path / name / filename).write_bytes(bytes(data))
+    write_corrupted_copy(REPO_ROOT / "zoo" / name / filename, tmp_path / name / filename)
     shutil.copy(REPO_ROOT / "zoo" / f"{name}.json", tmp_path)
     monkeypatch.setenv(zoo.REGISTRY_ENV, str(tmp_path))
     with pytest.raises(ValueError, match=f"sha256 mismatch for {filename} of {name}.*nothing was loaded"):
