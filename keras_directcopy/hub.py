@@ -562,15 +562,30 @@ def _method_section(preset):
     return f"## Method: {name}\n\n{description}\n\nSee {cited} (full references below)."
 
 
+def _commits_text(run):
+    """" at commit `X`", or, for a run resumed across commits, each commit
+    with the invocations (1-based) that ran it; "" without a record."""
+    if not run:
+        return ""
+    commits = [commit for commit in run.get("git_commits") or [] if commit]
+    if len(set(commits)) <= 1:
+        commit = commits[0] if commits else run.get("git_commit")
+        return f" at commit `{commit}`" if commit else ""
+    invocations = {}
+    for number, commit in enumerate(run["git_commits"], start=1):
+        invocations.setdefault(commit or "unknown", []).append(str(number))
+    parts = [f"`{commit}` (invocation{'s' if len(numbers) > 1 else ''} {', '.join(numbers)})"
+             for commit, numbers in invocations.items()]
+    return f", interrupted and resumed across commits {'; '.join(parts)}"
+
+
 def _training_section(preset, dataset_name):
     run = preset.get("run")
     config = (run or {}).get("config") or {}
     lines = [
         "## Training",
         "",
-        "Command, run from the root of the keras-directcopy repository"
-        + (f" at commit `{run['git_commit']}`" if run and run.get("git_commit") else "")
-        + ":",
+        "Command, run from the root of the keras-directcopy repository" + _commits_text(run) + ":",
         "",
         "```bash",
         preset["train_command"],

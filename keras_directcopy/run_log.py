@@ -8,9 +8,9 @@ A run directory holds:
   cumulative wall-clock and CPU seconds at that point. An epoch that was
   interrupted after its line was written and then redone appears twice;
   `read_history` keeps the last line of each epoch.
-* `progress.json`: the cumulative totals and the command of every
-  invocation, so that `run.json` reports the cost of the whole run rather
-  than of its last invocation.
+* `progress.json`: the cumulative totals and the command and git commit
+  of every invocation, so that `run.json` reports the cost of the whole
+  run rather than of its last invocation, and which code each part ran.
 
 CPU seconds are the process's CPU time (`time.process_time`: all threads,
 input pipeline included), so a run's cost in CPU-hours does not depend on
@@ -41,17 +41,20 @@ class RunLog(keras.callbacks.Callback):
         output_dir: the run directory.
         command: the command line of this invocation, recorded in
             `progress.json`.
+        git_commit: the commit of the code this invocation runs, recorded
+            beside its command (a resumed run may span commits).
         write: False on non-chief workers of a multi-worker run.
         flush_seconds: also write `progress.json` during an epoch at most
             this often, so an interruption loses at most this much time
             from the totals.
     """
 
-    def __init__(self, output_dir, command=None, write=True, flush_seconds=60.0):
+    def __init__(self, output_dir, command=None, git_commit=None, write=True, flush_seconds=60.0):
         super().__init__()
         self.history_path = os.path.join(output_dir, HISTORY_FILENAME)
         self.progress_path = os.path.join(output_dir, PROGRESS_FILENAME)
         self.command = command
+        self.git_commit = git_commit
         self.write = write
         self.flush_seconds = flush_seconds
         self.progress = {"wall_time_s": 0.0, "cpu_time_s": 0.0, "invocations": []}
@@ -67,7 +70,8 @@ class RunLog(keras.callbacks.Callback):
         elif self.write and os.path.exists(self.history_path):
             os.remove(self.history_path)
         self.progress["invocations"].append(
-            {"command": self.command, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            {"command": self.command, "git_commit": self.git_commit,
+             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         )
         self.flush()
 

@@ -50,7 +50,7 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
         ValueError, FileNotFoundError: on bad configuration or missing data,
             before any training.
     """
-    run_log = RunLog(output_dir, command=command)  # its clock starts now
+    run_log = RunLog(output_dir, command=command, git_commit=_git_commit())  # its clock starts now
     # Validate names before any data is read or model built.
     check_predictor_name(config.predictor)
     if config.backbone not in BACKBONE_NAMES:
@@ -156,7 +156,9 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
         "wall_time_s": round(run_log.progress["wall_time_s"], 1),
         "cpu_time_s": round(run_log.progress["cpu_time_s"], 1),
         "invocations": len(run_log.progress["invocations"]),
-        "git_commit": _git_commit(),
+        "git_commit": run_log.git_commit,
+        # One per invocation; a run started before this field existed has None there.
+        "git_commits": [entry.get("git_commit") for entry in run_log.progress["invocations"]],
         "hardware": hardware_summary(),
     }
     if chief:

@@ -143,6 +143,16 @@ def test_card_body_gives_command_protocols_hardware_and_loading():
         assert text in card, text
 
 
+def test_card_names_every_commit_of_a_run_resumed_across_commits():
+    preset = make_preset("0" * 64)
+    preset["run"].update(invocations=3, git_commit="bbb", git_commits=["aaa", "aaa", "bbb"])
+    card = hub.build_model_card(preset)
+    assert ("interrupted and resumed across commits `aaa` (invocations 1, 2); "
+            "`bbb` (invocation 3):") in card
+    preset["run"]["git_commits"] = ["bbb", "bbb", "bbb"]
+    assert "repository at commit `bbb`:" in hub.build_model_card(preset)
+
+
 def test_card_states_reduced_scale_against_the_full_recipe():
     reference = CONFIGS[hub.FULL_SCALE_CONFIGS["cifar10"]]
     card = hub.build_model_card(make_preset("0" * 64, reduced_scale=True))

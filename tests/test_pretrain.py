@@ -103,6 +103,7 @@ def test_resume_after_kill_minus_nine(data_dir, tmp_path):
     assert run["steps"] == 3 * 8  # no step redone, none missing
     # The cost and the history cover both invocations, not only the last.
     assert run["invocations"] == 2 and len(run["commands"]) == 2
+    assert run["git_commits"] == [run["git_commit"]] * 2
     history = read_history(tmp_path)
     assert [record["step"] for record in history] == [8, 16, 24]
     assert run["wall_time_s"] >= history[-1]["wall_time_s"] > 0

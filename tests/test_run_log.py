@@ -17,19 +17,20 @@ def fit_with(run_log, epochs):
 
 
 def test_totals_and_history_continue_after_resume(tmp_path):
-    first = RunLog(str(tmp_path), command="first")
+    first = RunLog(str(tmp_path), command="first", git_commit="aaa")
     first.start(resumed=False)
     fit_with(first, epochs=2)
     first.flush()
     wall, cpu = first.progress["wall_time_s"], first.progress["cpu_time_s"]
     assert wall > 0 and cpu > 0
 
-    second = RunLog(str(tmp_path), command="second")
+    second = RunLog(str(tmp_path), command="second", git_commit="bbb")
     second.start(resumed=True)
     fit_with(second, epochs=1)
     second.flush()
     progress = json.loads((tmp_path / PROGRESS_FILENAME).read_text())
-    assert [entry["command"] for entry in progress["invocations"]] == ["first", "second"]
+    assert [(entry["command"], entry["git_commit"]) for entry in progress["invocations"]] == [
+        ("first", "aaa"), ("second", "bbb")]
     assert progress["wall_time_s"] >= round(wall, 1) and progress["cpu_time_s"] >= round(cpu, 1)
     lines = (tmp_path / HISTORY_FILENAME).read_text().splitlines()
     assert len(lines) == 3 and all("loss" in json.loads(line) for line in lines)
