@@ -98,7 +98,7 @@ def protocol_line(results):
 def plot_knn_over_epochs(results, path):
     """kNN top-1 after each epoch: one line per trained run (seeds share
     their arm's colour), the random-init mean as a dashed line."""
-    from raster_plot import PALETTE, Axes, new_canvas, side_legend, write_png
+    from raster_plot import PALETTE, Axes, new_canvas, side_legend, side_legend_width, write_png
 
     curves = {
         arm: [[(rec["epoch"], 100 * rec["knn_accuracy"]) for rec in r["history"] if "knn_accuracy" in rec]
@@ -110,21 +110,22 @@ def plot_knn_over_epochs(results, path):
     values = [y for _, y in points] + floor
     epochs = max((x for x, _ in points), default=1)
     low, high = 10 * np.floor(min(values) / 10), 10 * np.ceil(max(values) / 10)
-    image = new_canvas(460, 1060)
+    entries = [(f"{ARM_LABELS.get(arm, arm)}, {len(runs)} seed(s)", PALETTE[index % len(PALETTE)])
+               for index, (arm, runs) in enumerate(curves.items())]
+    if floor:
+        entries.append((f"random init, mean of {len(floor)} seed(s)", (120, 120, 120)))
+    legend_x = 630
+    image = new_canvas(460, legend_x + side_legend_width(entries) + 20)  # the legend fits
     axes = Axes(image, (110, 70, 600, 380), (0, epochs), (low, high))
-    entries = []
-    for index, (arm, runs) in enumerate(curves.items()):
-        color = PALETTE[index % len(PALETTE)]
+    for (arm, runs), (_, color) in zip(curves.items(), entries):
         for curve in runs:
             xs, ys = zip(*curve) if curve else ((), ())
             axes.plot(xs, ys, color)
             axes.scatter(xs, ys, color, radius=3)
-        entries.append((f"{ARM_LABELS.get(arm, arm)}, {len(runs)} seed(s)", color))
     if floor:
-        axes.hline(float(np.mean(floor)), (120, 120, 120), dash=(8, 5), width=2)
-        entries.append((f"random init, mean of {len(floor)} seed(s)", (120, 120, 120)))
+        axes.hline(float(np.mean(floor)), entries[-1][1], dash=(8, 5), width=2)
     axes.decorate("CIFAR-10 kNN top-1 during pretraining", "epoch", "kNN top-1 (%)")
-    side_legend(image, 630, 80, entries)
+    side_legend(image, legend_x, 80, entries)
     write_png(path, image)
 
 

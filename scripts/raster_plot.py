@@ -336,6 +336,11 @@ def draw_caption(image, x, y, text, scale=2):
         draw_text(image, x, y, line, scale=scale)
 
 
+def side_legend_width(entries, scale=2):
+    """Pixels `side_legend` needs right of its `x` for these entries."""
+    return 32 + max(text_bitmap(label, scale).shape[1] for label, _ in entries)
+
+
 def side_legend(image, x, y, entries):
     """Draws `(label, color)` line entries, then returns the `y` below them."""
     for label, color in entries:

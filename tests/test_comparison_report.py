@@ -2,6 +2,7 @@
 computed from the result files alone."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -65,3 +66,24 @@ def test_backbone_pilot_readme_matches_its_result_files():
     assert (pilot_dir / "pilot.md").read_text() == table + "\n"
     rows = table.splitlines()[2:]
     assert len(rows) == 3 and any(row.startswith("| resnet20, width 1.0 |") for row in rows)
+
+
+def test_method_comparison_readme_matches_its_result_files(tmp_path):
+    """The README's table and the committed plot are what the committed
+    run.json / history.jsonl / eval.json files give."""
+    results_dir = SCRIPTS / "results" / "cifar10_comparison"
+    copy = tmp_path / "results"
+    shutil.copytree(results_dir, copy)
+    text = comparison_report.write_report(str(copy))
+    assert (results_dir / comparison_report.TABLE_FILENAME).read_text() == text
+    assert (copy / comparison_report.PLOT_FILENAME).read_bytes() == (
+        results_dir / comparison_report.PLOT_FILENAME).read_bytes()
+    readme = (SCRIPTS.parent / "README.md").read_text()
+    assert text.strip() in readme
+    assert f"scripts/results/cifar10_comparison/{comparison_report.PLOT_FILENAME}" in readme
+    results = comparison_report.load_results(str(results_dir))
+    assert {arm: sorted(r["seed"] for r in runs) for arm, runs in results.items()} == {
+        arm: [0, 1] for arm in comparison_report.ARM_ORDER}
+    trained = [r["run"] for arm, runs in results.items() if arm != "random_init" for r in runs]
+    assert {(run["epochs_done"], run["config"]["backbone"]) for run in trained} == {(10, "resnet20")}
+    assert not (results_dir / "resume").exists(), "the in-progress state outlived the comparison"
