@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_directcopy import data, knn
-from keras_directcopy.training import _git_commit, hardware_summary
+from keras_directcopy.training import git_commit, hardware_summary
 
 DEFAULT_LINEAR_EPOCHS = 100
 DEFAULT_LINEAR_BATCH_SIZE = 256
@@ -435,7 +435,7 @@ def evaluate_encoder(
         },
         "linear_probe": probe,
         "hardware": hardware_summary(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "wall_time_s": round(time.time() - start_time, 1),
     }
     return (metrics, head) if return_head else metrics

@@ -50,7 +50,7 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
         ValueError, FileNotFoundError: on bad configuration or missing data,
             before any training.
     """
-    run_log = RunLog(output_dir, command=command, git_commit=_git_commit())  # its clock starts now
+    run_log = RunLog(output_dir, command=command, git_commit=git_commit())  # its clock starts now
     # Validate names before any data is read or model built.
     check_predictor_name(config.predictor)
     if config.backbone not in BACKBONE_NAMES:
@@ -253,12 +253,21 @@ def _plain(value):
     return float(value.reshape(-1)[0]) if value.size else None
 
 
-def _git_commit():
-    try:
+def git_commit(directory=None):
+    """The commit of the checkout holding `directory` (default: this
+    package), with `-dirty` appended when tracked files differ from it, so a
+    run record never names a commit whose code did not run; `"unknown"`
+    outside a git checkout (an installed wheel)."""
+    directory = directory or os.path.dirname(os.path.abspath(__file__))
+
+    def git(*arguments):
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
-            capture_output=True, text=True, check=True,
+            ["git", *arguments], cwd=directory, capture_output=True, text=True, check=True,
         ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

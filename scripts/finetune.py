@@ -121,7 +121,7 @@ def finetune(encoder, run, preset):
     from keras_directcopy import data
     from keras_directcopy.evaluation import build_classifier
     from keras_directcopy.io_utils import atomic_save
-    from keras_directcopy.training import _git_commit, hardware_summary
+    from keras_directcopy.training import git_commit, hardware_summary
 
     tfds_dir = data_dir()
     steps_per_epoch = max(1, math.ceil(run.train_examples / FLAGS.batch_size))
@@ -173,7 +173,7 @@ def finetune(encoder, run, preset):
         "seed": FLAGS.seed,
         "final_epoch": True,
         "hardware": hardware_summary(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
 
 

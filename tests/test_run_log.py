@@ -2,11 +2,13 @@
 (The end-to-end resume after kill -9 is in test_pretrain.py.)"""
 
 import json
+import subprocess
 
 import keras
 import numpy as np
 
 from keras_directcopy.run_log import HISTORY_FILENAME, PROGRESS_FILENAME, RunLog, read_history
+from keras_directcopy.training import git_commit
 
 
 def fit_with(run_log, epochs):
@@ -54,3 +56,22 @@ def test_read_history_keeps_the_last_record_of_a_redone_epoch(tmp_path):
     (tmp_path / HISTORY_FILENAME).write_text("".join(json.dumps(r) + "\n" for r in records))
     history = read_history(str(tmp_path))
     assert [(r["epoch"], r["loss"]) for r in history] == [(1, 3.0), (2, 1.5), (3, 1.0)]
+
+
+def test_git_commit_marks_a_checkout_with_changed_tracked_files(tmp_path):
+    def git(*arguments):
+        return subprocess.run(["git", "-C", str(tmp_path), *arguments], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    head = git("rev-parse", "HEAD")
+    (tmp_path / "untracked.txt").write_text("not code of the run\n")
+    assert git_commit(str(tmp_path)) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(str(tmp_path)) == head + "-dirty"
+    outside = tmp_path.parent / f"{tmp_path.name}_no_checkout"  # pytest's tmp is not in a repo
+    outside.mkdir()
+    assert git_commit(str(outside)) == "unknown"
