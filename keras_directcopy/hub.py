@@ -564,16 +564,17 @@ def _method_section(preset):
 
 def _commits_text(run):
     """" at commit `X`", or, for a run resumed across commits, each commit
-    with the invocations (1-based) that ran it; "" without a record."""
+    with the invocations (1-based) that ran it; "" without a record. An
+    invocation made before commits were recorded per invocation reads
+    `unknown`."""
     if not run:
         return ""
-    commits = [commit for commit in run.get("git_commits") or [] if commit]
-    if len(set(commits)) <= 1:
-        commit = commits[0] if commits else run.get("git_commit")
-        return f" at commit `{commit}`" if commit else ""
+    commits = [commit or "unknown" for commit in run.get("git_commits") or [run.get("git_commit")]]
+    if len(set(commits)) == 1:
+        return "" if commits[0] == "unknown" else f" at commit `{commits[0]}`"
     invocations = {}
-    for number, commit in enumerate(run["git_commits"], start=1):
-        invocations.setdefault(commit or "unknown", []).append(str(number))
+    for number, commit in enumerate(commits, start=1):
+        invocations.setdefault(commit, []).append(str(number))
     parts = [f"`{commit}` (invocation{'s' if len(numbers) > 1 else ''} {', '.join(numbers)})"
              for commit, numbers in invocations.items()]
     return f", interrupted and resumed across commits {'; '.join(parts)}"

@@ -24,6 +24,7 @@ ARM_LABELS = {
 }
 TABLE_FILENAME = "results.md"
 PLOT_FILENAME = "knn_over_epochs.png"
+FLOOR_COLOR = (120, 120, 120)  # the random-init line in the plot
 
 
 def load_results(results_dir):
@@ -113,7 +114,7 @@ def plot_knn_over_epochs(results, path):
     entries = [(f"{ARM_LABELS.get(arm, arm)}, {len(runs)} seed(s)", PALETTE[index % len(PALETTE)])
                for index, (arm, runs) in enumerate(curves.items())]
     if floor:
-        entries.append((f"random init, mean of {len(floor)} seed(s)", (120, 120, 120)))
+        entries.append((f"random init, mean of {len(floor)} seed(s)", FLOOR_COLOR))
     legend_x = 630
     image = new_canvas(460, legend_x + side_legend_width(entries) + 20)  # the legend fits
     axes = Axes(image, (110, 70, 600, 380), (0, epochs), (low, high))
@@ -123,7 +124,7 @@ def plot_knn_over_epochs(results, path):
             axes.plot(xs, ys, color)
             axes.scatter(xs, ys, color, radius=3)
     if floor:
-        axes.hline(float(np.mean(floor)), entries[-1][1], dash=(8, 5), width=2)
+        axes.hline(float(np.mean(floor)), FLOOR_COLOR, dash=(8, 5), width=2)
     axes.decorate("CIFAR-10 kNN top-1 during pretraining", "epoch", "kNN top-1 (%)")
     side_legend(image, legend_x, 80, entries)
     write_png(path, image)

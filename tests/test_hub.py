@@ -151,6 +151,8 @@ def test_card_names_every_commit_of_a_run_resumed_across_commits():
             "`bbb` (invocation 3):") in card
     preset["run"]["git_commits"] = ["bbb", "bbb", "bbb"]
     assert "repository at commit `bbb`:" in hub.build_model_card(preset)
+    preset["run"]["git_commits"] = [None, "bbb", "bbb"]  # first invocation predates the record
+    assert "across commits `unknown` (invocation 1); `bbb` (invocations 2, 3):" in hub.build_model_card(preset)
 
 
 def test_card_states_reduced_scale_against_the_full_recipe():
