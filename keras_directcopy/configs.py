@@ -1,32 +1,88 @@
 """Named pretraining recipes for `scripts/pretrain.py --config=NAME`.
 
-Every field can be overridden by the flag of the same name. Sources:
+Every field can be overridden by the flag of the same name, and every field
+is checked when a config is made (`PretrainConfig.__post_init__`), so a bad
+value fails before any data is read, with a message naming the flag.
 
-* `cifar10_resnet18`, `cifar100_resnet18`, `stl10_resnet18`: the DirectPred
-  reference code (facebookresearch/luckmatters, `ssl/real-dataset`):
-  `config/byol_config.yaml` gives batch 128, SGD lr 0.03, momentum 0.9,
-  weight decay 4e-4, EMA 0.996 and the 512 -> 128 projector; its README's
-  DirectPred command gives 100 epochs, rho 0.3 and eps 0.01.
-  The warmup-plus-cosine learning-rate schedule is this project's
-  (solo-learn's default), not the reference's.
-* `imagenet_resnet50`: BYOL's architecture (Grill et al. 2020: 4096 -> 256
-  projector, EMA 0.996) with SimSiam's SGD recipe (Chen & He 2021: lr
-  0.05 x batch / 256, momentum 0.9, weight decay 1e-4, 100 epochs).
+Sources. "The reference" is the DirectPred/DirectCopy reference code,
+facebookresearch/luckmatters, `ssl/real-dataset`:
+
+* `cifar10_resnet18`, `cifar100_resnet18`, `stl10_resnet18`, the reference's
+  setting:
+  - batch 128 (`trainer.batch_size`), SGD lr 0.03, momentum 0.9 and weight
+    decay 4e-4 coupled into the gradient as PyTorch's SGD does
+    (`optimizer.params`), the predictor trained with the same optimizer
+    (`predictor_optimizer_same: true`): config/byol_config.yaml;
+  - 100 epochs, rho 0.3 (`dyn_lambda`) and eps 0.01 (`dyn_eps`): the
+    DirectPred command in the reference's README.md;
+  - EMA momentum 0.996, constant (`trainer.m`, config/byol_config.yaml;
+    byol_trainer.py, `_update_target_network_parameters`), the target with
+    its own random initialization (main.py builds it separately;
+    byol_trainer.py, `train`, leaves `initializes_target_network()`
+    commented out);
+  - lr 0.03 constant, no warmup: main.py builds no learning-rate scheduler;
+  - the 512 -> 128 projector whose BatchNorm has no affine parameters
+    (`network.projection_head`, `trainer.projector_params.has_bn_affine:
+    false`, config/byol_config.yaml; models/mlp_head.py, `MLPHead`);
+  - `W_p` set after the optimizer step, batch t predicted with
+    `W_p(F_{t-1})` (byol_trainer.py, `BYOLTrainer.train` calling
+    `regulate_predictor` after `optimizer.step()`);
+  - the `linear` baseline symmetrized after every step
+    (`predictor_reg: "symmetric"`, config/byol_config.yaml; byol_trainer.py,
+    `regulate_predictor`), initialized as PyTorch's `nn.Linear`, no bias
+    (`predictor_params.has_bias=false` in the README's command).
 * `cifar10_resnet20`: the CIFAR recipe above on the 0.27M-parameter
-  ResNet-20 for 90 epochs, about 8 CPU-hours on 2 CPU cores: the recipe of
-  the shipped `directcopy_resnet20_cifar10` encoder. ResNet-20 was chosen
-  over narrow ResNet-18s by an equal-budget pilot (kNN gain per CPU-hour,
-  `scripts/results/backbone_pilot/`).
+  ResNet-20 for 90 epochs, about 8 CPU-hours on 2 CPU cores, with one
+  named difference: this project's learning-rate schedule, a one-epoch
+  linear warmup then a cosine decay to 0 (`lr_schedule="warmup_cosine"`,
+  solo-learn's default), which suits a short CPU budget. ResNet-20 was
+  chosen over narrow ResNet-18s by an equal-budget pilot (kNN gain per
+  CPU-hour, `scripts/results/backbone_pilot/`). The shipped
+  `directcopy_resnet20_cifar10` encoder was trained before the reference's
+  target, projector and predictor behaviour were options, with
+  `--ema_schedule=cosine --target_init=copy --projector_bn_affine
+  --update_order=before_predict` (its preset's `train_command` says so).
 * `quickstart`: `cifar10_resnet20` for one epoch without warmup, about six
   minutes on 2 CPU cores.
+* `imagenet_resnet50`: BYOL's architecture and target (Grill et al. 2020:
+  4096 -> 256 projector with affine BatchNorm, a target copied from the
+  online network, EMA 0.996 on a cosine to 1) with SimSiam's SGD recipe
+  (Chen & He 2021: lr 0.05 x batch / 256 on a cosine, momentum 0.9, weight
+  decay 1e-4, 100 epochs).
 """
 
 import dataclasses
+import math
+
+from keras_directcopy.backbones import BACKBONE_NAMES
+from keras_directcopy.models import TARGET_INITS, WEIGHT_DECAY_MODES
+from keras_directcopy.predictors import (
+    LINEAR_INITIALIZERS,
+    NORMALIZATIONS,
+    PREDICTOR_NAMES,
+    UPDATE_ORDERS,
+)
+from keras_directcopy.schedules import EMA_SCHEDULES
+
+MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
+# "warmup_cosine": linear warmup over `warmup_epochs` to `lr`, then cosine
+# decay to 0 (solo-learn's default); "constant": `lr` throughout, as the
+# reference code (no scheduler in its main.py).
+LR_SCHEDULES = ("warmup_cosine", "constant")
+JIT_COMPILE_SETTINGS = ("auto", "true", "false")
+# Smaller images leave nothing for the random crops to work with, and a
+# ResNet's 5 downsamplings reduce them to a single pixel long before the end.
+MIN_IMAGE_SIZE = 8
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-    """A full pretraining recipe. See the module docstring for sources."""
+    """A full pretraining recipe. See the module docstring for sources.
+
+    Raises:
+        ValueError: on construction, for any field out of its range or of
+            the wrong type, naming the flag, the value and what is valid.
+    """
 
     dataset: str = "cifar10"
     data_dir: str | None = None
@@ -36,18 +92,25 @@ class PretrainConfig:
     epochs: int = 100
     batch_size: int = 128
     lr: float = 0.03
+    lr_schedule: str = "warmup_cosine"
     warmup_epochs: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 4e-4
     weight_decay_mode: str = "coupled"
     ema: float = 0.996
+    ema_schedule: str = "constant"
+    target_init: str = "independent"
     rho: float = 0.3
     eps: float | None = None  # None: the predictor's default (0.25 DirectCopy, 0.01 DirectPred)
     alpha: float = 0.5
     normalization: str = "spectral"
     update_every: int = 1
+    update_order: str = "after_step"
+    linear_symmetric: bool = True
+    linear_initializer: str = "pytorch"
     projector_hidden_dim: int | None = None
     projection_dim: int | None = None
+    projector_bn_affine: bool = False
     image_size: int | None = None  # None: the dataset's own
     knn_every: int = 10
     knn_k: int = 200
@@ -56,12 +119,115 @@ class PretrainConfig:
     steps_per_epoch: int | None = None  # None: one pass over the pretraining split
     save_freq: str = "epoch"  # "epoch" or a number of steps
     jit_compile: str = "auto"  # "auto", "true" or "false"
+    mixed_precision: str | None = None  # None (float32), "mixed_float16" or "mixed_bfloat16"
+
+    def __post_init__(self):
+        for name, check in _FIELD_CHECKS.items():
+            value = getattr(self, name)
+            requirement = check(value)
+            if requirement:
+                raise ValueError(f"--{name}={value!r} is invalid: it must be {requirement}.")
 
 
+def _number(low=None, high=None, *, low_open=False, high_open=False, integer=False, optional=False):
+    """A field check: None when `value` is valid, else what a valid one is."""
+    kind = "an integer" if integer else "a number"
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high}")
+    requirement = kind + (" " + " and ".join(bounds) if bounds else "") + (" (or unset)" if optional else "")
+
+    def check(value):
+        if value is None:
+            return None if optional else requirement
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return requirement
+        if integer and not isinstance(value, int):
+            return requirement
+        if not math.isfinite(value):
+            return requirement
+        if low is not None and (value < low or (low_open and value == low)):
+            return requirement
+        if high is not None and (value > high or (high_open and value == high)):
+            return requirement
+        return None
+
+    return check
+
+
+def _one_of(choices, optional=False):
+    requirement = "one of " + ", ".join(map(str, choices)) + (" (or unset)" if optional else "")
+    return lambda value: None if (value in choices or (optional and value is None)) else requirement
+
+
+def _boolean(value):
+    return None if isinstance(value, bool) else "true or false"
+
+
+def _text(value):
+    return None if isinstance(value, str) and value else "a non-empty name"
+
+
+def _save_freq(value):
+    requirement = "'epoch' or a positive number of steps"
+    if value == "epoch":
+        return None
+    try:
+        return None if int(value) >= 1 else requirement
+    except (TypeError, ValueError):
+        return requirement
+
+
+_FIELD_CHECKS = {
+    "dataset": _text,
+    "backbone": _one_of(BACKBONE_NAMES),
+    "width_multiplier": _number(0, low_open=True),
+    "predictor": _one_of(PREDICTOR_NAMES),
+    "epochs": _number(1, integer=True),
+    "batch_size": _number(1, integer=True),
+    "lr": _number(0, low_open=True),
+    "lr_schedule": _one_of(LR_SCHEDULES),
+    "warmup_epochs": _number(0),
+    "momentum": _number(0, 1, high_open=True),
+    "weight_decay": _number(0),
+    "weight_decay_mode": _one_of(WEIGHT_DECAY_MODES),
+    "ema": _number(0, 1, high_open=True),
+    "ema_schedule": _one_of(EMA_SCHEDULES),
+    "target_init": _one_of(TARGET_INITS),
+    "rho": _number(0, 1, high_open=True),
+    "eps": _number(0, optional=True),
+    "alpha": _number(0, low_open=True),
+    "normalization": _one_of(NORMALIZATIONS),
+    "update_every": _number(1, integer=True),
+    "update_order": _one_of(UPDATE_ORDERS),
+    "linear_symmetric": _boolean,
+    "linear_initializer": _one_of(LINEAR_INITIALIZERS),
+    "projector_hidden_dim": _number(1, integer=True, optional=True),
+    "projection_dim": _number(1, integer=True, optional=True),
+    "projector_bn_affine": _boolean,
+    "image_size": _number(MIN_IMAGE_SIZE, integer=True, optional=True),
+    "knn_every": _number(0, integer=True),
+    "knn_k": _number(1, integer=True),
+    "seed": _number(0, integer=True),
+    "steps_per_execution": _number(1, integer=True),
+    "steps_per_epoch": _number(1, integer=True, optional=True),
+    "save_freq": _save_freq,
+    "jit_compile": _one_of(JIT_COMPILE_SETTINGS),
+    "mixed_precision": _one_of(MIXED_PRECISION_POLICIES, optional=True),
+}
+
+
+# The reference's setting (module docstring): config/byol_config.yaml and the
+# DirectPred command of its README.md.
 _CIFAR = dict(
     dataset="cifar10", batch_size=128, lr=0.03, momentum=0.9, weight_decay=4e-4,
-    ema=0.996, epochs=100,
+    weight_decay_mode="coupled", ema=0.996, ema_schedule="constant", target_init="independent",
+    epochs=100, rho=0.3, projector_bn_affine=False, update_order="after_step",
+    linear_symmetric=True, linear_initializer="pytorch",
 )
+_REFERENCE_LR = dict(lr_schedule="constant", warmup_epochs=0.0)
 
 CONFIGS = {
     # One epoch: no warmup, so the learning rate starts at its peak.
@@ -69,12 +235,18 @@ CONFIGS = {
         **{**_CIFAR, "backbone": "resnet20", "epochs": 1, "warmup_epochs": 0.0, "knn_every": 1}
     ),
     "cifar10_resnet20": PretrainConfig(**{**_CIFAR, "backbone": "resnet20", "epochs": 90}),
-    "cifar10_resnet18": PretrainConfig(**{**_CIFAR, "backbone": "resnet18"}),
-    "cifar100_resnet18": PretrainConfig(**{**_CIFAR, "dataset": "cifar100", "backbone": "resnet18"}),
-    "stl10_resnet18": PretrainConfig(**{**_CIFAR, "dataset": "stl10", "backbone": "resnet18"}),
+    "cifar10_resnet18": PretrainConfig(**{**_CIFAR, **_REFERENCE_LR, "backbone": "resnet18"}),
+    "cifar100_resnet18": PretrainConfig(
+        **{**_CIFAR, **_REFERENCE_LR, "dataset": "cifar100", "backbone": "resnet18"}
+    ),
+    "stl10_resnet18": PretrainConfig(
+        **{**_CIFAR, **_REFERENCE_LR, "dataset": "stl10", "backbone": "resnet18"}
+    ),
     "imagenet_resnet50": PretrainConfig(
         dataset="imagenet2012", backbone="resnet50", batch_size=512, lr=0.1, momentum=0.9,
-        weight_decay=1e-4, ema=0.996, epochs=100, warmup_epochs=0, knn_every=10,
+        weight_decay=1e-4, ema=0.996, ema_schedule="cosine", target_init="copy",
+        projector_bn_affine=True,
+        epochs=100, warmup_epochs=0, knn_every=10,
     ),
 }
 
@@ -83,7 +255,8 @@ def get_config(name, **overrides):
     """The named recipe with `overrides` (None values ignored) applied.
 
     Raises:
-        ValueError: on an unknown recipe name or field, listing the valid ones.
+        ValueError: on an unknown recipe name or field, listing the valid
+            ones, or on an invalid value (see `PretrainConfig`).
     """
     if name not in CONFIGS:
         raise ValueError(f"Unknown config {name!r}. Valid configs: {', '.join(CONFIGS)}.")

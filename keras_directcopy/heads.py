@@ -17,7 +17,9 @@ def default_projector_dims(image_size):
     return LARGE_IMAGE_PROJECTOR
 
 
-def mlp_head(input_dim, hidden_dim, output_dim, *, synchronized_bn=False, name="projector"):
+def mlp_head(
+    input_dim, hidden_dim, output_dim, *, synchronized_bn=False, bn_affine=True, name="projector"
+):
     """Dense -> BatchNorm -> ReLU -> Dense, as a functional model.
 
     Args:
@@ -26,6 +28,9 @@ def mlp_head(input_dim, hidden_dim, output_dim, *, synchronized_bn=False, name="
         output_dim: width of the output.
         synchronized_bn: synchronize BatchNorm statistics across replicas
             under `tf.distribute` (the batch statistics of the global batch).
+        bn_affine: give the BatchNorm its learned scale and offset (gamma,
+            beta). False normalizes only, as PyTorch's
+            `BatchNorm1d(affine=False)`.
         name: model name.
 
     Returns:
@@ -33,14 +38,25 @@ def mlp_head(input_dim, hidden_dim, output_dim, *, synchronized_bn=False, name="
     """
     inputs = keras.Input((input_dim,), name=f"{name}_input")
     x = keras.layers.Dense(hidden_dim, name=f"{name}_dense_1")(inputs)
-    x = keras.layers.BatchNormalization(synchronized=synchronized_bn, name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(
+        center=bn_affine, scale=bn_affine, synchronized=synchronized_bn, name=f"{name}_bn"
+    )(x)
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
     outputs = keras.layers.Dense(output_dim, name=f"{name}_dense_2")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_projector(input_dim, hidden_dim, output_dim, *, synchronized_bn=False):
-    """The projector head `g`: `(N, input_dim) -> (N, output_dim)`. See `mlp_head`."""
+def build_projector(input_dim, hidden_dim, output_dim, *, synchronized_bn=False, bn_affine=False):
+    """The projector head `g`: `(N, input_dim) -> (N, output_dim)`. See `mlp_head`.
+
+    The DirectPred reference code's projector has `bn_affine=False`
+    (facebookresearch/luckmatters, ssl/real-dataset, config/byol_config.yaml:
+    `projector_params.has_bn_affine: false`; models/mlp_head.py,
+    `MLPHead._create_normalization`), so weight decay never touches a BatchNorm
+    scale or offset there; that is the default here. BYOL's projector has
+    them: pass `bn_affine=True`.
+    """
     return mlp_head(
-        input_dim, hidden_dim, output_dim, synchronized_bn=synchronized_bn, name="projector"
+        input_dim, hidden_dim, output_dim,
+        synchronized_bn=synchronized_bn, bn_affine=bn_affine, name="projector",
     )

@@ -5,9 +5,13 @@ and nothing it would have to execute:
 
 * the encoder weights (`preset["weights"]["filename"]`, a `.weights.h5`
   file), and the linear-probe head's when the preset declares one;
+* the trained encoder's architecture (`preset["architecture"]["filename"]`,
+  `encoder.config.json` as `training.save_encoder` writes it: Keras'
+  serialization of the model, built-in layers only), when the preset
+  declares one;
 * `config.json`: the architecture as data (a backbone name of
   `BACKBONE_NAMES`, its keyword arguments and the input shape), the preset
-  name, the package version, and the sha256 of every weights file;
+  name, the package version, and the sha256 of every file above;
 * `metrics.json` (written by `scripts/evaluate.py`) and `run.json` (written
   by `scripts/pretrain.py`), as measured;
 * `README.md`: the model card. Its YAML `model-index` carries the kNN and
@@ -145,6 +149,13 @@ METHODS = {
     ),
 }
 _DIRECT_METHODS = ("directcopy", "directpred", "directset")
+# The training step of a run recorded before these config fields existed:
+# the project's behaviour then (see scripts/compare_methods.py,
+# LEGACY_STEP_FLAGS).
+_UNRECORDED_STEP_FIELDS = {
+    "lr_schedule": "warmup_cosine", "ema_schedule": "cosine", "target_init": "copy",
+    "projector_bn_affine": True, "update_order": "before_predict",
+}
 
 
 def check_publishable(preset):
@@ -192,11 +203,12 @@ def check_publishable(preset):
             f"sha256 of the trained weights in zoo/{name}.json (it is checked against the file "
             "published and every file downloaded)."
         )
-    if preset.get("head") and not preset["head"].get("sha256"):
-        raise ValueError(
-            f"Preset {name!r} declares a head {preset['head']['filename']} without a sha256; "
-            f"record it in zoo/{name}.json."
-        )
+    for key in ("head", "architecture"):
+        if preset.get(key) and not preset[key].get("sha256"):
+            raise ValueError(
+                f"Preset {name!r} declares a {key} file {preset[key]['filename']} without a "
+                f"sha256; record it in zoo/{name}.json (scripts/register_preset.py does)."
+            )
     if preset["method"] not in METHODS:
         raise ValueError(
             f"Preset {name!r} has unknown method {preset['method']!r}; valid methods: "
@@ -266,15 +278,19 @@ def build_model_card(preset, *, repo_id=None):
     return str(card)
 
 
-def prepare_repo_folder(preset, weights_path, out_dir, head_path=None, *, repo_id=None):
+def prepare_repo_folder(
+    preset, weights_path, out_dir, head_path=None, *, repo_id=None, architecture_path=None
+):
     """Writes the folder that is uploaded as the preset's Hub repository.
 
     The folder holds the weights file (named `preset["weights"]["filename"]`),
-    the head file when given, `config.json`, `metrics.json`, `run.json` (when
-    the preset has a run record) and `README.md`. Before the folder is moved
-    into place, the copied weights are checked against the preset's sha256
-    and loaded through `load_pretrained`, exactly as a user would load the
-    published repository.
+    the architecture file when the preset declares one, the head file when
+    given, `config.json`, `metrics.json`, `run.json` (when the preset has a
+    run record) and `README.md`. Before the folder is moved into place, the
+    copied files are checked against the preset's sha256 and the encoder is
+    loaded through `load_pretrained`, exactly as a user would load the
+    published repository (which also checks that the architecture file is
+    the backbone the preset records).
 
     The folder is built in a temporary directory next to `out_dir` and
     renamed into place, so `out_dir` is either absent, the previous folder,
@@ -293,6 +309,10 @@ def prepare_repo_folder(preset, weights_path, out_dir, head_path=None, *, repo_i
         repo_id: the Hub repository the folder is for (default
             `preset["hub"]["repo_id"]`); recorded in `config.json` and used
             in the card.
+        architecture_path: local path of the encoder's architecture file,
+            for a preset that declares `architecture`; default: the file of
+            that name next to `weights_path`, where `scripts/pretrain.py`
+            and the registry keep it.
 
     Returns:
         The absolute path of the folder.
@@ -300,9 +320,11 @@ def prepare_repo_folder(preset, weights_path, out_dir, head_path=None, *, repo_i
     Raises:
         ValueError: if the preset cannot be published (see
             `check_publishable`), a file's sha256 differs from the preset's,
-            the weights do not fit the declared architecture, or a head is
-            missing or unexpected.
-        FileNotFoundError: if `weights_path` or `head_path` does not exist.
+            the weights do not fit the declared architecture, the
+            architecture file is refused or is not the recorded backbone, or
+            a head or architecture file is missing or unexpected.
+        FileNotFoundError: if `weights_path`, `head_path` or the
+            architecture file does not exist.
         FileExistsError: if `out_dir` exists and is not a folder this
             function wrote.
     """
@@ -320,10 +342,27 @@ def prepare_repo_folder(preset, weights_path, out_dir, head_path=None, *, repo_i
     files = [(weights_path, preset["weights"])]
     if head_path is not None:
         files.append((head_path, preset["head"]))
+    if preset.get("architecture"):
+        files.append((
+            architecture_path or os.path.join(
+                os.path.dirname(os.path.abspath(weights_path)), preset["architecture"]["filename"]
+            ),
+            preset["architecture"],
+        ))
+    elif architecture_path is not None:
+        raise ValueError(
+            f"Preset {preset['name']!r} declares no architecture file, so architecture_path must "
+            "not be given; record it in the preset first (scripts/register_preset.py)."
+        )
     for path, entry in files:
         _check_plain_filename(entry["filename"])
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} does not exist (the {entry['filename']} to publish).")
+            hint = (
+                "; pass its path (architecture_path=, scripts/publish.py --architecture=) or keep "
+                "it next to the weights, where scripts/pretrain.py writes it"
+                if entry is preset.get("architecture") else ""
+            )
+            raise FileNotFoundError(f"{path} does not exist (the {entry['filename']} to publish){hint}.")
     out_dir = os.path.abspath(out_dir)
     _check_replaceable(out_dir)
 
@@ -340,7 +379,7 @@ def prepare_repo_folder(preset, weights_path, out_dir, head_path=None, *, repo_i
                 raise ValueError(
                     f"sha256 mismatch for {entry['filename']} of {preset['name']}, from {path}: "
                     f"the preset records {entry['sha256']}, the file has {actual}. Publish the "
-                    f"weights the metrics were measured on, or record their sha256 in "
+                    f"files the metrics were measured on, or record their sha256 in "
                     f"zoo/{preset['name']}.json after evaluating them; nothing was written."
                 )
         _write_json(os.path.join(staging, CONFIG_FILENAME), repo_config(preset, repo_id=repo_id))
@@ -378,9 +417,12 @@ def repo_config(preset, *, repo_id=None):
     """The `config.json` of a preset's repository: its architecture as data.
 
     `load_pretrained` rebuilds the encoder from it with no code from the
-    repository: `build_backbone(config["backbone"],
-    tuple(config["input_shape"]), **config["backbone_kwargs"])`, then loads
-    `config["weights"]["filename"]` after checking its sha256.
+    repository: it reads the architecture file `config["architecture"]`
+    (built-in Keras layers only; sha256-checked) and checks that it is
+    `build_backbone(config["backbone"], tuple(config["input_shape"]),
+    **config["backbone_kwargs"])`; without one (older repositories) it
+    builds that. Then it loads `config["weights"]["filename"]` after
+    checking its sha256.
 
     Args:
         preset: a preset dict of the `zoo/` registry.
@@ -391,7 +433,7 @@ def repo_config(preset, *, repo_id=None):
     """
     import keras_directcopy
 
-    head = preset.get("head")
+    head, architecture = preset.get("head"), preset.get("architecture")
     return {
         "format": CONFIG_FORMAT,
         "format_version": CONFIG_FORMAT_VERSION,
@@ -406,6 +448,10 @@ def repo_config(preset, *, repo_id=None):
         "input_shape": list(preset["input_shape"]),
         "weights": {"filename": preset["weights"]["filename"], "sha256": preset["weights"]["sha256"]},
         "head": {"filename": head["filename"], "sha256": head["sha256"]} if head else None,
+        "architecture": (
+            {"filename": architecture["filename"], "sha256": architecture["sha256"]}
+            if architecture else None
+        ),
         "epochs": preset.get("epochs"),
         "reduced_scale": bool(preset.get("reduced_scale")),
         "repo_id": repo_id or preset["hub"]["repo_id"],
@@ -423,6 +469,7 @@ def publish(
     api=None,
     private=False,
     head_path=None,
+    architecture_path=None,
 ):
     """Builds a preset's repository folder and uploads it to the Hub.
 
@@ -443,6 +490,8 @@ def publish(
             exists keeps its visibility.
         head_path: local path of the linear-probe head weights, for a
             preset that declares a head.
+        architecture_path: local path of the architecture file, for a
+            preset that declares one (default: next to `weights_path`).
 
     Returns:
         The folder path on a dry run, otherwise the URL of the Hub commit.
@@ -476,7 +525,10 @@ def publish(
         temporary_root = tempfile.mkdtemp(prefix="keras-directcopy-publish-")
         out_dir = os.path.join(temporary_root, preset["name"])
     try:
-        folder = prepare_repo_folder(preset, weights_path, out_dir, head_path, repo_id=repo_id)
+        folder = prepare_repo_folder(
+            preset, weights_path, out_dir, head_path, repo_id=repo_id,
+            architecture_path=architecture_path,
+        )
         if dry_run:
             temporary_root = None  # the caller inspects the folder
             return folder
@@ -600,33 +652,61 @@ def _training_section(preset, dataset_name):
             "are not stated here.",
         ]
         return "\n".join(lines)
+    commands = run.get("commands") or []
+    if commands and preset["train_command"] not in commands:
+        lines += [
+            "",
+            f"The run itself was started as `{commands[0]}`, before some of the flags above "
+            "existed; their values were then the defaults, so the command above repeats it "
+            "with the current code.",
+        ]
     epochs = preset.get("epochs") if preset.get("epochs") is not None else config.get("epochs")
+    step = {**_UNRECORDED_STEP_FIELDS, **config}
+    if step["lr_schedule"] == "constant":
+        learning_rate = f"learning rate {_value(config.get('lr'))}, constant"
+    else:
+        learning_rate = (
+            f"learning rate {_value(config.get('lr'))} after {_value(config.get('warmup_epochs'))} "
+            "warmup epochs, then cosine decay to 0"
+        )
     lines += [
         "",
         f"- Data: {_value(run.get('pretrain_examples'))} unlabelled {dataset_name} images, "
         f"two augmented views each (the BYOL augmentations for this image size).",
         f"- Schedule: {_value(epochs)} epoch(s), {_value(run.get('steps'))} steps of global batch "
         f"{_value(config.get('batch_size'))} ({_value(run.get('steps_per_epoch'))} steps per epoch).",
-        f"- Optimizer: SGD with momentum {_value(config.get('momentum'))}; learning rate "
-        f"{_value(config.get('lr'))} after {_value(config.get('warmup_epochs'))} warmup epochs, "
-        f"then cosine decay to 0; {_value(config.get('weight_decay_mode'))} weight decay "
-        f"{_value(config.get('weight_decay'))}.",
+        f"- Optimizer: SGD with momentum {_value(config.get('momentum'))}; {learning_rate}; "
+        f"{_value(config.get('weight_decay_mode'))} weight decay {_value(config.get('weight_decay'))}.",
+        f"- Projector BatchNorm: {'with' if step['projector_bn_affine'] else 'without'} learned "
+        "scale and offset.",
     ]
     if config.get("ema"):
+        momentum = (
+            "rising to 1 on a cosine over training" if step["ema_schedule"] == "cosine" else "constant"
+        )
+        start = (
+            "a copy of the online network" if step["target_init"] == "copy"
+            else "its own random initialization"
+        )
         lines.append(
-            f"- Target: exponential moving average, momentum {_value(config['ema'])} rising to 1 "
-            "on a cosine over training."
+            f"- Target: exponential moving average, momentum {_value(config['ema'])} {momentum}; "
+            f"it starts from {start}."
         )
     elif "ema" in config:
         lines.append("- Target: the online network under stop-gradient (no moving average).")
     if preset["method"] in _DIRECT_METHODS:
         eps = config.get("eps")
         eps_text = _value(eps) if eps is not None else f"{DEFAULT_EPS[preset['method']]} (the method's default)"
+        order = (
+            "after the optimizer step, so each batch is predicted with the previous step's `W_p`"
+            if step["update_order"] == "after_step"
+            else "before the batch is predicted"
+        )
         lines.append(
             f"- Predictor: running-correlation weight rho {_value(config.get('rho'))}, eps {eps_text}"
             + (f", normalization `{config.get('normalization')}`" if preset["method"] == "directcopy" else "")
             + (f", alpha {_value(config.get('alpha'))}" if preset["method"] == "directset" else "")
-            + f", set every {_value(config.get('update_every'))} step(s)."
+            + f", set every {_value(config.get('update_every'))} step(s), {order}."
         )
     hardware = run.get("hardware") or {}
     lines += [
@@ -743,14 +823,34 @@ def _loading_section(preset, repo_id):
     lines += [
         "```",
         "",
-        "`load_pretrained` rebuilds the architecture from `config.json` (a backbone of the "
-        "package, never code from this repository), checks the sha256 of the weights file and "
-        "loads it; it uses the `huggingface_hub` cache, so it also works offline once the files "
-        "are cached. `pooling=None` gives the last feature map and `input_shape=` another input "
-        "size. `config.json` here describes this package's architecture and is not the Keras "
-        "saving format, so `keras.saving.load_model(\"hf://...\")` does not apply.",
+        _loading_text(preset),
     ]
     return "\n".join(lines)
+
+
+def _loading_text(preset):
+    architecture = preset.get("architecture")
+    if architecture:
+        text = (
+            f"`load_pretrained` checks the sha256 of `{architecture['filename']}` (the trained "
+            "encoder's architecture as Keras serializes it) and of the weights file, builds the "
+            "encoder from that file (only built-in Keras layers are accepted, and it must be "
+            "the package backbone `config.json` names; no code from this repository runs) and "
+            "loads the weights into it"
+        )
+    else:
+        text = (
+            "`load_pretrained` rebuilds the architecture from `config.json` (a backbone of the "
+            "package, never code from this repository), checks the sha256 of the weights file and "
+            "loads it"
+        )
+    return text + (
+        "; it uses the `huggingface_hub` cache, so it also works offline once the files "
+        "are cached. `pooling=None` gives the last feature map and `input_shape=` another input "
+        "size (with the trained stem and input normalization). `config.json` here describes "
+        "this package's architecture and is not the Keras saving format, so "
+        "`keras.saving.load_model(\"hf://...\")` does not apply."
+    )
 
 
 def _files_section(preset):
@@ -760,7 +860,16 @@ def _files_section(preset):
             f"| `{preset['head']['filename']}` | linear-probe head weights, sha256 "
             f"`{preset['head']['sha256']}` |"
         )
-    rows.append(f"| `{CONFIG_FILENAME}` | architecture, preset name and sha256 of the weights |")
+    if preset.get("architecture"):
+        rows.append(
+            f"| `{preset['architecture']['filename']}` | encoder architecture "
+            "(`keras.saving.serialize_keras_object`), sha256 "
+            f"`{preset['architecture']['sha256']}` |"
+        )
+    rows.append(
+        f"| `{CONFIG_FILENAME}` | backbone, its arguments and input shape, preset name and the "
+        "sha256 of each file |"
+    )
     rows.append(f"| `{METRICS_FILENAME}` | evaluation results and protocol (`scripts/evaluate.py`) |")
     if preset.get("run"):
         rows.append(f"| `{RUN_FILENAME}` | training configuration, hardware and wall time (`scripts/pretrain.py`) |")
@@ -832,11 +941,13 @@ def _short_citation(key):
 
 
 def _architecture(preset):
+    """E.g. `resnet18 (width multiplier 1.0, stem imagenet, normalization cifar10)`."""
     kwargs = preset.get("backbone_kwargs") or {}
-    width = kwargs.get("width_multiplier")
-    extra = ", ".join(f"{k}={_value(v)}" for k, v in kwargs.items() if k != "width_multiplier")
-    text = preset["backbone"] + (f" (width multiplier {_value(width)})" if width is not None else "")
-    return text + (f" ({extra})" if extra else "")
+    parts = [
+        f"{'width multiplier' if key == 'width_multiplier' else key} {_value(value)}"
+        for key, value in sorted(kwargs.items(), key=lambda item: item[0] != "width_multiplier")
+    ]
+    return preset["backbone"] + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _accuracy(value):

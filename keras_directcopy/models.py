@@ -15,11 +15,14 @@ For each batch of two augmented views ``v1, v2`` (stacked `(B, 2, H, W, C)`):
   over the batch.
 
 Direct predictors (DirectPred, DirectSet, DirectCopy) have no trainable
-weights: on every step the correlation ``F`` of the online projector outputs
-of both views is updated first, `W_p` is set from it, and the batch is then
-predicted with that `W_p`.
+weights: they keep the running correlation ``F`` of the online projector
+outputs of both views and set `W_p` from it. By default, as in the reference
+code, the batch is predicted with the `W_p` of the previous step and `F` and
+`W_p` are updated after the optimizer step (`DirectPredictor.update_order`).
 
-`model.encoder` is a plain functional model: save and ship that.
+`model.encoder` is a plain functional model: save and ship that. The whole
+training model (online and target networks, predictor state, optimizer)
+saves with `model.save(path)` and reloads with `keras.saving.load_model`.
 """
 
 import keras
@@ -28,16 +31,26 @@ import tensorflow as tf
 from keras_directcopy import distribute
 from keras_directcopy.heads import build_projector, default_projector_dims
 from keras_directcopy.predictors import (
-    DIRECT_METHODS,
     DirectPredictor,
     build_predictor,
     check_predictor_name,
 )
-from keras_directcopy.schedules import target_momentum
+from keras_directcopy.schedules import check_ema_schedule, target_momentum
 
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+# How the target network starts:
+# * "copy": an exact copy of the online network, as in BYOL (Grill et al.
+#   2020, section 3.1);
+# * "independent": its own random initialization, drawn from the same
+#   initializers, as in the DirectPred/DirectCopy reference code
+#   (facebookresearch/luckmatters, ssl/real-dataset: main.py builds the
+#   target ResNet separately, and byol_trainer.py, `BYOLTrainer.train`, has
+#   its `self.initializes_target_network()` call commented out, also at the
+#   commit the reference's README names for DirectPred).
+TARGET_INITS = ("independent", "copy")
 
 
+@keras.saving.register_keras_serializable(package="keras_directcopy")
 class NonContrastiveModel(keras.Model):
     """BYOL-family self-supervised model with a pluggable predictor.
 
@@ -53,15 +66,26 @@ class NonContrastiveModel(keras.Model):
             512 -> 128 for images up to 96 px and 4096 -> 256 above.
         predictor_hidden_dim: hidden width of the `"mlp"` predictor
             (default `projector_hidden_dim`).
-        predictor_options: dict of `DirectPredictor` arguments (`rho`, `eps`,
-            `alpha`, `normalization`, `update_every`, `spectrum_every`).
-        tau_base: EMA momentum of the target at step 0, rising to 1 on a
-            cosine over `total_steps`. `0` means no target copy: the target is
-            the online network with stop-gradient (SimSiam).
-        total_steps: training steps for the momentum schedule; None keeps
-            the momentum at `tau_base`. Settable later as an attribute.
+        predictor_options: dict of predictor arguments: for the direct modes
+            `DirectPredictor`'s (`rho`, `eps`, `alpha`, `normalization`,
+            `update_every`, `update_order`, `spectrum_every`), for `"linear"`
+            `LinearPredictor`'s (`symmetric`, `initializer`).
+        projector_bn_affine: give the projector's BatchNorm a learned scale
+            and offset. The reference code's projector has none
+            (`has_bn_affine: false`, the default here); BYOL's has them.
+        tau_base: EMA momentum of the target (at step 0 for the cosine
+            schedule). `0` means no target copy: the target is the online
+            network with stop-gradient (SimSiam).
+        ema_schedule: `"constant"` keeps the momentum at `tau_base`, as the
+            DirectPred/DirectCopy reference code does; `"cosine"` raises it
+            to 1 over `total_steps`, as BYOL does. See `EMA_SCHEDULES`.
+        target_init: `"independent"` (the reference code's: the target gets
+            its own random initialization) or `"copy"` (BYOL's: it starts as
+            a copy of the online network). See `TARGET_INITS`.
+        total_steps: training steps of the cosine momentum schedule (needed
+            by it). Settable later as an attribute.
         weight_decay: L2 weight-decay coefficient on every online trainable
-            weight.
+            weight, >= 0.
         weight_decay_mode: `"coupled"` (default) adds `weight_decay * w` to
             the gradient before the optimizer's momentum, as PyTorch's SGD
             does and as the reference experiments ran. `"decoupled"` hands it
@@ -82,7 +106,10 @@ class NonContrastiveModel(keras.Model):
         projection_dim=None,
         predictor_hidden_dim=None,
         predictor_options=None,
+        projector_bn_affine=False,
         tau_base=0.996,
+        ema_schedule="constant",
+        target_init="independent",
         total_steps=None,
         weight_decay=0.0,
         weight_decay_mode="coupled",
@@ -98,13 +125,22 @@ class NonContrastiveModel(keras.Model):
             )
         if not 0.0 <= tau_base < 1.0:
             raise ValueError(f"tau_base must be in [0, 1), got {tau_base}.")
+        check_ema_schedule(ema_schedule)
+        if target_init not in TARGET_INITS:
+            raise ValueError(
+                f"Unknown target_init {target_init!r}. Valid values: {', '.join(TARGET_INITS)}."
+            )
+        if not weight_decay >= 0.0:  # also rejects NaN
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+        if total_steps is not None and total_steps < 1:
+            raise ValueError(f"total_steps must be a positive number of steps or None, got {total_steps}.")
         self.encoder = encoder
         feature_dim = int(encoder.output_shape[-1])
         default_hidden, default_output = default_projector_dims(encoder.input_shape[1])
         hidden_dim = projector_hidden_dim or default_hidden
         self.projector = projector or build_projector(
             feature_dim, hidden_dim, projection_dim or default_output,
-            synchronized_bn=synchronized_bn,
+            synchronized_bn=synchronized_bn, bn_affine=projector_bn_affine,
         )
         dim = int(self.projector.output_shape[-1])
         if isinstance(predictor, str):
@@ -117,15 +153,17 @@ class NonContrastiveModel(keras.Model):
             raise ValueError("predictor_options only apply when predictor is given by name.")
         self.predictor = predictor
         self.tau_base = float(tau_base)
+        self.ema_schedule = ema_schedule
+        self.target_init = target_init
         self.total_steps = total_steps
         self.weight_decay = float(weight_decay)
         self.weight_decay_mode = weight_decay_mode
 
         self.target_encoder = self.target_projector = None
         if self.tau_base > 0:
-            # The target starts as an exact copy of the online network.
-            self.target_encoder = _copy_of(encoder, "target_encoder")
-            self.target_projector = _copy_of(self.projector, "target_projector")
+            copy_weights = target_init == "copy"
+            self.target_encoder = _target_of(encoder, "target_encoder", copy_weights)
+            self.target_projector = _target_of(self.projector, "target_projector", copy_weights)
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.collapse_tracker = keras.metrics.Mean(name="collapse_std")
@@ -157,6 +195,20 @@ class NonContrastiveModel(keras.Model):
         return self.trainable_weights
 
     @property
+    def non_trainable_weights(self):
+        # Everything but the online variables, the target's among them, so
+        # that `weights` is exactly trainable plus non-trainable.
+        return self._without_online(super().weights)
+
+    @property
+    def non_trainable_variables(self):
+        return self._without_online(super().variables)
+
+    def _without_online(self, variables):
+        online = {id(v) for v in self.online_variables}
+        return [v for v in variables if id(v) not in online]
+
+    @property
     def metrics(self):
         return [self.loss_tracker, self.collapse_tracker]
 
@@ -168,17 +220,41 @@ class NonContrastiveModel(keras.Model):
         """Configures the optimizer; see `keras.Model.compile`.
 
         With `weight_decay_mode="decoupled"` the model's `weight_decay` is set
-        as the optimizer's decoupled `weight_decay`.
+        as the optimizer's decoupled `weight_decay`. Under the
+        `"mixed_float16"` dtype policy Keras wraps the optimizer in a
+        `LossScaleOptimizer`, and `train_step` scales the loss for it.
+
+        Raises:
+            ValueError: if weight decay would be applied twice: the model has
+                a `weight_decay` and the optimizer has its own.
         """
         super().compile(optimizer=optimizer, **kwargs)
-        if self.weight_decay_mode == "decoupled" and self.weight_decay:
-            current = self.optimizer.weight_decay
-            if current not in (None, 0.0, self.weight_decay):
-                raise ValueError(
-                    f"The optimizer already has weight_decay={current} and the model "
-                    f"weight_decay={self.weight_decay}: set it in one place only."
-                )
-            self.optimizer.weight_decay = self.weight_decay
+        if not self.weight_decay:
+            return
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        current = inner.weight_decay
+        if current not in (None, 0.0, self.weight_decay) or (
+            current and self.weight_decay_mode == "coupled"
+        ):
+            raise ValueError(
+                f"The optimizer already has weight_decay={current} and the model "
+                f"weight_decay={self.weight_decay} ({self.weight_decay_mode}): decay would "
+                "be applied twice. Set it in one place only: the model's weight_decay, or "
+                "the optimizer's with the model's weight_decay=0."
+            )
+        if self.weight_decay_mode == "decoupled":
+            inner.weight_decay = self.weight_decay
+
+    def compile_from_config(self, config):
+        """Compiles from a saved compile config (when a saved model loads).
+
+        Keras skips this for a model whose `compile` is overridden; this one
+        takes Keras' arguments and only adds the weight-decay handling, so
+        loading compiles as Keras' own would, optimizer state included.
+        """
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Overrides a private Keras 3.15 method; see distribute.py, workaround 1.
@@ -187,6 +263,12 @@ class NonContrastiveModel(keras.Model):
     def train_step(self, data):
         view1, view2 = distribute.split_views(data)
         replicas = distribute.num_replicas()
+        # The global batch, summed over replicas: each replica differentiates
+        # its sum divided by it, so the SUM all-reduce of the gradients gives
+        # the gradient of the global mean even when replicas hold unequal
+        # shares (a partial last batch), as `tf.nn.compute_average_loss`
+        # with the true global batch size would.
+        global_batch = distribute.global_sum(tf.cast(tf.shape(view1)[0], tf.float32))
         step = tf.identity(self.optimizer.iterations)
         target1, target2 = (
             self._target_projections(view1, view2) if self.target_encoder else (None, None)
@@ -195,26 +277,46 @@ class NonContrastiveModel(keras.Model):
         with tf.GradientTape() as tape:
             z1 = self.projector(self.encoder(view1, training=True), training=True)
             z2 = self.projector(self.encoder(view2, training=True), training=True)
-            if self.has_direct_predictor:
-                self.predictor.update(tf.concat([z1, z2], axis=0))
+            features = tf.stop_gradient(tf.concat([z1, z2], axis=0))
+            if hasattr(self.predictor, "before_prediction"):
+                self.predictor.before_prediction(features)
             p1 = self.predictor(z1, training=True)
             p2 = self.predictor(z2, training=True)
             if target1 is None:  # SimSiam: the online projection, gradient stopped.
                 target1, target2 = tf.stop_gradient(z1), tf.stop_gradient(z2)
             per_example = _symmetric_loss(p1, p2, target1, target2)
-            # The optimizer all-reduces gradients by SUM, so each replica
-            # differentiates its share of the global mean.
-            scaled_loss = tf.reduce_mean(per_example) / replicas
+            # Multiplied by the loss scale under mixed_float16 (1 otherwise)
+            # so that small float16 gradients do not underflow; the
+            # LossScaleOptimizer divides the gradients by it again.
+            mean_loss = tf.reduce_sum(per_example) / tf.cast(global_batch, per_example.dtype)
+            scaled_loss = self.optimizer.scale_loss(mean_loss)
         gradients = tape.gradient(scaled_loss, variables)
         if self.weight_decay and self.weight_decay_mode == "coupled":
-            # Divided by the replica count for the same SUM all-reduce.
+            # Divided by the replica count for the same SUM all-reduce, and
+            # loss-scaled like the gradients it joins.
             decay = self.weight_decay / replicas
-            gradients = [g + decay * v for g, v in zip(gradients, variables)]
+            gradients = [
+                g + self.optimizer.scale_loss(decay * v)
+                for g, v in zip(gradients, variables)
+            ]
         self.optimizer.apply(gradients, variables)
-        tau = target_momentum(step, self.total_steps, self.tau_base)
+        if hasattr(self.predictor, "after_optimizer_step"):
+            self.predictor.after_optimizer_step(features)
         if self.target_encoder:
+            tau = self._target_momentum(step)
             self._update_target(tau)
+        else:
+            tau = tf.constant(0.0)
         return self._logs(per_example, z1, z2, extra={"tau": tau})
+
+    def _target_momentum(self, step):
+        if self.ema_schedule == "cosine" and self.total_steps is None:
+            raise ValueError(
+                "ema_schedule='cosine' needs the number of training steps: pass "
+                "total_steps=epochs * steps_per_epoch to the model (or set model.total_steps "
+                "before fit), or use ema_schedule='constant'."
+            )
+        return target_momentum(step, self.total_steps, self.tau_base, self.ema_schedule)
 
     def test_step(self, data):
         view1, view2 = distribute.split_views(data)
@@ -242,6 +344,36 @@ class NonContrastiveModel(keras.Model):
         for target_variable, online_variable in zip(target, online):
             target_variable.assign(tau * target_variable + (1.0 - tau) * online_variable)
 
+    def get_config(self):
+        """The architecture and training settings; see `keras.Model.get_config`.
+
+        The encoder, projector and predictor are serialized whole, so
+        `keras.saving.load_model(path, safe_mode=True)` rebuilds this model
+        from built-in Keras layers and this package's registered classes.
+        """
+        serialize = keras.saving.serialize_keras_object
+        return {
+            "name": self.name,
+            "encoder": serialize(self.encoder),
+            "projector": serialize(self.projector),
+            "predictor": serialize(self.predictor),
+            "tau_base": self.tau_base,
+            "ema_schedule": self.ema_schedule,
+            "target_init": self.target_init,
+            "total_steps": self.total_steps,
+            "weight_decay": self.weight_decay,
+            "weight_decay_mode": self.weight_decay_mode,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in ("encoder", "projector", "predictor"):
+            config[key] = keras.saving.deserialize_keras_object(
+                config[key], custom_objects=custom_objects
+            )
+        return cls(**config)
+
     def _logs(self, per_example_loss, z1, z2, extra=None):
         loss_sum, count = distribute.global_sum(
             tf.reduce_sum(per_example_loss),
@@ -257,13 +389,21 @@ class NonContrastiveModel(keras.Model):
         return distribute.format_logs(logs)
 
 
+@keras.saving.register_keras_serializable(package="keras_directcopy")
 class BYOL(NonContrastiveModel):
-    """BYOL (Grill et al., 2020): EMA target and a trained MLP predictor."""
+    """BYOL (Grill et al., 2020): a target that starts as a copy of the online
+    network and follows it on BYOL's cosine momentum schedule (pass
+    `total_steps`), a projector with affine BatchNorm, and a trained MLP
+    predictor."""
 
     def __init__(self, encoder, predictor="mlp", name="byol", **kwargs):
+        kwargs.setdefault("ema_schedule", "cosine")
+        kwargs.setdefault("target_init", "copy")
+        kwargs.setdefault("projector_bn_affine", True)
         super().__init__(encoder, predictor=predictor, name=name, **kwargs)
 
 
+@keras.saving.register_keras_serializable(package="keras_directcopy")
 class SimSiam(NonContrastiveModel):
     """SimSiam (Chen & He, 2021): no EMA target (`tau_base=0`), MLP predictor."""
 
@@ -272,6 +412,7 @@ class SimSiam(NonContrastiveModel):
         super().__init__(encoder, predictor=predictor, name=name, **kwargs)
 
 
+@keras.saving.register_keras_serializable(package="keras_directcopy")
 class DirectPred(NonContrastiveModel):
     """DirectPred (Tian, Chen & Ganguli, 2021): predictor set by eigendecomposition."""
 
@@ -279,6 +420,7 @@ class DirectPred(NonContrastiveModel):
         super().__init__(encoder, predictor=predictor, name=name, **kwargs)
 
 
+@keras.saving.register_keras_serializable(package="keras_directcopy")
 class DirectCopy(NonContrastiveModel):
     """DirectCopy (Wang, Chen, Du & Tian, 2021): predictor `F / ||F|| + eps I`."""
 
@@ -318,9 +460,11 @@ def _at_least_float32(x):
     return tf.cast(x, tf.float32) if x.dtype.size < 4 else x
 
 
-def _copy_of(model, name):
-    """A functional model with `model`'s architecture and current weights."""
-    copy = keras.models.clone_model(model)
-    copy.name = name
-    copy.set_weights(model.get_weights())
-    return copy
+def _target_of(model, name, copy_weights):
+    """A functional model with `model`'s architecture, and its current weights
+    when `copy_weights`, else weights drawn afresh from its initializers."""
+    target = keras.models.clone_model(model)
+    target.name = name
+    if copy_weights:
+        target.set_weights(model.get_weights())
+    return target

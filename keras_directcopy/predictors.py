@@ -50,7 +50,7 @@ def directpred_matrix(F, eps=0.01):
         `W_p`, shape `(d, d)`, same kind (NumPy or tensor) as `F`.
 
     Raises:
-        ValueError: if `F` is not square or holds NaN/Inf.
+        ValueError: if `F` is not square or holds NaN/Inf, or `eps < 0`.
     """
     return directset_matrix(F, alpha=0.5, eps=eps)
 
@@ -68,8 +68,10 @@ def directset_matrix(F, alpha=0.5, eps=0.01):
         `W_p`, shape `(d, d)`, same kind (NumPy or tensor) as `F`.
 
     Raises:
-        ValueError: if `F` is not square or holds NaN/Inf.
+        ValueError: if `F` is not square or holds NaN/Inf, `alpha <= 0` or
+            `eps < 0`.
     """
+    check_eps_and_alpha(eps, alpha)
     matrix, to_numpy = _validated_matrix(F)
     result = directset_tensor(matrix, alpha=alpha, eps=eps)[0]
     return result.numpy() if to_numpy else result
@@ -89,9 +91,10 @@ def directcopy_matrix(F, eps=0.25, normalization="spectral"):
         `W_p`, shape `(d, d)`, same kind (NumPy or tensor) as `F`.
 
     Raises:
-        ValueError: if `F` is not square or holds NaN/Inf, or if
-            `normalization` is unknown.
+        ValueError: if `F` is not square or holds NaN/Inf, if `eps < 0`, or
+            if `normalization` is unknown.
     """
+    check_eps_and_alpha(eps)
     check_normalization(normalization)
     matrix, to_numpy = _validated_matrix(F)
     result = directcopy_tensor(matrix, eps=eps, normalization=normalization)[0]
@@ -105,6 +108,24 @@ def check_normalization(normalization):
             f"Unknown DirectCopy normalization {normalization!r}. "
             f"Valid normalizations: {', '.join(NORMALIZATIONS)}."
         )
+
+
+def check_eps_and_alpha(eps, alpha=None):
+    """Raises ValueError unless `eps` is a finite number >= 0 and `alpha`
+    (when given) a finite number > 0.
+
+    A negative `eps` can make `W_p` indefinite, so the predictor would flip
+    directions it should keep; `alpha <= 0` would boost the weakest
+    eigen-directions as much as or more than the strongest.
+    """
+    for name, value, lowest, inclusive in (("eps", eps, 0.0, True), ("alpha", alpha, 0.0, False)):
+        if name == "alpha" and alpha is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise ValueError(f"{name} must be a number, got {value!r}.")
+        if not np.isfinite(value) or value < lowest or (value == lowest and not inclusive):
+            bound = ">= 0" if inclusive else "> 0"
+            raise ValueError(f"{name} must be a finite number {bound}, got {value!r}.")
 
 
 def directset_tensor(F, alpha, eps):
@@ -273,6 +294,26 @@ def _tiny(dtype):
 DIRECT_METHODS = ("directcopy", "directpred", "directset")
 PREDICTOR_NAMES = DIRECT_METHODS + ("linear", "mlp")
 
+# When a direct predictor's matrix is set, relative to the batch it predicts:
+# * "after_step": as the reference code does (facebookresearch/luckmatters,
+#   ssl/real-dataset, byol_trainer.py: `BYOLTrainer.update` adds the batch to
+#   the running correlation `cum_corr` and predicts with the current weight;
+#   `BYOLTrainer.train` then calls `regulate_predictor` after
+#   `optimizer.step()`, which sets the weight from `cum_corr`). Batch t is
+#   predicted with `W_p(F_{t-1})`, and the first update sets `F` to the batch
+#   statistic itself (`Accumulator.add` when `cumulated is None`).
+# * "before_predict": this project's earlier step, kept to reproduce runs made
+#   with it: `F` starts at zero, is updated with batch t, and batch t is
+#   predicted with `W_p(F_t)`.
+UPDATE_ORDERS = ("after_step", "before_predict")
+
+# Initializations of the trainable linear predictor's kernel:
+# * "pytorch": uniform in +-1/sqrt(d), PyTorch's default for `nn.Linear`,
+#   which the reference code's linear predictor uses (it sets no initializer
+#   of its own: models/mlp_head.py, `MLPHead.__init__`);
+# * "glorot": Keras' default for `Dense` (Glorot uniform).
+LINEAR_INITIALIZERS = ("pytorch", "glorot")
+
 # Defaults, with their sources:
 # * rho = 0.3 and eps = 0.01 for DirectPred: the settings `dyn_lambda=0.3`
 #   (rho of eq. 19) and `dyn_eps=0.01` (eps of eq. 18) in the README command
@@ -284,9 +325,15 @@ PREDICTOR_NAMES = DIRECT_METHODS + ("linear", "mlp")
 #   `dyn_eps` to an unnormalized F); it is larger than DirectPred's 0.01
 #   because F / ||F|| is not square-rooted, so its small eigenvalues need a
 #   larger floor. Pass `eps` to match a specific experiment.
+# * the linear predictor: symmetrized after every optimizer step, as the
+#   reference code's default `predictor_reg: "symmetric"`
+#   (config/byol_config.yaml; byol_trainer.py, `regulate_predictor`), with
+#   PyTorch's default initialization and no bias (the reference's DirectPred
+#   command sets `predictor_params.has_bias=false`).
 DEFAULT_RHO = 0.3
 DEFAULT_EPS = {"directpred": 0.01, "directset": 0.01, "directcopy": 0.25}
 DEFAULT_ALPHA = 0.5
+DEFAULT_UPDATE_ORDER = "after_step"
 
 
 def check_predictor_name(name):
@@ -308,8 +355,9 @@ def build_predictor(name, dim, *, hidden_dim=None, synchronized_bn=False, **opti
         synchronized_bn: synchronize the `"mlp"` predictor's BatchNorm
             across replicas.
         **options: `DirectPredictor` arguments (`rho`, `eps`, `alpha`,
-            `normalization`, `update_every`, `spectrum_every`) for the direct
-            modes.
+            `normalization`, `update_every`, `update_order`,
+            `spectrum_every`) for the direct modes; `LinearPredictor`
+            arguments (`symmetric`, `initializer`) for `"linear"`.
 
     Returns:
         A built Keras layer or model taking `(N, d)` and returning `(N, d)`.
@@ -320,25 +368,96 @@ def build_predictor(name, dim, *, hidden_dim=None, synchronized_bn=False, **opti
     check_predictor_name(name)
     if name in DIRECT_METHODS:
         layer = DirectPredictor(method=name, **options)
+    elif name == "linear":
+        unknown = sorted(set(options) - {"symmetric", "initializer"})
+        if unknown:
+            raise ValueError(
+                f"The linear predictor takes the options symmetric and initializer, "
+                f"not {unknown}; {', '.join(DIRECT_METHODS)} take the others."
+            )
+        layer = LinearPredictor(**options)
     else:
         if options:
             raise ValueError(
-                f"Predictor {name!r} is trained by gradient descent and takes no "
-                f"options {sorted(options)}; they apply to {', '.join(DIRECT_METHODS)}."
+                f"Predictor {name!r} takes no options {sorted(options)}; they apply to "
+                f"{', '.join(DIRECT_METHODS)} and linear."
             )
-        if name == "linear":
-            layer = keras.layers.Dense(dim, use_bias=False, name="predictor")
-        else:
-            from keras_directcopy.heads import mlp_head
+        from keras_directcopy.heads import mlp_head
 
-            return mlp_head(
-                dim, hidden_dim or dim, dim,
-                synchronized_bn=synchronized_bn, name="predictor",
-            )
+        return mlp_head(
+            dim, hidden_dim or dim, dim,
+            synchronized_bn=synchronized_bn, name="predictor",
+        )
     layer.build((None, dim))
     return layer
 
 
+# A predictor layer may define two hooks that `NonContrastiveModel.train_step`
+# calls with the gradient-stopped projector outputs of both views, `(2B, d)`:
+# `before_prediction(features)` before the batch is predicted, and
+# `after_optimizer_step(features)` after the optimizer has updated the
+# weights. Layers without them are plain trained predictors.
+
+
+@keras.saving.register_keras_serializable(package="keras_directcopy")
+class LinearPredictor(keras.layers.Layer):
+    """A trainable linear predictor `p = z W`, optionally kept symmetric.
+
+    The reference code's baseline for DirectPred and DirectCopy: a bias-free
+    linear layer trained with the encoder's optimizer, learning rate and
+    weight decay, and set to `(W + W^T) / 2` after every optimizer step
+    (facebookresearch/luckmatters, ssl/real-dataset, byol_trainer.py,
+    `BYOLTrainer.regulate_predictor` with `predictor_reg: "symmetric"`).
+
+    Args:
+        symmetric: symmetrize `W` after every optimizer step.
+        initializer: `"pytorch"` (uniform in +-1/sqrt(d), as the reference)
+            or `"glorot"`; see `LINEAR_INITIALIZERS`.
+
+    Call arguments:
+        z: `(N, d)` projector outputs. Returns `(N, d)` predictions `z W`.
+    """
+
+    def __init__(self, symmetric=True, initializer="pytorch", **kwargs):
+        kwargs.setdefault("name", "predictor")
+        super().__init__(**kwargs)
+        if initializer not in LINEAR_INITIALIZERS:
+            raise ValueError(
+                f"Unknown linear predictor initializer {initializer!r}. Valid initializers: "
+                f"{', '.join(LINEAR_INITIALIZERS)}."
+            )
+        self.symmetric = bool(symmetric)
+        self.initializer = initializer
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        if self.initializer == "pytorch":
+            # VarianceScaling's uniform limit is sqrt(3 * scale / fan_in):
+            # scale 1/3 gives PyTorch's 1/sqrt(fan_in).
+            initializer = keras.initializers.VarianceScaling(
+                1.0 / 3.0, mode="fan_in", distribution="uniform"
+            )
+        else:
+            initializer = keras.initializers.GlorotUniform()
+        self.kernel = self.add_weight(shape=(dim, dim), initializer=initializer, name="kernel")
+
+    def call(self, z):
+        return tf.matmul(z, tf.cast(self.kernel, z.dtype))
+
+    def after_optimizer_step(self, features):
+        """Symmetrizes the kernel, when `symmetric`; `features` are unused."""
+        del features
+        if self.symmetric:
+            kernel = tf.convert_to_tensor(self.kernel)
+            self.kernel.assign((kernel + tf.transpose(kernel)) / 2.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(symmetric=self.symmetric, initializer=self.initializer)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_directcopy")
 class DirectPredictor(keras.layers.Layer):
     """A linear predictor `p = W_p z` whose matrix is set, not learned.
 
@@ -346,20 +465,26 @@ class DirectPredictor(keras.layers.Layer):
     ``F <- rho * F + (1 - rho) * mean(f f^T)``, and sets `W_p` from it every
     `update_every` updates with DirectPred, DirectSet or DirectCopy.
 
-    Under `tf.distribute`, `update()` all-reduces the batch term (a weighted
-    mean over every replica's rows) before the update, so every replica holds
-    the same `F` and `W_p`. The state lives in non-trainable variables, saved
-    with the model's checkpoints.
+    Under `tf.distribute`, the update all-reduces the batch term (a weighted
+    mean over every replica's rows) first, so every replica holds the same
+    `F` and `W_p`. The state lives in non-trainable variables, saved with
+    the model's checkpoints.
 
     Args:
         method: `"directcopy"`, `"directpred"` or `"directset"`.
         rho: weight of the old `F` in the running average.
-        eps: eigenvalue/identity regularizer; default per method,
+        eps: eigenvalue/identity regularizer, >= 0; default per method,
             `DEFAULT_EPS`.
-        alpha: DirectSet exponent (ignored by the other methods).
+        alpha: DirectSet exponent, > 0 (ignored by the other methods).
         normalization: DirectCopy normalization, one of `NORMALIZATIONS`.
         update_every: recompute `W_p` every this many updates (`F` itself is
             updated on every call).
+        update_order: `"after_step"` (the reference code's: the batch is
+            predicted with the matrix of the previous step, and `F` and `W_p`
+            are updated after the optimizer step; the first update sets `F`
+            to the batch statistic) or `"before_predict"` (`F` starts at zero
+            and is updated, and `W_p` set, before the batch is predicted).
+            See `UPDATE_ORDERS`.
         spectrum_every: recompute the spectrum summary (largest and smallest
             eigenvalue and effective rank of `W_p`) every this many matrix
             updates; it costs an eigendecomposition, which DirectCopy
@@ -367,7 +492,7 @@ class DirectPredictor(keras.layers.Layer):
 
     Call arguments:
         z: `(N, d)` projector outputs. Returns `(N, d)` predictions `z W_p`
-        (`W_p` is symmetric).
+        (`W_p` is symmetric). Before the first update `W_p` is the identity.
     """
 
     def __init__(
@@ -378,6 +503,7 @@ class DirectPredictor(keras.layers.Layer):
         alpha=DEFAULT_ALPHA,
         normalization="spectral",
         update_every=1,
+        update_order=DEFAULT_UPDATE_ORDER,
         spectrum_every=10,
         **kwargs,
     ):
@@ -389,8 +515,14 @@ class DirectPredictor(keras.layers.Layer):
                 f"{', '.join(DIRECT_METHODS)}."
             )
         check_normalization(normalization)
+        if update_order not in UPDATE_ORDERS:
+            raise ValueError(
+                f"Unknown update_order {update_order!r}. Valid orders: {', '.join(UPDATE_ORDERS)}."
+            )
         if not 0.0 <= rho < 1.0:
             raise ValueError(f"rho must be in [0, 1), got {rho}.")
+        eps = DEFAULT_EPS[method] if eps is None else eps
+        check_eps_and_alpha(eps, alpha)
         if update_every < 1 or spectrum_every < 1:
             raise ValueError(
                 "update_every and spectrum_every must be >= 1, got "
@@ -398,10 +530,11 @@ class DirectPredictor(keras.layers.Layer):
             )
         self.method = method
         self.rho = float(rho)
-        self.eps = float(DEFAULT_EPS[method] if eps is None else eps)
+        self.eps = float(eps)
         self.alpha = float(alpha)
         self.normalization = normalization
         self.update_every = int(update_every)
+        self.update_order = update_order
         self.spectrum_every = int(spectrum_every)
 
     def build(self, input_shape):
@@ -432,11 +565,23 @@ class DirectPredictor(keras.layers.Layer):
     def call(self, z):
         return tf.matmul(z, tf.cast(self.matrix, z.dtype))
 
+    def before_prediction(self, features):
+        """Updates `F` and `W_p` from the batch when `update_order="before_predict"`."""
+        if self.update_order == "before_predict":
+            self.update(features)
+
+    def after_optimizer_step(self, features):
+        """Updates `F` and `W_p` from the batch when `update_order="after_step"`."""
+        if self.update_order == "after_step":
+            self.update(features)
+
     def update(self, features):
         """Updates `F` from a batch and, when due, `W_p` and the spectrum.
 
         Call in replica context (inside `train_step`), on the gradient-stopped
-        online projector outputs of both views, shape `(2B, d)`.
+        online projector outputs of both views, shape `(2B, d)`. The model's
+        train step calls it through `before_prediction` or
+        `after_optimizer_step`, as `update_order` says.
         """
         dtype = self.correlation.dtype
         features = tf.cast(tf.stop_gradient(features), dtype)
@@ -445,7 +590,12 @@ class DirectPredictor(keras.layers.Layer):
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             outer_sum, rows = context.all_reduce("SUM", [outer_sum, rows])
-        correlation = self.rho * self.correlation + (1.0 - self.rho) * (outer_sum / rows)
+        batch_correlation = outer_sum / rows
+        correlation = self.rho * self.correlation + (1.0 - self.rho) * batch_correlation
+        if self.update_order == "after_step":
+            # The reference's running average starts from the first batch's
+            # statistic, not from zero (byol_trainer.py, `Accumulator.add`).
+            correlation = tf.where(tf.equal(self.num_updates, 0), batch_correlation, correlation)
         self.correlation.assign(correlation)
 
         due = tf.equal(self.num_updates % self.update_every, 0)
@@ -490,7 +640,7 @@ class DirectPredictor(keras.layers.Layer):
         config.update(
             method=self.method, rho=self.rho, eps=self.eps, alpha=self.alpha,
             normalization=self.normalization, update_every=self.update_every,
-            spectrum_every=self.spectrum_every,
+            update_order=self.update_order, spectrum_every=self.spectrum_every,
         )
         return config
 

@@ -13,12 +13,12 @@ import keras
 import tensorflow as tf
 
 from keras_directcopy import augment, data, strategies
-from keras_directcopy.backbones import BACKBONE_NAMES, build_backbone
+from keras_directcopy.backbones import build_backbone
 from keras_directcopy.callbacks import LearningRateLogger, ResumableBackup, StopOnNonFiniteLoss
 from keras_directcopy.io_utils import atomic_save, atomic_write_text
 from keras_directcopy.knn import KNNMonitor, knn_accuracy
 from keras_directcopy.models import NonContrastiveModel
-from keras_directcopy.predictors import DIRECT_METHODS, check_predictor_name
+from keras_directcopy.predictors import DIRECT_METHODS
 from keras_directcopy.run_log import RunLog
 
 EVAL_BATCH_SIZE = 256
@@ -51,12 +51,19 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
             before any training.
     """
     run_log = RunLog(output_dir, command=command, git_commit=git_commit())  # its clock starts now
-    # Validate names before any data is read or model built.
-    check_predictor_name(config.predictor)
-    if config.backbone not in BACKBONE_NAMES:
-        raise ValueError(
-            f"Unknown backbone {config.backbone!r}. Valid backbones: {', '.join(BACKBONE_NAMES)}."
-        )
+    # `config` checked its own fields when it was made, before any data is
+    # read or model built.
+    previous_policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy(config.mixed_precision)
+    try:
+        return _pretrain(config, output_dir, strategy, tpu, verbose, run_log)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _pretrain(config, output_dir, strategy, tpu, verbose, run_log):
+    """`pretrain`, under the dtype policy it has set."""
     strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
     if isinstance(strategy, str):
         strategy = strategies.make_strategy(strategy, tpu=tpu)
@@ -168,7 +175,8 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
 
 
 def build_model(config, image_size, total_steps, synchronized_bn=False):
-    """The `NonContrastiveModel` a config describes (call inside the strategy scope)."""
+    """The `NonContrastiveModel` a config describes (call inside the strategy
+    scope, and under the config's mixed-precision policy, if any)."""
     encoder = build_backbone(
         config.backbone, (image_size, image_size, 3),
         width_multiplier=config.width_multiplier, synchronized_bn=synchronized_bn,
@@ -178,18 +186,27 @@ def build_model(config, image_size, total_steps, synchronized_bn=False):
         options = dict(
             rho=config.rho, eps=config.eps, alpha=config.alpha,
             normalization=config.normalization, update_every=config.update_every,
+            update_order=config.update_order,
         )
+    elif config.predictor == "linear":
+        options = dict(symmetric=config.linear_symmetric, initializer=config.linear_initializer)
     return NonContrastiveModel(
         encoder, predictor=config.predictor, predictor_options=options,
         projector_hidden_dim=config.projector_hidden_dim, projection_dim=config.projection_dim,
-        tau_base=config.ema, total_steps=total_steps, weight_decay=config.weight_decay,
-        weight_decay_mode=config.weight_decay_mode, synchronized_bn=synchronized_bn,
-        name=config.predictor,
+        projector_bn_affine=config.projector_bn_affine,
+        tau_base=config.ema, ema_schedule=config.ema_schedule, target_init=config.target_init,
+        total_steps=total_steps,
+        weight_decay=config.weight_decay, weight_decay_mode=config.weight_decay_mode,
+        synchronized_bn=synchronized_bn, name=config.predictor,
     )
 
 
 def build_optimizer(config, steps_per_epoch, total_steps):
-    """SGD with momentum; linear warmup to `config.lr`, then cosine decay to 0."""
+    """SGD with momentum. With `lr_schedule="warmup_cosine"`, a linear warmup
+    to `config.lr` over `warmup_epochs`, then a cosine decay to 0; with
+    `"constant"`, `config.lr` throughout (the reference code's)."""
+    if config.lr_schedule == "constant":
+        return keras.optimizers.SGD(config.lr, momentum=config.momentum)
     warmup_steps = min(int(config.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
     if warmup_steps:
         schedule = keras.optimizers.schedules.CosineDecay(
@@ -202,9 +219,19 @@ def build_optimizer(config, steps_per_epoch, total_steps):
 
 
 def save_encoder(encoder, output_dir):
-    """Writes `encoder.keras` and `encoder.weights.h5`, each atomically."""
+    """Writes `encoder.keras`, `encoder.weights.h5` and the architecture
+    `encoder.config.json`, each atomically.
+
+    The architecture file (`backbones.write_architecture`) ships with the
+    weights when the encoder becomes a preset (`scripts/register_preset.py`,
+    `scripts/publish.py`), so `load_pretrained` rebuilds exactly the trained
+    encoder rather than re-deriving it from the code's defaults.
+    """
+    from keras_directcopy.backbones import ARCHITECTURE_FILENAME, write_architecture
+
     atomic_save(os.path.join(output_dir, "encoder.keras"), encoder.save)
     atomic_save(os.path.join(output_dir, "encoder.weights.h5"), encoder.save_weights)
+    write_architecture(encoder, os.path.join(output_dir, ARCHITECTURE_FILENAME))
 
 
 def hardware_summary():

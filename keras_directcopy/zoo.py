@@ -5,15 +5,25 @@ Each preset is one JSON file in the top-level `zoo/` directory (installed to
 recipe as the exact `scripts/pretrain.py` command, the Hugging Face Hub repo
 and revision, the weights filename and its sha256, and the measured metrics.
 
-Loading never executes code from a file: the architecture is one of this
-package's backbones, rebuilt from the registry (or from a `config.json` whose
-fields are checked against a fixed list), and only weights are read from
+What loads is what trained: a preset ships the trained encoder's own
+architecture (`encoder.config.json`, written by `training.save_encoder`,
+sha256-verified like the weights) and `load_pretrained` deserializes it, then
+loads the weights into it. Loading never executes code from a file: the
+architecture file may name only the built-in Keras layers the backbones are
+made of (`backbones.read_architecture`), and it must equal the backbone the
+preset records, as `build_backbone` builds it with the preset's
+`backbone_kwargs` at its `input_shape` (so the registry describes what it
+ships, and another `input_shape` can be built). Presets and folders from
+before the architecture file are rebuilt with `build_backbone` and the
+stem and normalization `backbones.resolve_architecture_kwargs` gives at the
+trained input shape, the rule training uses. Only weights are read from
 `.weights.h5` files, after their sha256 is verified.
 
-Where weights come from, in order:
+Where files come from, in order:
 
-1. a local directory passed as `name` (holding `config.json` and the weights);
-2. a file bundled in `zoo/` (small encoders only);
+1. a local directory passed as `name` (holding `config.json`, the weights
+   and the architecture file);
+2. a folder bundled in `zoo/` (small encoders only);
 3. `huggingface_hub.hf_hub_download`, which honours its cache,
    `HF_HUB_OFFLINE`, `HF_HUB_CACHE` and `HF_ENDPOINT`.
 """
@@ -26,8 +36,14 @@ import sys
 
 import keras
 
+from keras_directcopy.backbones import (
+    BACKBONE_NAMES,
+    build_backbone,
+    check_input_shape,
+    read_architecture,
+    resolve_architecture_kwargs,
+)
 from keras_directcopy.io_utils import sha256_file
-from keras_directcopy.backbones import BACKBONE_NAMES, CIFAR_STEM_MAX_SIZE, build_backbone
 
 HF_PREFIX = "hf://"
 CONFIG_FILENAME = "config.json"
@@ -127,31 +143,38 @@ def load_pretrained(name, include_top=False, pooling="avg", input_shape=None, we
             alias (`"cifar10"`, `"cifar100"`, `"stl10"`, `"imagenet"`), a local
             directory holding `config.json` and the weights, or
             `"hf://ORG/REPO"` (optionally `"hf://ORG/REPO@REVISION"`).
-        include_top: add the preset's trained linear classifier (logits);
-            only for presets that ship a linear-probe head.
+        include_top: True to add the preset's trained linear classifier
+            (logits); only for presets that ship a linear-probe head.
         pooling: `"avg"` (default) or `"max"` global pooling to `(N, D)`, or
             None for the last feature map `(N, h, w, D)`. Ignored with
             `include_top=True`, which needs average pooling.
-        input_shape: `(H, W, 3)` to build for (default: the preset's). The
-            stem and input normalization stay those of the preset.
-        weights: False gives the architecture with random initialization.
+        input_shape: `(H, W, 3)` to build for (default: the preset's); H and
+            W positive integers, or None (any size) for resnet18/34/50. The
+            stem, the input normalization and the weights stay the trained
+            ones: the encoder is loaded exactly at the trained shape, then its
+            weights are copied into the same architecture built for this one.
+        weights: True for the pretrained weights; False gives the
+            architecture with random initialization (rebuilt from the
+            preset's recorded arguments, no file read).
 
     Returns:
         A `keras.Model`.
 
     Raises:
         ValueError: unknown name, unpublished weights (the message gives the
-            training command), sha256 mismatch, bad arguments.
+            training command), sha256 mismatch, an architecture file that
+            names a class other than the backbones' built-in Keras layers or
+            differs from the preset's backbone, bad arguments (the message
+            names the argument, the value and what is valid).
         FileNotFoundError: weights not available offline.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of 'avg', 'max', None; got {pooling!r}.")
+    _check_arguments(include_top, pooling, input_shape, weights)
     spec, source = _load_spec(name, need_weights=weights)
-    default_shape = tuple(spec["input_shape"])
+    trained_shape = check_input_shape(spec["input_shape"])
     if include_top:
-        if input_shape is not None and tuple(input_shape) != default_shape:
+        if input_shape is not None and check_input_shape(input_shape) != trained_shape:
             raise ValueError(
-                f"include_top=True needs the preset's input_shape {default_shape}; got "
+                f"include_top=True needs the preset's input_shape {trained_shape}; got "
                 f"{tuple(input_shape)}. Use include_top=False to build for another size."
             )
         if not spec.get("head"):
@@ -160,11 +183,7 @@ def load_pretrained(name, include_top=False, pooling="avg", input_shape=None, we
                 "available. Use include_top=False and train a head with "
                 "keras_directcopy.evaluation.build_classifier or scripts/evaluate.py --save_head."
             )
-    encoder = build_backbone(
-        spec["backbone"], tuple(input_shape or default_shape), **_backbone_kwargs(spec)
-    )
-    if weights:
-        encoder.load_weights(_verified_file(spec, spec["weights"], source))
+    encoder = build_encoder(spec, source, input_shape=input_shape, weights=weights)
     if include_top:
         from keras_directcopy.evaluation import build_linear_head
 
@@ -180,9 +199,180 @@ def load_pretrained(name, include_top=False, pooling="avg", input_shape=None, we
     return keras.Model(encoder.input, feature_map, name=encoder.name)
 
 
+def build_encoder(spec, source=None, input_shape=None, weights=True):
+    """The encoder a preset (or a repository's `config.json`) describes.
+
+    With `weights` and a declared `spec["architecture"]`, the architecture
+    file is read (`backbones.read_architecture`: built-in Keras layers only,
+    nothing executed) and checked to be exactly what `build_backbone` builds
+    from `spec["backbone"]`, its `backbone_kwargs` and `input_shape`;
+    otherwise (older presets, `weights=False`) the encoder is built that
+    way, with the stem and normalization `resolve_architecture_kwargs` gives
+    at the trained input shape, as training does.
+
+    Args:
+        spec: a preset dict, or a checked `config.json`.
+        source: `("dir", folder)` or `("hub", {"repo_id", "revision"})`;
+            default: where the registry says the preset's files are.
+        input_shape: `(H, W, 3)` to build for; default (or equal):
+            `spec["input_shape"]`, and the loaded model is returned as it is.
+            Another shape gets the same architecture (trained stem and
+            normalization) with the loaded weights copied in.
+        weights: load the weights (sha256-verified).
+
+    Returns:
+        A functional `keras.Model`.
+
+    Raises:
+        ValueError: a file's sha256 differs from the spec's, the
+            architecture file is refused or differs from the recorded
+            backbone, or the weights do not fit.
+        FileNotFoundError: a file is missing (or not cached, offline).
+    """
+    source = source or _registry_source(spec)
+    trained_shape = check_input_shape(spec["input_shape"])
+    kwargs = _architecture_kwargs(spec)
+    if weights and spec.get("architecture"):
+        encoder = _shipped_architecture(spec, source, kwargs)
+    else:
+        encoder = build_backbone(spec["backbone"], trained_shape, **kwargs)
+    if weights:
+        encoder.load_weights(_verified_file(spec, spec["weights"], source))
+    if input_shape is None or check_input_shape(input_shape) == trained_shape:
+        return encoder
+    # The shipped functional graph cannot be re-input at another size (resnet20's
+    # shortcut reshapes to fixed sizes), so the same architecture is built for
+    # the new size and the loaded weights are copied into it.
+    resized = build_backbone(
+        spec["backbone"], check_input_shape(input_shape),
+        **{**kwargs, "synchronized_bn": _synchronized_bn(encoder)},
+    )
+    _copy_weights(encoder, resized)
+    return resized
+
+
+def resolve_file(preset, entry, source=None):
+    """Local path of one of a preset's files, sha256-verified.
+
+    Args:
+        preset: a preset dict of the registry.
+        entry: its `weights`, `head` or `architecture` entry
+            (`{"filename", "sha256"}`).
+        source: where files come from (default: the registry's location of
+            the preset's files; see `load_pretrained`).
+    """
+    return _verified_file(preset, entry, source or _registry_source(preset))
+
+
 def resolve_weights(preset, source=None):
     """Local path of a preset's weights file, sha256-verified. See `load_pretrained`."""
-    return _verified_file(preset, preset["weights"], source or _registry_source(preset))
+    return resolve_file(preset, preset["weights"], source)
+
+
+def _check_arguments(include_top, pooling, input_shape, weights):
+    """Checks `load_pretrained`'s arguments before anything is read."""
+    if not isinstance(include_top, bool):
+        raise ValueError(f"include_top must be True or False; got {include_top!r}.")
+    if not isinstance(weights, bool):
+        raise ValueError(
+            f"weights must be True (the pretrained weights) or False (random initialization); "
+            f"got {weights!r}."
+        )
+    if not (pooling is None or (isinstance(pooling, str) and pooling in POOLINGS)):
+        raise ValueError(f"pooling must be one of 'avg', 'max', None; got {pooling!r}.")
+    if input_shape is not None:
+        check_input_shape(input_shape)
+
+
+def _architecture_kwargs(spec):
+    """The preset's complete architecture arguments at its trained input
+    shape: the recorded ones, with any missing stem or normalization
+    resolved by the rule training used (`resolve_architecture_kwargs`)."""
+    return resolve_architecture_kwargs(
+        spec["backbone"], spec["input_shape"], **(spec.get("backbone_kwargs") or {})
+    )
+
+
+def _shipped_architecture(spec, source, kwargs):
+    """The deserialized architecture file, after checking it against the
+    backbone the spec records."""
+    path = _verified_file(spec, spec["architecture"], source)
+    shipped = read_architecture(path)
+    trained_shape = check_input_shape(spec["input_shape"])
+    expected = build_backbone(
+        spec["backbone"], trained_shape, **{**kwargs, "synchronized_bn": _synchronized_bn(shipped)}
+    )
+    difference = _architecture_difference(shipped, expected)
+    if difference:
+        raise ValueError(
+            f"The architecture file {spec['architecture']['filename']} of {spec['name']} ({path}) "
+            f"is not the {spec['backbone']} its entry records ({kwargs}, input_shape "
+            f"{trained_shape}): {difference}. Record the backbone_kwargs and input_shape the "
+            "encoder was trained with (as keras_directcopy.backbones.resolve_architecture_kwargs "
+            "resolves them); nothing was loaded."
+        )
+    return shipped
+
+
+def _architecture_difference(model, expected):
+    """The first difference between two models' architectures, or None.
+
+    Compares `get_config()` through a JSON round trip (tuples and lists
+    alike), so an architecture read from a file equals the one built in
+    code exactly when every layer, its configuration and the graph match.
+
+    Returns:
+        None if equal, else a short description naming the layer and field.
+    """
+    found, wanted = _plain(model.get_config()), _plain(expected.get_config())
+    if found == wanted:
+        return None
+    for index, (layer, other) in enumerate(zip(found.get("layers", []), wanted.get("layers", []))):
+        if layer == other:
+            continue
+        if (layer.get("class_name"), layer.get("name")) != (other.get("class_name"), other.get("name")):
+            return (
+                f"layer {index} is {layer.get('class_name')} {layer.get('name')!r} there, "
+                f"{other.get('class_name')} {other.get('name')!r} in the rebuilt backbone"
+            )
+        config, other_config = layer.get("config", {}), other.get("config", {})
+        fields = sorted(k for k in set(config) | set(other_config) if config.get(k) != other_config.get(k))
+        if fields:
+            return f"layer {layer.get('name')!r} differs in " + "; ".join(
+                f"{k}: {_short(config.get(k))} there, {_short(other_config.get(k))} rebuilt"
+                for k in fields[:3]
+            )
+        return f"layer {layer.get('name')!r} is connected or built differently"
+    if len(found.get("layers", [])) != len(wanted.get("layers", [])):
+        return f"{len(found.get('layers', []))} layers there, {len(wanted.get('layers', []))} rebuilt"
+    fields = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+    return "the model differs in " + ", ".join(fields)
+
+
+def _plain(config):
+    return json.loads(json.dumps(config))
+
+
+def _short(value, limit=80):
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _synchronized_bn(model):
+    """Whether the model's BatchNormalization layers synchronize across
+    replicas (an encoder saved from a multi-replica run)."""
+    return any(
+        getattr(layer, "synchronized", False)
+        for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+    )
+
+
+def _copy_weights(loaded, resized):
+    """Copies every layer's weights by name: the two models are the same
+    architecture built for two input sizes."""
+    for layer in loaded.layers:
+        if layer.weights:
+            resized.get_layer(layer.name).set_weights(layer.get_weights())
 
 
 def _load_spec(name, need_weights=True):
@@ -226,32 +416,33 @@ def _config_from_file(path, origin):
         raise ValueError(
             f"{path}: unknown backbone {config.get('backbone')!r}; valid: {', '.join(BACKBONE_NAMES)}."
         )
-    unknown = set(config.get("backbone_kwargs", {})) - set(ALLOWED_BACKBONE_KWARGS)
+    unknown = set(config.get("backbone_kwargs") or {}) - set(ALLOWED_BACKBONE_KWARGS)
     if unknown:
         raise ValueError(f"{path}: unsupported backbone arguments {sorted(unknown)}.")
     for key in ("name", "input_shape", "weights"):
         if key not in config:
             raise ValueError(f"{path}: missing field {key!r}.")
+    try:
+        check_input_shape(config["input_shape"])
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    for key in ("weights", "head", "architecture"):
+        entry = config.get(key)
+        if entry is not None and not (isinstance(entry, dict) and isinstance(entry.get("filename"), str)):
+            raise ValueError(f"{path}: {key!r} must be {{\"filename\": ..., \"sha256\": ...}}; got {entry!r}.")
     config.setdefault("num_classes", None)
     config.setdefault("head", None)
+    config.setdefault("architecture", None)
     return config
-
-
-def _backbone_kwargs(spec):
-    """Backbone arguments, with the stem and normalization pinned to the
-    preset's input size, so another `input_shape` keeps the trained ones."""
-    kwargs = dict(spec.get("backbone_kwargs", {}))
-    small = max(spec["input_shape"][:2]) <= CIFAR_STEM_MAX_SIZE
-    if spec["backbone"] != "resnet20":
-        kwargs.setdefault("stem", "cifar" if small else "imagenet")
-    kwargs.setdefault("normalization", "cifar10" if small else "imagenet")
-    return kwargs
 
 
 def _verified_file(spec, entry, source):
     """Local path of `entry["filename"]` from `source`, after its sha256 check."""
     kind, location = source
     filename = entry["filename"]
+    if not filename or os.path.basename(filename) != filename or filename in (".", ".."):
+        # A name with a directory part could read outside the preset's folder.
+        raise ValueError(f"{spec['name']}: file name {filename!r} must be a plain file name.")
     if kind == "dir":
         path = os.path.join(location, filename)
         if not os.path.exists(path):

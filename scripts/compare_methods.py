@@ -2,7 +2,10 @@
 and seeds; only the predictor differs.
 
     python scripts/compare_methods.py --data_dir=~/tensorflow_datasets \
-        --runs_dir=runs/comparison --results_dir=scripts/results/cifar10_comparison
+        --runs_dir=runs/comparison --results_dir=scripts/results/cifar10_comparison \
+        --pretrain_flags=--ema_schedule=cosine,--target_init=copy,--projector_bn_affine,--update_order=before_predict,--nolinear_symmetric,--linear_initializer=glorot
+
+(the flags reproduce the first round's training step; see `LEGACY_STEP_FLAGS`).
 
 Arms: `directcopy`, `directpred` and the trainable `linear` predictor, each
 pretrained with `scripts/pretrain.py --config=CONFIG --epochs=EPOCHS
@@ -38,6 +41,16 @@ SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
 TRAINED_ARMS = ("directcopy", "directpred", "linear")
 RANDOM_INIT = "random_init"
 STAGES = ("train", "evaluate", "collect", "report")
+# The training step of this project before the reference code's behaviour
+# became the default (BYOL's cosine EMA and copied target, affine projector
+# BatchNorm, W_p set before the prediction, a Glorot-initialized
+# unsymmetrized linear predictor): the setting of the first comparison in
+# scripts/results/cifar10_comparison.
+LEGACY_STEP_FLAGS = (
+    "--ema_schedule=cosine", "--target_init=copy", "--projector_bn_affine",
+    "--update_order=before_predict",
+    "--nolinear_symmetric", "--linear_initializer=glorot",
+)
 RESULT_FILES = ("run.json", "history.jsonl", "eval.json")
 
 flags.DEFINE_list("arms", [*TRAINED_ARMS, RANDOM_INIT], "Arms to run.")
@@ -49,6 +62,11 @@ flags.DEFINE_string("data_dir", None, "tfds data directory (prepared with script
 flags.DEFINE_string("runs_dir", "runs/comparison", "Working directory of the runs (backups, encoders).")
 flags.DEFINE_string("results_dir", "scripts/results/cifar10_comparison", "Where the small result files go.")
 flags.DEFINE_list("stages", list(STAGES), "Stages to run, in order.")
+flags.DEFINE_list(
+    "pretrain_flags", [],
+    "Extra pretrain.py flags for every trained arm, e.g. the first round's settings: "
+    f"{','.join(LEGACY_STEP_FLAGS)}.",
+)
 
 FLAGS = flags.FLAGS
 
@@ -69,6 +87,7 @@ def train(arm, seed, run_dir):
         sys.executable, os.path.join(SCRIPTS_DIR, "pretrain.py"), f"--config={FLAGS.config}",
         f"--epochs={FLAGS.epochs}", f"--predictor={arm}", f"--seed={seed}",
         f"--knn_every={FLAGS.knn_every}", f"--output_dir={run_dir}", "--verbose=2",
+        *FLAGS.pretrain_flags,
     ]
     if FLAGS.data_dir:
         command.append(f"--data_dir={FLAGS.data_dir}")

@@ -16,8 +16,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from keras_directcopy.configs import CONFIGS, PretrainConfig  # noqa: E402
-from keras_directcopy.predictors import NORMALIZATIONS, PREDICTOR_NAMES  # noqa: E402
+from keras_directcopy.configs import (  # noqa: E402
+    CONFIGS,
+    JIT_COMPILE_SETTINGS,
+    LR_SCHEDULES,
+    MIXED_PRECISION_POLICIES,
+    PretrainConfig,
+)
+from keras_directcopy.predictors import (  # noqa: E402
+    LINEAR_INITIALIZERS,
+    NORMALIZATIONS,
+    PREDICTOR_NAMES,
+    UPDATE_ORDERS,
+)
+from keras_directcopy.models import TARGET_INITS  # noqa: E402
+from keras_directcopy.schedules import EMA_SCHEDULES  # noqa: E402
 from keras_directcopy.strategies import STRATEGY_NAMES  # noqa: E402
 
 flags.DEFINE_enum("config", "quickstart", list(CONFIGS), "Named recipe; other flags override it.")
@@ -38,19 +51,41 @@ flags.DEFINE_float("width_multiplier", None, "Channel width multiplier of the ba
 flags.DEFINE_enum("predictor", None, list(PREDICTOR_NAMES), "Predictor mode.")
 flags.DEFINE_integer("epochs", None, "Training epochs.")
 flags.DEFINE_integer("batch_size", None, "Global batch size (summed over replicas).")
-flags.DEFINE_float("lr", None, "Peak learning rate, reached after warmup, then cosine decay to 0.")
+flags.DEFINE_float("lr", None, "Learning rate (the peak, with warmup_cosine).")
+flags.DEFINE_enum(
+    "lr_schedule", None, list(LR_SCHEDULES),
+    "warmup_cosine: linear warmup, then cosine decay to 0; constant: the reference code's.",
+)
 flags.DEFINE_float("warmup_epochs", None, "Linear learning-rate warmup, in epochs.")
 flags.DEFINE_float("momentum", None, "SGD momentum.")
 flags.DEFINE_float("weight_decay", None, "Weight decay coefficient.")
 flags.DEFINE_enum("weight_decay_mode", None, ["coupled", "decoupled"], "Coupled L2 (PyTorch SGD) or decoupled.")
-flags.DEFINE_float("ema", None, "Target EMA momentum at step 0 (tau_base); 0 = SimSiam-style target.")
+flags.DEFINE_float("ema", None, "Target EMA momentum (at step 0 if cosine); 0 = SimSiam-style target.")
+flags.DEFINE_enum(
+    "ema_schedule", None, list(EMA_SCHEDULES),
+    "constant: the reference code's fixed momentum; cosine: BYOL's rise to 1.",
+)
+flags.DEFINE_enum(
+    "target_init", None, list(TARGET_INITS),
+    "independent: the target's own random weights (the reference code's); copy: BYOL's.",
+)
 flags.DEFINE_float("rho", None, "Running-correlation weight of the direct predictors.")
 flags.DEFINE_float("eps", None, "eps of the direct predictors (default 0.25 DirectCopy, 0.01 DirectPred/Set).")
 flags.DEFINE_float("alpha", None, "DirectSet exponent.")
 flags.DEFINE_enum("normalization", None, list(NORMALIZATIONS), "DirectCopy normalization.")
 flags.DEFINE_integer("update_every", None, "Set the direct predictor every this many steps.")
+flags.DEFINE_enum(
+    "update_order", None, list(UPDATE_ORDERS),
+    "after_step: the reference's (batch t predicted with W_p(F_{t-1})); before_predict: with W_p(F_t).",
+)
+flags.DEFINE_boolean("linear_symmetric", None, "Symmetrize the linear predictor after every step.")
+flags.DEFINE_enum("linear_initializer", None, list(LINEAR_INITIALIZERS), "Linear predictor initialization.")
 flags.DEFINE_integer("projector_hidden_dim", None, "Projector hidden width.")
 flags.DEFINE_integer("projection_dim", None, "Projector output width.")
+flags.DEFINE_boolean(
+    "projector_bn_affine", None,
+    "Learned scale and offset in the projector's BatchNorm (the reference code has none).",
+)
 flags.DEFINE_integer("image_size", None, "Training image size (default: the dataset's).")
 flags.DEFINE_integer("knn_every", None, "kNN monitor period in epochs (0: off); the last epoch is always evaluated.")
 flags.DEFINE_integer("knn_k", None, "Neighbours of the kNN monitor.")
@@ -58,7 +93,11 @@ flags.DEFINE_integer("seed", None, "Random seed.")
 flags.DEFINE_integer("steps_per_execution", None, "Train steps per compiled call.")
 flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (default: one pass over the data).")
 flags.DEFINE_string("save_freq", None, "Backup every epoch ('epoch') or every N steps.")
-flags.DEFINE_enum("jit_compile", None, ["auto", "true", "false"], "XLA for the train step.")
+flags.DEFINE_enum("jit_compile", None, list(JIT_COMPILE_SETTINGS), "XLA for the train step.")
+flags.DEFINE_enum(
+    "mixed_precision", None, list(MIXED_PRECISION_POLICIES),
+    "Compute in float16 (with dynamic loss scaling) or bfloat16; variables stay float32.",
+)
 
 FLAGS = flags.FLAGS
 

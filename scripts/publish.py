@@ -5,11 +5,14 @@
         --weights=runs/directcopy_resnet20_cifar10/encoder.weights.h5 --dry_run --out_dir=hub/c10
 
 The preset must record the weights' sha256 and the metrics `scripts/evaluate.py`
-measured. The repository folder (weights, `config.json`, `metrics.json`,
-`run.json`, `README.md` model card) is built and checked first; without
-`--dry_run` it is then uploaded with the token in `$HF_TOKEN`. Weights come
-from `--weights`, or else from where the registry says they are published
-(`keras_directcopy.zoo.resolve_weights`, sha256-verified).
+measured. The repository folder (weights, the architecture file
+`encoder.config.json` when the preset records one, `config.json`,
+`metrics.json`, `run.json`, `README.md` model card) is built and checked
+first; without `--dry_run` it is then uploaded with the token in `$HF_TOKEN`.
+Weights come from `--weights`, or else from where the registry says they are
+published (`keras_directcopy.zoo.resolve_file`, sha256-verified); the
+architecture file from `--architecture`, or else from next to `--weights`
+(where `scripts/pretrain.py` writes it), or else from the registry.
 """
 
 import os
@@ -35,6 +38,12 @@ flags.DEFINE_string(
     "through the registry).",
 )
 
+flags.DEFINE_string(
+    "architecture", None,
+    "Local architecture file (encoder.config.json of scripts/pretrain.py), for a preset that "
+    "records one (default: next to --weights, else the preset's, through the registry).",
+)
+
 FLAGS = flags.FLAGS
 
 
@@ -52,12 +61,14 @@ def main(argv):
         weights = FLAGS.weights or zoo.resolve_weights(preset)
         head = FLAGS.head
         if head is None and preset.get("head"):
-            # The registry resolves one file entry, `weights`; the head is
-            # published next to it, so the same lookup finds it.
-            head = zoo.resolve_weights({**preset, "weights": {**preset["weights"], **preset["head"]}})
+            head = zoo.resolve_file(preset, preset["head"])
+        architecture = FLAGS.architecture
+        if architecture is None and preset.get("architecture") and not FLAGS.weights:
+            # With --weights, hub.publish takes the file next to them.
+            architecture = zoo.resolve_file(preset, preset["architecture"])
         result = hub.publish(
             preset, weights, FLAGS.repo_id, dry_run=FLAGS.dry_run, out_dir=FLAGS.out_dir,
-            private=FLAGS.private, head_path=head,
+            private=FLAGS.private, head_path=head, architecture_path=architecture,
         )
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         sys.exit(f"publish.py: {error}")

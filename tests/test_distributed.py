@@ -27,7 +27,7 @@ def build_model(predictor_name, initial_weights=None):
             part.set_weights(weights)
     model = NonContrastiveModel(
         encoder, projector, predictor,
-        tau_base=0.99, total_steps=3, weight_decay=5e-4,
+        tau_base=0.99, total_steps=3, weight_decay=5e-4, target_init="copy",
     )
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9))
     return model
@@ -52,9 +52,9 @@ def replica_copies(variable):
     return [np.asarray(v) for v in getattr(value, "values", (value,))]
 
 
-def train(model, steps):
-    dataset = tf.data.Dataset.from_tensor_slices(two_view_images(GLOBAL_BATCH, seed=7))
-    dataset = dataset.batch(GLOBAL_BATCH).repeat()
+def train(model, steps, global_batch=GLOBAL_BATCH):
+    dataset = tf.data.Dataset.from_tensor_slices(two_view_images(global_batch, seed=7))
+    dataset = dataset.batch(global_batch).repeat()
     return model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0).history
 
 
@@ -110,3 +110,20 @@ def test_two_replicas_match_one_device(mirrored_strategy, float_type, predictor,
         assert others, "expected a mirrored variable"
         for other in others:
             np.testing.assert_array_equal(other, first, err_msg=variable.path)
+
+
+def test_unequal_replica_shares_weigh_every_example_equally(mirrored_strategy):
+    """A global batch of 7 splits 4 + 3 over two replicas, as a user's partial
+    last batch does; the step must still follow the mean over all 7
+    examples, so each replica scales by the global batch, not its own."""
+    keras.utils.set_random_seed(0)
+    single = build_model("directcopy")
+    initial = [part.get_weights() for part in (single.encoder, single.projector, single.predictor)]
+    with mirrored_strategy.scope():
+        mirrored = build_model("directcopy", initial)
+    single_history = train(single, 2, global_batch=7)
+    mirrored_history = train(mirrored, 2, global_batch=7)
+    np.testing.assert_allclose(mirrored_history["loss"], single_history["loss"], rtol=1e-5)
+    for want, got in zip(single.online_variables, mirrored.online_variables):
+        scale = max(np.abs(want.numpy()).max(), 1.0)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5 * scale, err_msg=want.path)

@@ -22,7 +22,9 @@ from huggingface_hub import CommitInfo, ModelCard, RepoUrl
 
 import keras_directcopy as kdc
 from keras_directcopy import hub, zoo
+from keras_directcopy.backbones import ARCHITECTURE_FILENAME
 from keras_directcopy.configs import CONFIGS, get_config
+from keras_directcopy.training import save_encoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO_ROOT / "scripts" / "publish.py")
@@ -62,11 +64,19 @@ def sha256_of(path):
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
-    """A width-0.25 ResNet-20 and its saved weights: `(encoder, path, sha256)`."""
+    """A width-0.25 ResNet-20 saved as scripts/pretrain.py saves it (weights
+    and, next to them, its architecture file): `(encoder, weights path, sha256)`."""
     encoder = kdc.resnet20(width_multiplier=0.25)
-    path = tmp_path_factory.mktemp("weights") / "encoder.weights.h5"
-    encoder.save_weights(path)
+    run_dir = tmp_path_factory.mktemp("weights")
+    save_encoder(encoder, str(run_dir))
+    path = run_dir / "encoder.weights.h5"
     return encoder, str(path), sha256_of(path)
+
+
+def architecture_entry(weights_path):
+    """The preset's `architecture` entry for the file next to `weights_path`."""
+    path = Path(weights_path).parent / ARCHITECTURE_FILENAME
+    return {"filename": ARCHITECTURE_FILENAME, "sha256": sha256_of(path)}
 
 
 def make_preset(sha256, **overrides):
@@ -217,6 +227,55 @@ def test_repo_folder_rebuilds_the_encoder_from_config(tiny_weights, tmp_path):
     assert (folder / "README.md").read_text() == hub.build_model_card(preset)
 
 
+def test_repo_folder_ships_the_trained_architecture(tiny_weights, tmp_path):
+    encoder, weights, sha256 = tiny_weights
+    architecture = architecture_entry(weights)
+    preset = make_preset(sha256, architecture=architecture)
+    # By default the architecture file is taken from next to the weights.
+    folder = Path(hub.prepare_repo_folder(preset, weights, str(tmp_path / "repo")))
+    assert sorted(os.listdir(folder)) == sorted(
+        ["README.md", "config.json", "encoder.weights.h5", ARCHITECTURE_FILENAME, "metrics.json", "run.json"]
+    )
+    assert sha256_of(folder / ARCHITECTURE_FILENAME) == architecture["sha256"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == architecture
+    card = (folder / "README.md").read_text()
+    assert f"| `{ARCHITECTURE_FILENAME}` | encoder architecture" in card and architecture["sha256"] in card
+    assert "only built-in Keras layers are accepted" in card
+    loaded = zoo.load_pretrained(str(folder))
+    assert json.loads(json.dumps(loaded.get_config())) == json.loads(json.dumps(encoder.get_config()))
+    np.testing.assert_array_equal(loaded(images()), encoder(images()))
+
+
+def test_repo_folder_architecture_file_is_checked(tiny_weights, tmp_path):
+    _, weights, sha256 = tiny_weights
+    architecture = architecture_entry(weights)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(FileNotFoundError, match=f"{ARCHITECTURE_FILENAME} to publish"):
+        hub.prepare_repo_folder(
+            make_preset(sha256, architecture=architecture), weights, str(out / "repo"),
+            architecture_path=str(tmp_path / "missing.json"),
+        )
+    with pytest.raises(ValueError, match="declares no architecture file, so architecture_path must not be given"):
+        hub.prepare_repo_folder(
+            make_preset(sha256), weights, str(out / "repo"),
+            architecture_path=str(Path(weights).parent / ARCHITECTURE_FILENAME),
+        )
+    wrong = {**architecture, "sha256": "0" * 64}
+    with pytest.raises(ValueError, match=f"sha256 mismatch for {ARCHITECTURE_FILENAME}"):
+        hub.prepare_repo_folder(make_preset(sha256, architecture=wrong), weights, str(out / "repo"))
+    # An architecture file of another network than the preset records.
+    other = tmp_path / "other"
+    save_encoder(kdc.resnet20((64, 64, 3), width_multiplier=0.25), str(other))
+    with pytest.raises(ValueError, match="do not load into the architecture.*layer 'images' differs in batch_shape"):
+        hub.prepare_repo_folder(
+            make_preset(sha256, architecture=architecture_entry(other / "encoder.weights.h5")),
+            weights, str(out / "repo"), architecture_path=str(other / ARCHITECTURE_FILENAME),
+        )
+    assert os.listdir(out) == []
+
+
 def test_repo_folder_without_run_record_has_no_run_json(tiny_weights, tmp_path):
     _, weights, sha256 = tiny_weights
     folder = hub.prepare_repo_folder(make_preset(sha256, run=None), weights, str(tmp_path / "repo"))
@@ -343,7 +402,7 @@ def test_publish_refuses_a_preset_without_metrics(tiny_weights, tmp_path):
 
 def test_publish_uploads_the_folder(tiny_weights, tmp_path):
     _, weights, sha256 = tiny_weights
-    preset = make_preset(sha256)
+    preset = make_preset(sha256, architecture=architecture_entry(weights))
     api = RecordingHfApi()
     url = hub.publish(preset, weights, "otherorg/tiny", token="hf_test", api=api, private=True)
     assert url == f"https://huggingface.co/otherorg/tiny/commit/{'a' * 40}"
@@ -353,8 +412,11 @@ def test_publish_uploads_the_folder(tiny_weights, tmp_path):
     assert (upload, upload_repo) == ("upload_folder", "otherorg/tiny")
     assert upload_kwargs["repo_type"] == "model"
     assert NAME in upload_kwargs["commit_message"]
-    assert set(api.uploaded) == {"README.md", "config.json", "encoder.weights.h5", "metrics.json", "run.json"}
+    assert set(api.uploaded) == {
+        "README.md", "config.json", "encoder.weights.h5", ARCHITECTURE_FILENAME, "metrics.json", "run.json",
+    }
     assert hashlib.sha256(api.uploaded["encoder.weights.h5"]).hexdigest() == sha256
+    assert hashlib.sha256(api.uploaded[ARCHITECTURE_FILENAME]).hexdigest() == preset["architecture"]["sha256"]
     assert json.loads(api.uploaded["config.json"])["repo_id"] == "otherorg/tiny"
     card = api.uploaded["README.md"].decode()
     assert 'load_pretrained("hf://otherorg/tiny")' in card
@@ -411,8 +473,9 @@ def test_publish_script_dry_run_through_the_registry(tiny_weights, tmp_path):
     _, weights, sha256 = tiny_weights
     registry = tmp_path / "registry"
     (registry / NAME).mkdir(parents=True)
-    (registry / NAME / "encoder.weights.h5").write_bytes(Path(weights).read_bytes())
-    preset = make_preset(sha256)
+    for filename in ("encoder.weights.h5", ARCHITECTURE_FILENAME):
+        (registry / NAME / filename).write_bytes((Path(weights).parent / filename).read_bytes())
+    preset = make_preset(sha256, architecture=architecture_entry(weights))
     preset["weights"]["bundled"] = True
     (registry / f"{NAME}.json").write_text(json.dumps(preset))
     unevaluated = make_preset(sha256, name="tiny_unevaluated", aliases=[], metrics=None)
@@ -430,7 +493,7 @@ def test_publish_script_dry_run_through_the_registry(tiny_weights, tmp_path):
     result = run("--preset=tiny", f"--repo_id={REPO_ID}", "--dry_run", f"--out_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert str(out) in result.stdout
-    for name in ["README.md", "config.json", "encoder.weights.h5", "metrics.json", "run.json"]:
+    for name in ["README.md", "config.json", "encoder.weights.h5", ARCHITECTURE_FILENAME, "metrics.json", "run.json"]:
         assert name in result.stdout
         assert (out / name).exists()
 

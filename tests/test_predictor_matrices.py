@@ -166,3 +166,18 @@ def test_non_finite_matrix_is_rejected_with_the_value(function, bad):
 def test_unknown_normalization_lists_valid_ones():
     with pytest.raises(ValueError, match="spectral, frobenius, none"):
         directcopy_matrix(np.eye(2), normalization="nuclear")
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda F: directcopy_matrix(F, eps=-0.1), "eps must be a finite number >= 0, got -0.1"),
+        (lambda F: directpred_matrix(F, eps=float("inf")), "eps must be a finite number >= 0, got inf"),
+        (lambda F: directset_matrix(F, alpha=-1.0), "alpha must be a finite number > 0, got -1.0"),
+        (lambda F: directset_matrix(F, eps="0.1"), "eps must be a number, got '0.1'"),
+    ],
+)
+def test_invalid_eps_and_alpha_are_rejected(call, message):
+    with pytest.raises(ValueError) as error:
+        call(random_psd(4))
+    assert message in str(error.value)

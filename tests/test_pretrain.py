@@ -64,6 +64,7 @@ def test_pretrain_one_device(data_dir, tmp_path):
     assert history[0]["cpu_time_s"] < history[1]["cpu_time_s"] <= run["cpu_time_s"]
     assert "kNN accuracy (k=20) on the test split" in result.stdout
     assert (tmp_path / "encoder.keras").exists() and (tmp_path / "encoder.weights.h5").exists()
+    assert (tmp_path / "encoder.config.json").exists()  # what a preset ships with the weights
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))
     assert not list(tmp_path.rglob(".partial*"))
 
@@ -127,15 +128,40 @@ def test_non_finite_loss_stops_with_a_clear_message(data_dir, tmp_path):
     "flag, message",
     [
         ("--dataset=cifar11", "Unknown dataset 'cifar11'. Valid datasets: cifar10"),
-        ("--backbone=resnet19", "Unknown backbone 'resnet19'. Valid backbones: resnet18"),
+        ("--backbone=resnet19", "--backbone='resnet19' is invalid: it must be one of resnet18"),
         ("--strategy=horovod", "value should be one of <default|one_device|mirrored|multi_worker|tpu>"),
         ("--predictor=directcpy", "value should be one of <directcopy|directpred"),
+        ("--lr=-0.1", "--lr=-0.1 is invalid: it must be a number > 0."),
+        ("--batch_size=0", "--batch_size=0 is invalid: it must be an integer >= 1."),
+        ("--image_size=0", "--image_size=0 is invalid: it must be an integer >= 8 (or unset)."),
+        ("--eps=-0.5", "--eps=-0.5 is invalid: it must be a number >= 0 (or unset)."),
+        ("--ema=1.0", "--ema=1.0 is invalid: it must be a number >= 0 and < 1."),
+        ("--save_freq=0", "--save_freq='0' is invalid: it must be 'epoch' or a positive number of steps."),
+        ("--mixed_precision=float8", "value should be one of <mixed_float16|mixed_bfloat16>"),
     ],
 )
 def test_bad_flags_are_rejected_clearly(data_dir, tmp_path, flag, message):
     result = run_pretrain(f"--data_dir={data_dir}", f"--output_dir={tmp_path}", flag)
     assert result.returncode != 0
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run.json").exists() and not (tmp_path / "backup").exists()
+
+
+def test_pretrain_mixed_precision_trains_and_saves_a_float32_encoder(data_dir, tmp_path):
+    result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
+                          "--epochs=1", "--steps_per_epoch=3", "--knn_every=0",
+                          "--mixed_precision=mixed_bfloat16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = read_run(tmp_path)
+    assert run["config"]["mixed_precision"] == "mixed_bfloat16" and run["steps"] == 3
+    assert run["final_metrics"]["loss"] > 0
+    import h5py
+
+    with h5py.File(tmp_path / "encoder.weights.h5") as weights:
+        dtypes = set()
+        weights.visititems(lambda _, item: dtypes.add(str(item.dtype)) if hasattr(item, "dtype") else None)
+    assert dtypes == {"float32"}  # variables stay float32 under a mixed policy
 
 
 def test_missing_data_names_prepare_data(tmp_path):

@@ -14,7 +14,9 @@ import pytest
 
 import keras_directcopy as kdc
 from keras_directcopy import zoo
+from keras_directcopy.backbones import ARCHITECTURE_FILENAME
 from keras_directcopy.configs import get_config
+from keras_directcopy.training import save_encoder
 from keras_directcopy.io_utils import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +45,9 @@ def registry(tmp_path):
         "head": None, "metrics": None, "run": None, "reduced_scale": True, "notes": "Tiny test encoder.",
     }
     (zoo_dir / f"{NAME}.json").write_text(json.dumps(preset))
+    # Built and saved as scripts/pretrain.py does.
     encoder = kdc.build_backbone("resnet20", (32, 32, 3), width_multiplier=0.25)
-    encoder.save_weights(run_dir / "encoder.weights.h5")
+    save_encoder(encoder, str(run_dir))
     command = "python scripts/pretrain.py --config=quickstart --width_multiplier=0.25 --epochs=2"
     run = {
         "config": dataclasses.asdict(get_config("quickstart", width_multiplier=0.25, epochs=2)),
@@ -78,6 +81,12 @@ def test_register_run_then_metrics(registry, tmp_path, monkeypatch):
     assert preset["weights"] == {"filename": "encoder.weights.h5", "bundled": True,
                                  "sha256": sha256_file(run_dir / "encoder.weights.h5")}
     assert sha256_file(bundled) == preset["weights"]["sha256"]
+    # The trained architecture ships with the weights, and the entry states
+    # the normalization it was built with.
+    assert preset["architecture"] == {"filename": ARCHITECTURE_FILENAME,
+                                      "sha256": sha256_file(run_dir / ARCHITECTURE_FILENAME)}
+    assert sha256_file(zoo_dir / NAME / ARCHITECTURE_FILENAME) == preset["architecture"]["sha256"]
+    assert preset["backbone_kwargs"] == {"width_multiplier": 0.25, "normalization": "cifar10"}
     assert preset["run"]["cpu_time_s"] == 180.0 and preset["epochs"] == 2
     assert preset["train_command"].startswith("python scripts/pretrain.py --config=quickstart")
     assert preset["metrics"] is None and not list(cards.iterdir())
@@ -116,3 +125,23 @@ def test_unfinished_run_and_foreign_metrics_are_refused(registry, tmp_path):
     assert unknown.returncode != 0 and "No preset file" in unknown.stderr
     assert (zoo_dir / f"{NAME}.json").read_text() == before
     assert not (zoo_dir / NAME).exists() and not list(cards.iterdir())
+
+
+def test_a_run_without_its_architecture_or_of_another_architecture_is_refused(registry):
+    """A run from before the architecture file gets the command that writes
+    it; a run whose encoder is not the preset's architecture (here trained at
+    64 px for a 32-px preset) is refused; the registry stays untouched."""
+    zoo_dir, run_dir, cards, _ = registry
+    before = (zoo_dir / f"{NAME}.json").read_text()
+    dirs = [f"--zoo_dir={zoo_dir}", f"--cards_dir={cards}"]
+    (run_dir / ARCHITECTURE_FILENAME).rename(run_dir / "saved.json")
+    missing = run_script(f"--preset={NAME}", f"--run_dir={run_dir}", "--bundle", *dirs)
+    assert missing.returncode != 0
+    assert f"has no {ARCHITECTURE_FILENAME}" in missing.stderr and "write_architecture(" in missing.stderr
+
+    save_encoder(kdc.build_backbone("resnet20", (64, 64, 3), width_multiplier=0.25), str(run_dir))
+    other = run_script(f"--preset={NAME}", f"--run_dir={run_dir}", "--bundle", *dirs)
+    assert other.returncode != 0
+    assert f"is not the architecture preset {NAME!r} records" in other.stderr
+    assert "layer 'images' differs in batch_shape" in other.stderr
+    assert (zoo_dir / f"{NAME}.json").read_text() == before and not (zoo_dir / NAME).exists()

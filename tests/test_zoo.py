@@ -1,6 +1,7 @@
 """Preset registry and load_pretrained: local folders, the real
 huggingface_hub cache offline, sha256 checks, keras.applications arguments."""
 
+import configparser
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 
 import keras_directcopy as kdc
 from keras_directcopy import zoo
+from keras_directcopy.backbones import ARCHITECTURE_FILENAME, resolve_architecture_kwargs
 from keras_directcopy.io_utils import sha256_file
 from tests.helpers import write_corrupted_copy
 
@@ -132,9 +134,9 @@ def test_include_top_adds_the_shipped_linear_head(tmp_path):
 
 
 def test_resnet18_preset_keeps_its_cifar_stem_at_another_input_size():
-    kwargs = zoo._backbone_kwargs({"backbone": "resnet18", "input_shape": [32, 32, 3]})
-    assert kwargs == {"stem": "cifar", "normalization": "cifar10"}
-    model = kdc.build_backbone("resnet18", (96, 96, 3), width_multiplier=0.125, **kwargs)
+    kwargs = resolve_architecture_kwargs("resnet18", [32, 32, 3])
+    assert kwargs == {"width_multiplier": 1.0, "stem": "cifar", "normalization": "cifar10"}
+    model = kdc.build_backbone("resnet18", (96, 96, 3), **{**kwargs, "width_multiplier": 0.125})
     assert model.get_layer("stem_conv").kernel_size == (3, 3)
 
 
@@ -204,14 +206,26 @@ def test_the_cifar10_default_ships_its_weights():
     assert zoo.get_preset("cifar10")["name"] in SHIPPED
 
 
+def packaged_files(destination):
+    """The files setup.cfg's [options.data_files] installs to `destination`."""
+    parser = configparser.ConfigParser()
+    parser.read(REPO_ROOT / "setup.cfg")
+    listed = parser["options.data_files"].get(destination, "")
+    return sorted(item.strip() for item in listed.replace("\n", ",").split(",") if item.strip())
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_match_the_registry_and_the_package_data(name):
     preset = zoo.get_preset(name)
-    relative = f"zoo/{name}/{preset['weights']['filename']}"
-    assert sha256_file(REPO_ROOT / relative) == preset["weights"]["sha256"]
+    files = [f"zoo/{name}/{preset[key]['filename']}" for key in ("weights", "architecture")]
+    for key, relative in zip(("weights", "architecture"), files):
+        assert sha256_file(REPO_ROOT / relative) == preset[key]["sha256"]
     # pip installs them next to the preset files (zoo.registry_dirs).
-    setup_cfg = (REPO_ROOT / "setup.cfg").read_text()
-    assert f"share/keras-directcopy/zoo/{name} = {relative}" in setup_cfg
+    assert packaged_files(f"share/keras-directcopy/zoo/{name}") == sorted(files)
+    # The registry states the stem and normalization the encoder was built with.
+    assert preset["backbone_kwargs"] == resolve_architecture_kwargs(
+        preset["backbone"], preset["input_shape"], **preset["backbone_kwargs"]
+    )
     # Shipped weights come with what they were measured at and how they were trained.
     assert 0 < preset["metrics"]["knn"]["top1"] <= 1
     assert 0 < preset["metrics"]["linear_probe"]["top1"] <= 1
@@ -231,13 +245,14 @@ def test_shipped_weights_load_into_the_registered_architecture(name):
     assert not np.allclose(features, random_init(x), atol=1e-3)
 
 
+@pytest.mark.parametrize("key", ["weights", "architecture"])
 @pytest.mark.parametrize("name", SHIPPED)
-def test_a_corrupted_copy_of_shipped_weights_is_refused(name, tmp_path, monkeypatch):
+def test_a_corrupted_copy_of_shipped_weights_is_refused(name, key, tmp_path, monkeypatch):
     """The same preset in a private registry (searched first), with one byte
-    of its weights flipped."""
+    of its weights or architecture file flipped."""
     preset = zoo.get_preset(name)
-    filename = preset["weights"]["filename"]
-    (tmp_path / name).mkdir()
+    filename = preset[key]["filename"]
+    shutil.copytree(REPO_ROOT / "zoo" / name, tmp_path / name)
     write_corrupted_copy(REPO_ROOT / "zoo" / name / filename, tmp_path / name / filename)
     shutil.copy(REPO_ROOT / "zoo" / f"{name}.json", tmp_path)
     monkeypatch.setenv(zoo.REGISTRY_ENV, str(tmp_path))
@@ -254,8 +269,9 @@ def test_shipped_preset_card_and_hub_folder_match_the_registry(name, tmp_path):
     preset = zoo.get_preset(name)
     assert (REPO_ROOT / "model_cards" / f"{name}.md").read_text() == hub.build_model_card(preset)
     folder = hub.prepare_repo_folder(preset, zoo.resolve_weights(preset), str(tmp_path / "repo"))
-    assert sorted(os.listdir(folder)) == sorted(
-        ["README.md", "config.json", preset["weights"]["filename"], "metrics.json", "run.json"]
-    )
+    assert sorted(os.listdir(folder)) == sorted([
+        "README.md", "config.json", preset["weights"]["filename"], ARCHITECTURE_FILENAME,
+        "metrics.json", "run.json",
+    ])
     x = images(count=2, size=preset["input_shape"][0])
     np.testing.assert_array_equal(kdc.load_pretrained(folder)(x), kdc.load_pretrained(name)(x))
