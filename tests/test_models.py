@@ -283,6 +283,12 @@ def test_bad_arguments_are_rejected_clearly():
         DirectCopy(tiny_encoder(), weight_decay_mode="adamw", **PROJECTOR)
     with pytest.raises(ValueError, match="tau_base"):
         DirectCopy(tiny_encoder(), tau_base=1.0, **PROJECTOR)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0, got -0.0001"):
+        DirectCopy(tiny_encoder(), weight_decay=-1e-4, **PROJECTOR)
+    with pytest.raises(ValueError, match="total_steps must be a positive number of steps or None, got 0"):
+        DirectCopy(tiny_encoder(), total_steps=0, **PROJECTOR)
+    with pytest.raises(ValueError, match="Valid values: independent, copy"):
+        DirectCopy(tiny_encoder(), target_init="zeros", **PROJECTOR)
 
 
 def test_trained_encoder_saves_and_reloads_safely(tmp_path):
