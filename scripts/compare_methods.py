@@ -7,12 +7,19 @@ and seeds; only the predictor differs.
 
 (the flags reproduce the first round's training step; see `LEGACY_STEP_FLAGS`).
 
-Arms: `directcopy`, `directpred` and the trainable `linear` predictor, each
-pretrained with `scripts/pretrain.py --config=CONFIG --epochs=EPOCHS
---predictor=ARM --seed=SEED`, and `random_init`, the backbone with weights drawn
-from the seed and never trained (the floor). Every encoder is then measured
-by `scripts/evaluate.py` (kNN k = 200 and the final-epoch linear probe on the
-test split).
+Arms: by default `directcopy`, `directpred` and the trainable `linear`
+predictor, each pretrained with `scripts/pretrain.py --config=CONFIG
+--epochs=EPOCHS --predictor=ARM --seed=SEED`, and `random_init`, the backbone
+with weights drawn from the seed and never trained (the floor). A results
+folder holding a `study.json` defines its own arms instead, each a name, a
+label and the `pretrain.py` flags that make it, e.g.
+
+    {"arms": {"directcopy_spectral_eps0.3": {"label": "DirectCopy, spectral, eps 0.3",
+              "flags": ["--predictor=directcopy", "--normalization=spectral", "--eps=0.3"]},
+              "random_init": {"label": "random init (no training)"}}}
+
+Every encoder is then measured by `scripts/evaluate.py` (kNN k = 200 and the
+final-epoch linear probe on the test split).
 
 Stages (`--stages`, all by default), each of which skips what is done, so
 re-running the command after an interruption continues where it stopped
@@ -35,10 +42,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
-from comparison_report import ARM_LABELS, write_report  # noqa: E402 (this folder)
+from comparison_report import load_arms, write_report  # noqa: E402 (this folder)
 
 SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
-TRAINED_ARMS = ("directcopy", "directpred", "linear")
 RANDOM_INIT = "random_init"
 STAGES = ("train", "evaluate", "collect", "report")
 # The training step of this project before the reference code's behaviour
@@ -53,7 +59,7 @@ LEGACY_STEP_FLAGS = (
 )
 RESULT_FILES = ("run.json", "history.jsonl", "eval.json")
 
-flags.DEFINE_list("arms", [*TRAINED_ARMS, RANDOM_INIT], "Arms to run.")
+flags.DEFINE_list("arms", [], "Arms to run, in order (default: every arm of the study).")
 flags.DEFINE_list("seeds", ["0", "1"], "Seeds; every arm runs each.")
 flags.DEFINE_string("config", "cifar10_resnet20", "pretrain.py recipe shared by all arms.")
 flags.DEFINE_integer("epochs", 10, "Pretraining epochs of every trained arm.")
@@ -75,7 +81,7 @@ def run_name(arm, seed):
     return f"{arm}_seed{seed}"
 
 
-def train(arm, seed, run_dir):
+def train(arm, seed, run_dir, arm_flags):
     """Pretrains (or resumes) one arm; the random-init arm is only built."""
     if os.path.exists(os.path.join(run_dir, "run.json")):
         with open(os.path.join(run_dir, "run.json")) as file:
@@ -85,7 +91,7 @@ def train(arm, seed, run_dir):
         return  # nothing to train: `evaluate` draws the weights with the seed
     command = [
         sys.executable, os.path.join(SCRIPTS_DIR, "pretrain.py"), f"--config={FLAGS.config}",
-        f"--epochs={FLAGS.epochs}", f"--predictor={arm}", f"--seed={seed}",
+        f"--epochs={FLAGS.epochs}", *arm_flags, f"--seed={seed}",
         f"--knn_every={FLAGS.knn_every}", f"--output_dir={run_dir}", "--verbose=2",
         *FLAGS.pretrain_flags,
     ]
@@ -95,16 +101,18 @@ def train(arm, seed, run_dir):
     subprocess.run(command, check=True)
 
 
-def evaluate(arm, seed, run_dir):
+def evaluate(arm, seed, run_dir, arm_flags):
     """Runs scripts/evaluate.py on a finished run's encoder (for the random-init
     arm, on the recipe's backbone with weights drawn from the seed), unless done."""
     output = os.path.join(run_dir, "eval.json")
     if arm == RANDOM_INIT:
         from keras_directcopy.configs import get_config
 
+        # The trained arms' architecture: the recipe's, unless --pretrain_flags changes it.
         config = get_config(FLAGS.config)
-        source = ["--random_init", f"--backbone={config.backbone}",
-                  f"--width_multiplier={config.width_multiplier}"]
+        backbone = _flag_value(FLAGS.pretrain_flags, "backbone", config.backbone)
+        width = _flag_value(FLAGS.pretrain_flags, "width_multiplier", config.width_multiplier)
+        source = ["--random_init", f"--backbone={backbone}", f"--width_multiplier={width}"]
         os.makedirs(run_dir, exist_ok=True)
     elif os.path.exists(os.path.join(run_dir, "encoder.keras")):
         source = [f"--encoder={os.path.join(run_dir, 'encoder.keras')}"]
@@ -122,7 +130,13 @@ def evaluate(arm, seed, run_dir):
     subprocess.run(command, check=True)
 
 
-def collect(arm, seed, run_dir):
+def _flag_value(flag_list, name, default):
+    """The value of `--name=VALUE` in `flag_list` (the last one), else `default`."""
+    values = [f.split("=", 1)[1] for f in flag_list if f.startswith(f"--{name}=")]
+    return values[-1] if values else default
+
+
+def collect(arm, seed, run_dir, arm_flags):
     """Copies the small result files of a finished, evaluated run."""
     if not os.path.exists(os.path.join(run_dir, "eval.json")):
         return
@@ -136,9 +150,11 @@ def collect(arm, seed, run_dir):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    unknown = sorted(set(FLAGS.stages) - set(STAGES)) + sorted(set(FLAGS.arms) - set(ARM_LABELS))
+    arms = load_arms(FLAGS.results_dir)
+    selected = FLAGS.arms or list(arms)
+    unknown = sorted(set(FLAGS.stages) - set(STAGES)) + sorted(set(selected) - set(arms))
     if unknown:
-        raise app.UsageError(f"Unknown stages or arms {unknown}; stages: {STAGES}, arms: {tuple(ARM_LABELS)}.")
+        raise app.UsageError(f"Unknown stages or arms {unknown}; stages: {STAGES}, arms: {tuple(arms)}.")
     for stage in STAGES:
         if stage not in FLAGS.stages:
             continue
@@ -146,9 +162,10 @@ def main(argv):
             print(write_report(FLAGS.results_dir))
             continue
         for seed in FLAGS.seeds:
-            for arm in FLAGS.arms:
+            for arm in selected:
                 run_dir = os.path.join(FLAGS.runs_dir, run_name(arm, seed))
-                {"train": train, "evaluate": evaluate, "collect": collect}[stage](arm, seed, run_dir)
+                step = {"train": train, "evaluate": evaluate, "collect": collect}[stage]
+                step(arm, seed, run_dir, arms[arm].get("flags", []))
 
 
 if __name__ == "__main__":

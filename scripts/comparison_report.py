@@ -1,7 +1,8 @@
 """The table and plot of a method comparison, from its result files alone.
 
 `results_dir` holds one folder per run, `ARM_seedS/`, with the `run.json`,
-`history.jsonl` and `eval.json` that `compare_methods.py` collected.
+`history.jsonl` and `eval.json` that `compare_methods.py` collected, and
+optionally `study.json`, the study's arms (names, labels, flags, in order).
 `write_report(results_dir)` writes `results.md` (the Markdown table the
 README shows) and `knn_over_epochs.png`, and returns the table; the same
 files always give the same table, which is how a test checks that the
@@ -14,17 +15,39 @@ import re
 
 import numpy as np
 
-RUN_PATTERN = re.compile(r"^(?P<arm>[a-z_]+)_seed(?P<seed>\d+)$")
-ARM_ORDER = ("directcopy", "directpred", "linear", "random_init")
-ARM_LABELS = {
-    "directcopy": "DirectCopy",
-    "directpred": "DirectPred",
-    "linear": "linear predictor (trained)",
-    "random_init": "random init (no training)",
+RUN_PATTERN = re.compile(r"^(?P<arm>[a-z0-9_.]+)_seed(?P<seed>\d+)$")
+STUDY_FILENAME = "study.json"
+# The arms of a results folder without a study.json: one per predictor.
+DEFAULT_ARMS = {
+    "directcopy": {"label": "DirectCopy", "flags": ["--predictor=directcopy"]},
+    "directpred": {"label": "DirectPred", "flags": ["--predictor=directpred"]},
+    "linear": {"label": "linear predictor (trained)", "flags": ["--predictor=linear"]},
+    "random_init": {"label": "random init (no training)"},
 }
 TABLE_FILENAME = "results.md"
 PLOT_FILENAME = "knn_over_epochs.png"
 FLOOR_COLOR = (120, 120, 120)  # the random-init line in the plot
+
+
+def load_arms(results_dir):
+    """`{arm: {"label", "flags"}}`, in the study's order: from
+    `results_dir/study.json` when it exists, else `DEFAULT_ARMS`.
+
+    Raises:
+        ValueError: if an arm name does not fit `RUN_PATTERN` (lower-case
+            letters, digits, `_` and `.`) or a trained arm has no flags.
+    """
+    path = os.path.join(results_dir, STUDY_FILENAME)
+    if not os.path.exists(path):
+        return dict(DEFAULT_ARMS)
+    with open(path) as file:
+        arms = json.load(file)["arms"]
+    for name, arm in arms.items():
+        if not RUN_PATTERN.match(f"{name}_seed0"):
+            raise ValueError(f"{path}: arm name {name!r} must use only a-z, 0-9, '_' and '.'.")
+        if name != "random_init" and not arm.get("flags"):
+            raise ValueError(f"{path}: arm {name!r} needs the pretrain.py flags that make it.")
+    return arms
 
 
 def load_results(results_dir):
@@ -53,12 +76,15 @@ def load_results(results_dir):
         raise FileNotFoundError(
             f"No evaluated runs in {results_dir!r}: run scripts/compare_methods.py first."
         )
-    return {arm: results[arm] for arm in sorted(results, key=_arm_rank)}
+    order = list(load_arms(results_dir))
+    rank = lambda arm: order.index(arm) if arm in order else len(order)  # noqa: E731
+    return {arm: results[arm] for arm in sorted(results, key=rank)}
 
 
-def summary_table(results):
+def summary_table(results, labels):
     """Markdown table: mean ± sample standard deviation over seeds, then
-    every seed's value, of kNN and linear-probe top-1 (percent)."""
+    every seed's value, of kNN and linear-probe top-1 (percent); `labels`
+    maps arm names to their row labels."""
     lines = [
         "| arm | seeds | kNN top-1 (%) | linear probe top-1 (%) | kNN per seed | linear per seed | CPU-hours per run |",
         "|---|---|---|---|---|---|---|",
@@ -68,11 +94,32 @@ def summary_table(results):
         linear = [100 * r["eval"]["linear_probe"]["top1"] for r in runs]
         cpu_hours = [r["run"].get("cpu_time_s", 0.0) / 3600 for r in runs]
         lines.append(
-            f"| {ARM_LABELS.get(arm, arm)} | {', '.join(str(r['seed']) for r in runs)} "
+            f"| {labels.get(arm, arm)} | {', '.join(str(r['seed']) for r in runs)} "
             f"| {_mean_spread(knn)} | {_mean_spread(linear)} "
             f"| {' / '.join(f'{v:.2f}' for v in knn)} | {' / '.join(f'{v:.2f}' for v in linear)} "
             f"| {' / '.join(f'{v:.2f}' for v in cpu_hours) if any(cpu_hours) else '0 (not trained)'} |"
         )
+    return "\n".join(lines)
+
+
+END_OF_RUN_METRICS = ("collapse_std", "pred_eig_max", "pred_eig_min", "pred_eff_rank")
+
+
+def end_of_run_table(results, labels):
+    """Markdown table of each trained run's last logged `collapse_std` and
+    predictor spectrum (largest and smallest eigenvalue and effective rank
+    of `W_p`; direct predictors only), per seed."""
+    lines = [
+        "| arm | seed | " + " | ".join(f"`{name}`" for name in END_OF_RUN_METRICS) + " |",
+        "|---|---|" + "---|" * len(END_OF_RUN_METRICS),
+    ]
+    for arm, runs in results.items():
+        for r in runs:
+            final = r["run"].get("final_metrics")
+            if not final:
+                continue  # not trained (random init)
+            cells = [f"{final[name]:.4g}" if name in final else "n/a" for name in END_OF_RUN_METRICS]
+            lines.append(f"| {labels.get(arm, arm)} | {r['seed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -96,7 +143,7 @@ def protocol_line(results):
     )
 
 
-def plot_knn_over_epochs(results, path):
+def plot_knn_over_epochs(results, path, labels):
     """kNN top-1 after each epoch: one line per trained run (seeds share
     their arm's colour), the random-init mean as a dashed line."""
     from raster_plot import PALETTE, Axes, new_canvas, side_legend, side_legend_width, write_png
@@ -111,7 +158,7 @@ def plot_knn_over_epochs(results, path):
     values = [y for _, y in points] + floor
     epochs = max((x for x, _ in points), default=1)
     low, high = 10 * np.floor(min(values) / 10), 10 * np.ceil(max(values) / 10)
-    entries = [(f"{ARM_LABELS.get(arm, arm)}, {len(runs)} seed(s)", PALETTE[index % len(PALETTE)])
+    entries = [(f"{labels.get(arm, arm)}, {len(runs)} seed(s)", PALETTE[index % len(PALETTE)])
                for index, (arm, runs) in enumerate(curves.items())]
     if floor:
         entries.append((f"random init, mean of {len(floor)} seed(s)", FLOOR_COLOR))
@@ -136,9 +183,12 @@ def write_report(results_dir):
     from keras_directcopy.io_utils import atomic_write_text
 
     results = load_results(results_dir)
-    text = summary_table(results) + "\n\n" + protocol_line(results) + "\n"
+    labels = {name: arm["label"] for name, arm in load_arms(results_dir).items()}
+    text = summary_table(results, labels) + "\n\n" + protocol_line(results) + "\n"
+    if any(r["run"].get("final_metrics") for runs in results.values() for r in runs):
+        text += "\nAt the end of each run:\n\n" + end_of_run_table(results, labels) + "\n"
     atomic_write_text(os.path.join(results_dir, TABLE_FILENAME), text)
-    plot_knn_over_epochs(results, os.path.join(results_dir, PLOT_FILENAME))
+    plot_knn_over_epochs(results, os.path.join(results_dir, PLOT_FILENAME), labels)
     return text
 
 
@@ -154,10 +204,6 @@ def _mean_spread(values):
     if len(values) < 2:
         return f"{values[0]:.2f}"
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
-
-
-def _arm_rank(arm):
-    return ARM_ORDER.index(arm) if arm in ARM_ORDER else len(ARM_ORDER)
 
 
 PILOT_TABLE_FILENAME = "pilot.md"

@@ -83,7 +83,78 @@ def test_method_comparison_readme_matches_its_result_files(tmp_path):
     assert f"scripts/results/cifar10_comparison/{comparison_report.PLOT_FILENAME}" in readme
     results = comparison_report.load_results(str(results_dir))
     assert {arm: sorted(r["seed"] for r in runs) for arm, runs in results.items()} == {
-        arm: [0, 1] for arm in comparison_report.ARM_ORDER}
+        arm: [0, 1] for arm in comparison_report.DEFAULT_ARMS}
     trained = [r["run"] for arm, runs in results.items() if arm != "random_init" for r in runs]
     assert {(run["epochs_done"], run["config"]["backbone"]) for run in trained} == {(10, "resnet20")}
     assert not (results_dir / "resume").exists(), "the in-progress state outlived the comparison"
+
+
+def test_a_study_file_names_orders_and_labels_the_arms(tmp_path):
+    study = {"arms": {
+        "directpred_eps0.1": {"label": "DirectPred, eps 0.1", "flags": ["--predictor=directpred", "--eps=0.1"]},
+        "directcopy_frobenius_eps0.3": {
+            "label": "DirectCopy, Frobenius, eps 0.3",
+            "flags": ["--predictor=directcopy", "--normalization=frobenius", "--eps=0.3"]},
+        "random_init": {"label": "random init (no training)"},
+    }}
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    write_run(tmp_path, "directcopy_frobenius_eps0.3", 0, 0.70, 0.75, curve=(0.5, 0.7), cpu_time_s=3600)
+    write_run(tmp_path, "directpred_eps0.1", 0, 0.60, 0.65, curve=(0.4, 0.6), cpu_time_s=3600)
+    write_run(tmp_path, "random_init", 0, 0.30, 0.35)
+    final = {"collapse_std": 0.081, "pred_eig_max": 1.1, "pred_eig_min": 0.1, "pred_eff_rank": 97.5}
+    run_file = tmp_path / "directpred_eps0.1_seed0" / "run.json"
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "final_metrics": final}))
+
+    assert list(comparison_report.load_arms(str(tmp_path))) == list(study["arms"])
+    text = comparison_report.write_report(str(tmp_path))
+    labels = [line.split("|")[1].strip() for line in text.splitlines()[2:5]]
+    assert labels == ["DirectPred, eps 0.1", "DirectCopy, Frobenius, eps 0.3", "random init (no training)"]
+    assert "| DirectPred, eps 0.1 | 0 | 0.081 | 1.1 | 0.1 | 97.5 |" in text
+
+
+def test_a_study_arm_name_or_flags_that_cannot_work_are_refused(tmp_path):
+    (tmp_path / "study.json").write_text(json.dumps({"arms": {"DirectCopy eps 0.3": {"flags": ["--eps=0.3"]}}}))
+    with pytest.raises(ValueError, match="must use only a-z, 0-9"):
+        comparison_report.load_arms(str(tmp_path))
+    (tmp_path / "study.json").write_text(json.dumps({"arms": {"directcopy_eps0.3": {"label": "x"}}}))
+    with pytest.raises(ValueError, match="needs the pretrain.py flags"):
+        comparison_report.load_arms(str(tmp_path))
+
+
+def test_compare_methods_runs_a_study_end_to_end(tmp_path):
+    """scripts/compare_methods.py on a two-arm study, for real: pretraining
+    (one tiny epoch), evaluation, collection and the report, on a 256-image
+    slice of the real CIFAR-10 through tfds."""
+    import os
+    import subprocess
+
+    from keras_directcopy import offline_data
+
+    data_dir = tmp_path / "tfds"
+    shared = SCRIPTS.parent.parent / "shared" / "data" / "cifar10"
+    offline_data.prepare_cifar10(str(shared), str(data_dir), max_examples_per_split=256)
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    study = {"arms": {
+        "directcopy_frobenius_eps0.3": {
+            "label": "DirectCopy, Frobenius, eps 0.3",
+            "flags": ["--predictor=directcopy", "--normalization=frobenius", "--eps=0.3"]},
+        "random_init": {"label": "random init (no training)"},
+    }}
+    (results_dir / "study.json").write_text(json.dumps(study))
+    command = [
+        sys.executable, str(SCRIPTS / "compare_methods.py"), f"--data_dir={data_dir}",
+        f"--runs_dir={tmp_path / 'runs'}", f"--results_dir={results_dir}", "--seeds=0",
+        "--config=quickstart", "--epochs=1", "--knn_every=1",
+        "--pretrain_flags=--width_multiplier=0.25,--batch_size=32,--steps_per_epoch=2,--knn_k=20",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((results_dir / "directcopy_frobenius_eps0.3_seed0" / "run.json").read_text())
+    assert (run["config"]["normalization"], run["config"]["eps"]) == ("frobenius", 0.3)
+    assert run["config"]["width_multiplier"] == 0.25 and run["steps"] == 2
+    floor = json.loads((results_dir / "random_init_seed0" / "eval.json").read_text())
+    assert floor["knn"]["train_examples"] == 256
+    text = (results_dir / comparison_report.TABLE_FILENAME).read_text()
+    assert "| DirectCopy, Frobenius, eps 0.3 | 0 |" in text and "| random init (no training) | 0 |" in text
