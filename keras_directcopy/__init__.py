@@ -17,6 +17,7 @@ from keras_directcopy.models import (
 from keras_directcopy.predictors import (
     PREDICTOR_NAMES,
     DirectPredictor,
+    LinearPredictor,
     build_predictor,
     directcopy_matrix,
     directpred_matrix,

@@ -3,6 +3,8 @@
 Datasets are named as on the command line:
 
 * `cifar10`, `cifar100`: pretrain on `train`, evaluate on `train` / `test`.
+  `cifar100:coarse_label` is CIFAR-100 labelled by its 20 superclasses (the
+  tfds `coarse_label` feature) instead of its 100 classes.
 * `stl10`: pretrain on `train+unlabelled`, evaluate on `train` / `test`.
 * `imagenet2012`: pretrain on `train`, evaluate on `train` / `validation`;
   tfds prepares it from the official tars in `<data_dir>/downloads/manual`.
@@ -38,6 +40,7 @@ class DatasetSpec:
         num_classes: number of classes (0 if unlabelled).
         image_size: side of the square images the recipes train at.
         folder: the image folder, for `folder:` datasets.
+        label_key: the tfds feature used as the label.
     """
 
     name: str
@@ -47,6 +50,7 @@ class DatasetSpec:
     num_classes: int
     image_size: int
     folder: str | None = None
+    label_key: str = "label"
 
     @property
     def labelled(self):
@@ -60,13 +64,16 @@ TFDS_DATASETS = {
     "imagenet2012": DatasetSpec("imagenet2012", "train", "train", "validation", 1000, 224),
 }
 DATASET_NAMES = tuple(TFDS_DATASETS) + (FOLDER_PREFIX + "PATH",)
+# Other label features, named `NAME:LABEL_KEY`: label key -> number of classes.
+OTHER_LABELS = {"cifar100": {"coarse_label": 20}}
 
 
 def get_dataset_spec(dataset, image_size=224):
     """The `DatasetSpec` of a dataset name (see the module docstring).
 
     Args:
-        dataset: a name of `TFDS_DATASETS` or `folder:/path`.
+        dataset: a name of `TFDS_DATASETS`, `NAME:LABEL_KEY` of
+            `OTHER_LABELS` (e.g. `cifar100:coarse_label`), or `folder:/path`.
         image_size: training size for `folder:` datasets.
 
     Raises:
@@ -77,9 +84,17 @@ def get_dataset_spec(dataset, image_size=224):
         if not folder:
             raise ValueError("Give the image folder after 'folder:', e.g. folder:/data/images.")
         return DatasetSpec("folder", "all", None, None, 0, image_size, folder=folder)
+    name, _, label_key = dataset.partition(":")
+    if label_key in OTHER_LABELS.get(name, {}):
+        num_classes = OTHER_LABELS[name][label_key]
+        return dataclasses.replace(
+            TFDS_DATASETS[name], label_key=label_key, num_classes=num_classes
+        )
     if dataset not in TFDS_DATASETS:
+        other = ", ".join(f"{base}:{key}" for base, keys in OTHER_LABELS.items() for key in keys)
         raise ValueError(
-            f"Unknown dataset {dataset!r}. Valid datasets: {', '.join(DATASET_NAMES)}."
+            f"Unknown dataset {dataset!r}. Valid datasets: {', '.join(DATASET_NAMES)} "
+            f"(and, with another label feature, {other})."
         )
     return TFDS_DATASETS[dataset]
 
@@ -95,8 +110,8 @@ def load_split(dataset, data_dir, split):
             `folder:` datasets have the single split `"all"`.
 
     Returns:
-        A `tf.data.Dataset` of `(uint8 (H, W, 3), int64 scalar)`; the label is
-        -1 for unlabelled images.
+        A `tf.data.Dataset` of `(uint8 (H, W, 3), int64 scalar)`; the label
+        (the spec's `label_key` feature) is -1 for unlabelled images.
 
     Raises:
         FileNotFoundError: if the dataset is not prepared in `data_dir`, or the
@@ -108,9 +123,11 @@ def load_split(dataset, data_dir, split):
         return _folder_dataset(spec.folder)
     import tensorflow_datasets as tfds
 
+    # The supervised pairs carry `label`; another label needs the full example.
+    supervised = spec.label_key == "label"
     try:
         images = tfds.load(
-            spec.name, split=split, data_dir=data_dir, download=False, as_supervised=True
+            spec.name, split=split, data_dir=data_dir, download=False, as_supervised=supervised
         )
     except (AssertionError, tfds.core.DatasetNotFoundError) as error:
         location = data_dir or "the default tfds data directory (~/tensorflow_datasets)"
@@ -122,6 +139,8 @@ def load_split(dataset, data_dir, split):
             f"{spec.name} --data_dir=...` on a machine with internet, then pass "
             f"the same --data_dir. ({error})"
         ) from error
+    if not supervised:
+        images = images.map(lambda example: (example["image"], example[spec.label_key]))
     return images.map(lambda image, label: (image, tf.cast(label, tf.int64)))
 
 

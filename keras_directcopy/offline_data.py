@@ -7,17 +7,31 @@ hand. Afterwards the ordinary call works unchanged:
 
 ```python
 tfds.load("cifar10", data_dir=DATA_DIR, download=False)
+tfds.load("cifar100", data_dir=DATA_DIR, download=False)
 ```
 
-Only CIFAR-10 from the three `.npz` files described in its source README is
-supported. The dataset is written by a subclass of the upstream TFDS
-`Cifar10` builder that only swaps where the examples come from, so features,
-label names, example ids, keys (and therefore the on-disk order, which TFDS
-derives from the keys), version and file layout are the upstream ones.
+Supported are CIFAR-10 and CIFAR-100, each from three `.npz` files described
+in the README next to them (`x_train`/`y_train` in two parts, `x_test`/`y_test`
+in the third, plus the class names; CIFAR-100 adds `y_*_coarse`). One reader
+serves both: a `CifarSource` describes each dataset (its files, label keys,
+class names, examples per class and how the files are verified), and the
+loading, checking and building code is shared. The dataset is written by a
+subclass of the upstream TFDS builder (`Cifar10`, `Cifar100`) that only swaps
+where the examples come from, so features, label names, example ids, keys
+(and therefore the on-disk order, which TFDS derives from the keys), version
+and file layout are the upstream ones.
+
+Verification. CIFAR-10 ships a `SHA256SUMS` file, and every source file is
+checked against it. The CIFAR-100 arrays are built on each machine by
+`build_cifar100.py` (`npz` files carry a time stamp, so their bytes vary), so
+instead the sha256 of each array's content (`arr.tobytes()` of the complete
+`x_train`, `y_train`, `x_test`, `y_test`) is checked against the digests that
+script checks. Either way the complete files are verified, also for a partial
+preparation.
 
 Partial datasets. `max_examples_per_split=N` keeps the first N examples of
 each split, for tests and quick trials. Such a directory is still a valid
-`cifar10` directory (so `tfds.load` reads it), and it is told apart from a
+TFDS directory (so `tfds.load` reads it), and it is told apart from a
 full one in two places that survive copying the directory around:
 
 - its `dataset_info.json` records the real split sizes, so
@@ -34,6 +48,8 @@ directories made here are disposable), and it refuses to touch a directory
 it cannot account for unless `overwrite=True`.
 """
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -69,10 +85,178 @@ CIFAR10_FIRST_LABELS = {
     "test": (3, 8, 8, 0, 6, 6, 1, 6, 3, 1),
 }
 
+# Files of the CIFAR-100 source directory, as build_cifar100.py writes them.
+CIFAR100_TRAIN_FILES = ("cifar100_part1of3.npz", "cifar100_part2of3.npz")
+CIFAR100_TEST_FILE = "cifar100_part3of3.npz"
+CIFAR100_SOURCE_FILES = CIFAR100_TRAIN_FILES + (CIFAR100_TEST_FILE,)
+# Where the arrays come from, relative to the directory above the repository.
+CIFAR100_README = os.path.join("shared", "data", "cifar100", "README.md")
+
+# The official superclass table (Krizhevsky, 2009; the CIFAR web page): the
+# 20 coarse classes in label order, each with its five fine classes. The
+# names are those of the archive's coarse_label_names.txt and
+# fine_label_names.txt, which upstream TFDS reads its label names from (it
+# ships no list of its own).
+CIFAR100_SUPERCLASSES = {
+    "aquatic_mammals": ("beaver", "dolphin", "otter", "seal", "whale"),
+    "fish": ("aquarium_fish", "flatfish", "ray", "shark", "trout"),
+    "flowers": ("orchid", "poppy", "rose", "sunflower", "tulip"),
+    "food_containers": ("bottle", "bowl", "can", "cup", "plate"),
+    "fruit_and_vegetables": ("apple", "mushroom", "orange", "pear", "sweet_pepper"),
+    "household_electrical_devices": ("clock", "keyboard", "lamp", "telephone", "television"),
+    "household_furniture": ("bed", "chair", "couch", "table", "wardrobe"),
+    "insects": ("bee", "beetle", "butterfly", "caterpillar", "cockroach"),
+    "large_carnivores": ("bear", "leopard", "lion", "tiger", "wolf"),
+    "large_man-made_outdoor_things": ("bridge", "castle", "house", "road", "skyscraper"),
+    "large_natural_outdoor_scenes": ("cloud", "forest", "mountain", "plain", "sea"),
+    "large_omnivores_and_herbivores": ("camel", "cattle", "chimpanzee", "elephant", "kangaroo"),
+    "medium_mammals": ("fox", "porcupine", "possum", "raccoon", "skunk"),
+    "non-insect_invertebrates": ("crab", "lobster", "snail", "spider", "worm"),
+    "people": ("baby", "boy", "girl", "man", "woman"),
+    "reptiles": ("crocodile", "dinosaur", "lizard", "snake", "turtle"),
+    "small_mammals": ("hamster", "mouse", "rabbit", "shrew", "squirrel"),
+    "trees": ("maple_tree", "oak_tree", "palm_tree", "pine_tree", "willow_tree"),
+    "vehicles_1": ("bicycle", "bus", "motorcycle", "pickup_truck", "train"),
+    "vehicles_2": ("lawn_mower", "rocket", "streetcar", "tank", "tractor"),
+}
+CIFAR100_COARSE_CLASS_NAMES = tuple(CIFAR100_SUPERCLASSES)
+# The official fine labels are in alphabetical order.
+CIFAR100_CLASS_NAMES = tuple(
+    sorted(name for names in CIFAR100_SUPERCLASSES.values() for name in names)
+)
+# Fine label -> coarse label.
+CIFAR100_FINE_TO_COARSE = tuple(
+    CIFAR100_COARSE_CLASS_NAMES.index(coarse)
+    for fine in CIFAR100_CLASS_NAMES
+    for coarse, names in CIFAR100_SUPERCLASSES.items()
+    if fine in names
+)
+CIFAR100_NUM_EXAMPLES = {"train": 50000, "test": 10000}
+# sha256 of `arr.tobytes()` of the complete arrays, as build_cifar100.py
+# checks them (its EXPECTED). Of the content, not of the .npz files: those
+# carry a time stamp, so every build has other file bytes.
+CIFAR100_CONTENT_SHA256 = {
+    "x_train": "d197a4cb64f6f76a416eeba713eb2817ca358c234b4563894f779d77690a9004",
+    "y_train": "dc8d8e2df0bd4b642f8fd623dc1a36a1ca475798802a4a921283c7d0e1723cc7",
+    "x_test": "8e82e0978d3bd52ffeeca53ce2ea8b3042946987386ade6f98bb7d510a9e5e80",
+    "y_test": "779255d640e630b22002368255f1aa72d7fad0e32df3b2fa5ac84caf503d8aba",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpec:
+    """One label feature of a CIFAR dataset and the source arrays behind it.
+
+    Attributes:
+        key: TFDS feature name, `"label"` or `"coarse_label"`.
+        array_suffix: the labels are the source arrays `y_<split><suffix>`.
+        names_array: source array holding the class names, which must equal
+            `names`.
+        names: class names in label order, as TFDS's `ClassLabel` holds them.
+        of_fine_label: None, or a table fine label -> this label that every
+            example must follow (CIFAR-100's superclasses).
+    """
+
+    key: str
+    array_suffix: str
+    names_array: str
+    names: tuple
+    of_fine_label: tuple | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CifarSource:
+    """What tells the CIFAR datasets apart: files, labels and checks.
+
+    Attributes:
+        name: TFDS name, e.g. `"cifar10"`.
+        title: name in messages, e.g. `"CIFAR-10"`.
+        builder: the upstream builder class in
+            `tensorflow_datasets.image_classification.cifar`, e.g. `"Cifar10"`.
+        train_files: files of the training split, in order; each records its
+            first example's position as `index_offset`.
+        test_file: file of the test split.
+        labels: the label features; the first is TFDS's `label` (the fine
+            classes), the one whose examples per class are checked.
+        num_examples: split -> number of examples of the complete dataset;
+            each class of `labels[0]` has an equal share.
+        checksums_file: a `sha256sum` file next to the source files that
+            verifies them, or None.
+        content_sha256: array name (`x_train`, `y_train`, `x_test`, `y_test`)
+            -> sha256 of the complete array's `tobytes()`, or None.
+        first_labels: split -> its first ten labels in the original order, or
+            None where the files are not in the original order.
+        readme: where the source files are described, for messages.
+        restore: how to get correct files, ending the messages.
+    """
+
+    name: str
+    title: str
+    builder: str
+    train_files: tuple
+    test_file: str
+    labels: tuple
+    num_examples: dict
+    checksums_file: str | None = None
+    content_sha256: dict | None = None
+    first_labels: dict | None = None
+    readme: str = "the README next to them"
+    restore: str = "restore the original files"
+
+    @property
+    def source_files(self):
+        """The files that must be in the source directory, in order."""
+        checksums = (self.checksums_file,) if self.checksums_file else ()
+        return checksums + self.train_files + (self.test_file,)
+
+
+CIFAR10 = CifarSource(
+    name="cifar10",
+    title="CIFAR-10",
+    builder="Cifar10",
+    train_files=CIFAR10_TRAIN_FILES,
+    test_file=CIFAR10_TEST_FILE,
+    labels=(LabelSpec("label", "", "class_names", CIFAR10_CLASS_NAMES),),
+    num_examples=CIFAR10_NUM_EXAMPLES,
+    checksums_file=CIFAR10_CHECKSUMS_FILE,
+    first_labels=CIFAR10_FIRST_LABELS,
+    readme="the README next to them",
+    restore=f"restore the original files (and their {CIFAR10_CHECKSUMS_FILE})",
+)
+CIFAR100 = CifarSource(
+    name="cifar100",
+    title="CIFAR-100",
+    builder="Cifar100",
+    train_files=CIFAR100_TRAIN_FILES,
+    test_file=CIFAR100_TEST_FILE,
+    labels=(
+        LabelSpec("label", "", "class_names", CIFAR100_CLASS_NAMES),
+        LabelSpec(
+            "coarse_label",
+            "_coarse",
+            "coarse_class_names",
+            CIFAR100_COARSE_CLASS_NAMES,
+            of_fine_label=CIFAR100_FINE_TO_COARSE,
+        ),
+    ),
+    num_examples=CIFAR100_NUM_EXAMPLES,
+    content_sha256=CIFAR100_CONTENT_SHA256,
+    # The arrays are in a fixed pseudo-random order, not the official one.
+    first_labels=None,
+    readme=CIFAR100_README,
+    restore=(
+        "rebuild them with build_cifar100.py as that README describes "
+        "(`python3 shared/data/cifar100/build_cifar100.py SOURCE_DIR OUT_DIR`)"
+    ),
+)
+
+# The dataset descriptions, by TFDS name. Looked up on every call, so a test
+# can swap in a description of its own (e.g. of a small synthetic source).
+SOURCES = {source.name: source for source in (CIFAR10, CIFAR100)}
+SUPPORTED_DATASETS = tuple(SOURCES)
+
 # Name of the marker written by this module into `metadata.json`.
 PREPARED_BY = "keras_directcopy.offline_data"
-
-SUPPORTED_DATASETS = ("cifar10",)
 
 # Temporary build directories start with this, next to the destination. The
 # leading dot keeps TFDS (which lists version directories) from seeing them.
@@ -88,16 +272,14 @@ class SourceDataError(ValueError):
 def prepare(dataset_name, source_dir, data_dir, **kwargs):
     """Writes a TFDS data directory for `dataset_name` from local files.
 
-    Dispatches by name to the dataset-specific function (only
-    `prepare_cifar10` for now).
-
     Args:
-        dataset_name: str. TFDS name of the dataset, e.g. `"cifar10"`.
+        dataset_name: str. TFDS name of the dataset, `"cifar10"` or
+            `"cifar100"` (see `SOURCES`).
         source_dir: str or path-like. Directory holding the local source files.
         data_dir: str or path-like. TFDS data directory to write into, the one
             later passed to `tfds.load(..., data_dir=data_dir)`.
-        **kwargs: passed on to the dataset-specific function, e.g.
-            `max_examples_per_split` and `overwrite`.
+        **kwargs: `max_examples_per_split` and `overwrite`, see
+            `prepare_cifar10`.
 
     Returns:
         str, the prepared dataset directory
@@ -110,10 +292,9 @@ def prepare(dataset_name, source_dir, data_dir, **kwargs):
             `prepare_cifar10`.
     """
     name = str(dataset_name).strip().lower()
-    preparers = {"cifar10": prepare_cifar10}
-    if name not in preparers:
+    if name not in SOURCES:
         raise ValueError(_unsupported_message(name, data_dir))
-    return preparers[name](source_dir, data_dir, **kwargs)
+    return _prepare(SOURCES[name], source_dir, data_dir, **kwargs)
 
 
 def prepare_cifar10(source_dir, data_dir, max_examples_per_split=None, overwrite=False):
@@ -149,22 +330,64 @@ def prepare_cifar10(source_dir, data_dir, max_examples_per_split=None, overwrite
             match the request and `overwrite` is False.
         ValueError: if `max_examples_per_split` is not a positive integer.
     """
+    return _prepare(SOURCES["cifar10"], source_dir, data_dir, max_examples_per_split, overwrite)
+
+
+def prepare_cifar100(source_dir, data_dir, max_examples_per_split=None, overwrite=False):
+    """Writes the TFDS `cifar100` dataset from the local `.npz` files.
+
+    The files are those `build_cifar100.py` writes (see
+    `shared/data/cifar100/README.md`). Every file is loaded and the content
+    sha256 of the complete `x_train`, `y_train`, `x_test` and `y_test` is
+    verified against `CIFAR100_CONTENT_SHA256`, also for a partial
+    preparation; the class names must be the official ones, and every coarse
+    label must be its fine label's superclass (`CIFAR100_SUPERCLASSES`; the
+    content checksums do not cover the coarse labels). A full preparation
+    also checks the counts (50000 train, 10000 test, 500 and 100 per fine
+    class). Examples keep the order of the arrays, which is not the official
+    one, so the `id` field (`train_00000`, ...) numbers positions in these
+    arrays. Written atomically, as `prepare_cifar10`.
+
+    Args:
+        source_dir: str or path-like. Directory with
+            `cifar100_part{1,2,3}of3.npz`.
+        data_dir: str or path-like. TFDS data directory (`~` is expanded);
+            the dataset goes to `<data_dir>/cifar100/<version>`.
+        max_examples_per_split: int or None. As for `prepare_cifar10`.
+        overwrite: bool. As for `prepare_cifar10`.
+
+    Returns:
+        str, the dataset directory `<data_dir>/cifar100/<version>`.
+
+    Raises:
+        FileNotFoundError: if `source_dir` or one of its files is missing.
+        SourceDataError: if a checksum, shape, label, class name or count is
+            wrong.
+        FileExistsError: if the destination holds a dataset that does not
+            match the request and `overwrite` is False.
+        ValueError: if `max_examples_per_split` is not a positive integer.
+    """
+    return _prepare(SOURCES["cifar100"], source_dir, data_dir, max_examples_per_split, overwrite)
+
+
+def _prepare(source, source_dir, data_dir, max_examples_per_split=None, overwrite=False):
+    """Writes the dataset `source` describes; see `prepare_cifar10`."""
     start = time.time()
     source_dir = os.path.abspath(os.path.expanduser(os.fspath(source_dir)))
     data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
-    max_examples_per_split = _check_max_examples(max_examples_per_split)
+    max_examples_per_split = _check_max_examples(max_examples_per_split, source)
 
-    checksums = _verify_cifar10_checksums(source_dir)
+    checksums, arrays = _verify_source(source, source_dir)
 
     from tensorflow_datasets.image_classification import cifar
 
-    version = str(cifar.Cifar10.VERSION)
-    dataset_root = os.path.join(data_dir, "cifar10")
+    version = str(getattr(cifar, source.builder).VERSION)
+    dataset_root = os.path.join(data_dir, source.name)
     destination = os.path.join(dataset_root, version)
     partial = max_examples_per_split is not None
     expected_counts = {
         split: min(count, max_examples_per_split) if partial else count
-        for split, count in CIFAR10_NUM_EXAMPLES.items()
+        for split, count in source.num_examples.items()
     }
 
     # Decide on the existing destination before the expensive build.
@@ -172,7 +395,8 @@ def prepare_cifar10(source_dir, data_dir, max_examples_per_split=None, overwrite
     if existing is not None:
         if _matches(existing, expected_counts, partial, checksums):
             logging.info(
-                "cifar10 is already prepared at %s (%s); nothing to do.",
+                "%s is already prepared at %s (%s); nothing to do.",
+                source.name,
                 destination,
                 _describe(existing),
             )
@@ -180,15 +404,23 @@ def prepare_cifar10(source_dir, data_dir, max_examples_per_split=None, overwrite
         _check_replaceable(existing, destination, expected_counts, overwrite)
 
     _warn_about_stale_tmp_dirs(dataset_root)
-    arrays = _load_cifar10_arrays(source_dir, full_checks=not partial)
-    if partial:
+    if arrays is None:
+        arrays = _load_arrays(source, source_dir)
+    if not partial:
+        for split, (_, labels) in arrays.items():
+            _check_counts(source, source_dir, split, labels[source.labels[0].key])
+    else:
         arrays = {
-            split: (images[:max_examples_per_split], labels[:max_examples_per_split])
+            split: (
+                images[:max_examples_per_split],
+                {key: values[:max_examples_per_split] for key, values in labels.items()},
+            )
             for split, (images, labels) in arrays.items()
         }
         logging.warning(
-            "Preparing a PARTIAL cifar10 (first %d examples per split: %s). It is marked "
+            "Preparing a PARTIAL %s (first %d examples per split: %s). It is marked "
             "as partial in metadata.json and will be replaced by a later full preparation.",
+            source.name,
             max_examples_per_split,
             expected_counts,
         )
@@ -206,16 +438,17 @@ def prepare_cifar10(source_dir, data_dir, max_examples_per_split=None, overwrite
     # rename on one filesystem, which is atomic.
     tmp_dir = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-", dir=dataset_root)
     try:
-        built = _build_cifar10(arrays, tmp_dir, metadata)
+        built = _build(source, arrays, tmp_dir, metadata)
         _move_into_place(built, destination, tmp_dir, expected_counts, partial, checksums)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if created_root and not os.path.exists(destination):
-            # Leave no empty `cifar10/` behind after a failure either.
+            # Leave no empty `<name>/` behind after a failure either.
             _remove_if_empty(dataset_root)
 
     logging.info(
-        "Prepared cifar10 %s at %s in %.1f s (%s).",
+        "Prepared %s %s at %s in %.1f s (%s).",
+        source.name,
         version,
         destination,
         time.time() - start,
@@ -239,7 +472,7 @@ def tfds_load_call(dataset_name, data_dir):
     return f"tfds.load({json.dumps(dataset_name)}, data_dir={json.dumps(data_dir)}, download=False)"
 
 
-def _check_max_examples(value):
+def _check_max_examples(value, source):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -247,7 +480,7 @@ def _check_max_examples(value):
             f"max_examples_per_split must be a positive integer or None, got {value!r}."
         )
     value = int(value)
-    if value >= max(CIFAR10_NUM_EXAMPLES.values()):
+    if value >= max(source.num_examples.values()):
         # Keeping the first N of every split is then the full dataset; treat
         # it as such so it gets the full checks and is not marked partial.
         logging.info(
@@ -257,17 +490,50 @@ def _check_max_examples(value):
     return value
 
 
-def _missing_source_message(source_dir, what):
-    expected = ", ".join((CIFAR10_CHECKSUMS_FILE,) + CIFAR10_SOURCE_FILES)
+def _missing_source_message(source, source_dir, what):
     return (
-        f"{what}. The CIFAR-10 source directory must contain: {expected} "
-        "(see the README next to them). Point source_dir (--source_dir) at the "
-        f"directory that holds them; got {source_dir}."
+        f"{what}. The {source.title} source directory must contain: "
+        f"{', '.join(source.source_files)} (see {source.readme}; {source.restore}). "
+        f"Point source_dir (--source_dir) at the directory that holds them; got {source_dir}."
     )
 
 
-def _read_checksums_file(source_dir):
-    path = os.path.join(source_dir, CIFAR10_CHECKSUMS_FILE)
+def _verify_source(source, source_dir):
+    """Checks that the source files exist and are the expected ones.
+
+    Returns:
+        `(checksums, arrays)`: checksums is a dict, file or array name ->
+        verified hex SHA-256; arrays is what `_load_arrays` returns when the
+        verification had to load them (content checksums), else None.
+    """
+    if not os.path.isdir(source_dir):
+        raise FileNotFoundError(
+            _missing_source_message(
+                source, source_dir, f"Source directory {source_dir} does not exist"
+            )
+        )
+    missing = [
+        name for name in source.source_files if not os.path.isfile(os.path.join(source_dir, name))
+    ]
+    if missing:
+        raise FileNotFoundError(
+            _missing_source_message(
+                source, source_dir, f"Missing in {source_dir}: {', '.join(missing)}"
+            )
+        )
+    checksums, arrays = {}, None
+    if source.checksums_file:
+        checksums.update(_verify_file_checksums(source, source_dir))
+    if source.content_sha256 is not None:
+        # Content checksums need the arrays, so they are loaded here (once),
+        # before the destination is looked at.
+        arrays = _load_arrays(source, source_dir)
+        checksums.update(_verify_content_checksums(source, source_dir, arrays))
+    return checksums, arrays
+
+
+def _read_checksums_file(source, source_dir):
+    path = os.path.join(source_dir, source.checksums_file)
     expected = {}
     with open(path) as f:
         for line_number, line in enumerate(f, 1):
@@ -278,41 +544,26 @@ def _read_checksums_file(source_dir):
             if len(parts) != 2 or len(parts[0]) != 64:
                 raise SourceDataError(
                     f"{path}, line {line_number}: expected '<sha256>  <file name>' as written by "
-                    f"sha256sum, got {line!r}. Restore the original {CIFAR10_CHECKSUMS_FILE}."
+                    f"sha256sum, got {line!r}. Restore the original {source.checksums_file}."
                 )
             # sha256sum marks binary mode with a leading '*'.
             expected[parts[1].lstrip("*")] = parts[0].lower()
     return path, expected
 
 
-def _verify_cifar10_checksums(source_dir):
-    """Checks that the source files exist and match SHA256SUMS.
+def _verify_file_checksums(source, source_dir):
+    """Checks the data files against the source's `sha256sum` file.
 
     Returns:
         dict, file name -> verified hex SHA-256.
     """
-    if not os.path.isdir(source_dir):
-        raise FileNotFoundError(
-            _missing_source_message(source_dir, f"Source directory {source_dir} does not exist")
-        )
-    missing = [
-        name
-        for name in (CIFAR10_CHECKSUMS_FILE,) + CIFAR10_SOURCE_FILES
-        if not os.path.isfile(os.path.join(source_dir, name))
-    ]
-    if missing:
-        raise FileNotFoundError(
-            _missing_source_message(
-                source_dir, f"Missing in {source_dir}: {', '.join(missing)}"
-            )
-        )
-    sums_path, expected = _read_checksums_file(source_dir)
+    sums_path, expected = _read_checksums_file(source, source_dir)
     verified = {}
-    for name in CIFAR10_SOURCE_FILES:
+    for name in source.train_files + (source.test_file,):
         if name not in expected:
             raise SourceDataError(
                 f"{sums_path} has no checksum for {name}, so it cannot be verified. "
-                f"Restore the original {CIFAR10_CHECKSUMS_FILE} that came with the files."
+                f"Restore the original {source.checksums_file} that came with the files."
             )
         path = os.path.join(source_dir, name)
         logging.info("Verifying sha256 of %s", path)
@@ -322,125 +573,207 @@ def _verify_cifar10_checksums(source_dir):
                 f"Checksum mismatch for {path}: expected sha256 {expected[name]} "
                 f"(from {sums_path}), got {actual}. The file is corrupt or not the one "
                 f"the checksums were made for; copy it again from the original source "
-                f"and check with `sha256sum -c {CIFAR10_CHECKSUMS_FILE}` in {source_dir}."
+                f"and check with `sha256sum -c {source.checksums_file}` in {source_dir}."
             )
         verified[name] = actual
     return verified
 
 
-def _source_error(path, problem):
+def _verify_content_checksums(source, source_dir, arrays):
+    """Checks the complete arrays against `source.content_sha256`.
+
+    Returns:
+        dict, array name -> verified hex SHA-256 of its bytes.
+    """
+    verified = {}
+    for array_name, expected in source.content_sha256.items():
+        kind, split = array_name.split("_", 1)
+        images, labels = arrays[split]
+        array = images if kind == "x" else labels[source.labels[0].key]
+        actual = _content_sha256(array)
+        if actual != expected:
+            files = _split_files_text(source, source_dir, split)
+            raise SourceDataError(
+                f"Checksum mismatch for {array_name} ({files}): "
+                f"expected sha256 {expected} of its content (arr.tobytes() of the complete "
+                f"array), got {actual}. The arrays are corrupt or not the ones "
+                f"{source.readme} describes; {source.restore}."
+            )
+        verified[array_name] = actual
+    return verified
+
+
+def _content_sha256(array):
+    # tobytes() is C order whatever the memory layout, so the digest depends
+    # only on the values, shape and dtype.
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _split_files_text(source, source_dir, split):
+    files = source.train_files if split == "train" else (source.test_file,)
+    return " + ".join(os.path.join(source_dir, name) for name in files)
+
+
+def _source_error(source, path, problem):
     return SourceDataError(
         f"{path}: {problem}. These files do not hold the complete, original "
-        "CIFAR-10 as the README next to them describes; restore the original "
-        "files (and their SHA256SUMS)."
+        f"{source.title} as {source.readme} describes; {source.restore}."
     )
 
 
-def _load_npz_split(path, split, index_offset=None):
+def _load_npz_split(source, path, split, index_offset=None):
+    """Loads and checks one file: its images and `{label key: labels}`."""
+    label_arrays = {label.key: f"y_{split}{label.array_suffix}" for label in source.labels}
     with np.load(path, allow_pickle=False) as npz:
-        keys = (f"x_{split}", f"y_{split}", "class_names")
+        keys = (f"x_{split}",) + tuple(label_arrays.values())
+        keys += tuple(label.names_array for label in source.labels)
         missing = [key for key in keys if key not in npz.files]
         if missing:
-            raise _source_error(path, f"missing arrays {missing}, found {sorted(npz.files)}")
-        images, labels = npz[f"x_{split}"], npz[f"y_{split}"]
-        class_names = tuple(str(name) for name in npz["class_names"])
+            raise _source_error(
+                source, path, f"missing arrays {missing}, found {sorted(npz.files)}"
+            )
+        images = npz[f"x_{split}"]
+        labels = {key: npz[array] for key, array in label_arrays.items()}
+        class_names = {
+            label.key: tuple(str(name) for name in npz[label.names_array])
+            for label in source.labels
+        }
         offset = int(npz["index_offset"]) if "index_offset" in npz.files else None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
         raise _source_error(
-            path, f"x_{split} must be uint8 (N, 32, 32, 3), got {images.dtype} {images.shape}"
+            source,
+            path,
+            f"x_{split} must be uint8 (N, 32, 32, 3), got {images.dtype} {images.shape}",
         )
-    if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
-        raise _source_error(
-            path, f"y_{split} must be integer ({len(images)},), got {labels.dtype} {labels.shape}"
-        )
-    if labels.size and (labels.min() < 0 or labels.max() >= len(CIFAR10_CLASS_NAMES)):
-        raise _source_error(path, f"y_{split} has labels outside 0..9")
-    if class_names != CIFAR10_CLASS_NAMES:
-        raise _source_error(path, f"class_names are {class_names}, expected {CIFAR10_CLASS_NAMES}")
+    for label in source.labels:
+        values, array = labels[label.key], label_arrays[label.key]
+        if values.shape != (len(images),) or values.dtype.kind not in "iu":
+            raise _source_error(
+                source,
+                path,
+                f"{array} must be integer ({len(images)},), got {values.dtype} {values.shape}",
+            )
+        if values.size and (values.min() < 0 or values.max() >= len(label.names)):
+            raise _source_error(
+                source, path, f"{array} has labels outside 0..{len(label.names) - 1}"
+            )
+        if class_names[label.key] != label.names:
+            raise _source_error(
+                source,
+                path,
+                f"{label.names_array} are {class_names[label.key]}, expected {label.names}",
+            )
+    fine_labels = labels[source.labels[0].key]
+    for label in source.labels:
+        if label.of_fine_label is not None:
+            _check_follows_fine_labels(source, path, split, label, labels[label.key], fine_labels)
     if index_offset is not None and offset != index_offset:
         # The parts must be concatenated in their original order.
-        raise _source_error(path, f"index_offset is {offset}, expected {index_offset}")
+        raise _source_error(source, path, f"index_offset is {offset}, expected {index_offset}")
     return images, labels
 
 
-def _load_cifar10_arrays(source_dir, full_checks):
-    """Loads the splits in their original order and checks them.
+def _check_follows_fine_labels(source, path, split, label, values, fine_values):
+    """Checks every `values[i]` is `label.of_fine_label[fine_values[i]]`."""
+    expected = np.asarray(label.of_fine_label)[fine_values]
+    wrong = np.flatnonzero(values != expected)
+    if wrong.size:
+        index = int(wrong[0])
+        fine, got, want = int(fine_values[index]), int(values[index]), int(expected[index])
+        fine_names = source.labels[0].names
+        raise _source_error(
+            source,
+            path,
+            f"{wrong.size} {label.key}s disagree with their fine labels, e.g. example {index}: "
+            f"y_{split}{label.array_suffix} is {got} ({label.names[got]}) but its fine class "
+            f"{fine} ({fine_names[fine]}) belongs to {want} ({label.names[want]})",
+        )
+
+
+def _load_arrays(source, source_dir):
+    """Loads the splits in their original order, with the per-file checks.
 
     Returns:
-        dict, split -> (uint8 images (N, 32, 32, 3), labels (N,)).
+        dict, split -> (uint8 images (N, 32, 32, 3), {label key: labels (N,)}).
     """
-    logging.info("Loading CIFAR-10 arrays from %s", source_dir)
+    logging.info("Loading %s arrays from %s", source.title, source_dir)
     train_parts = []
     offset = 0
-    for name in CIFAR10_TRAIN_FILES:
+    for name in source.train_files:
         path = os.path.join(source_dir, name)
-        images, labels = _load_npz_split(path, "train", index_offset=offset)
+        images, labels = _load_npz_split(source, path, "train", index_offset=offset)
         train_parts.append((images, labels))
         offset += len(images)
-    arrays = {
-        "train": (
-            np.concatenate([images for images, _ in train_parts]),
-            np.concatenate([labels for _, labels in train_parts]),
-        ),
-        "test": _load_npz_split(os.path.join(source_dir, CIFAR10_TEST_FILE), "test"),
+    train_labels = {
+        label.key: np.concatenate([labels[label.key] for _, labels in train_parts])
+        for label in source.labels
     }
-    if full_checks:
-        for split, (_, labels) in arrays.items():
-            _check_counts(source_dir, split, labels)
-    return arrays
+    return {
+        "train": (np.concatenate([images for images, _ in train_parts]), train_labels),
+        "test": _load_npz_split(source, os.path.join(source_dir, source.test_file), "test"),
+    }
 
 
-def _check_counts(source_dir, split, labels):
-    files = CIFAR10_TRAIN_FILES if split == "train" else (CIFAR10_TEST_FILE,)
-    where = " + ".join(os.path.join(source_dir, name) for name in files)
-    total = CIFAR10_NUM_EXAMPLES[split]
+def _check_counts(source, source_dir, split, labels):
+    """Checks a complete split's size, examples per class and first labels."""
+    where = _split_files_text(source, source_dir, split)
+    total = source.num_examples[split]
     if len(labels) != total:
-        raise _source_error(where, f"{len(labels)} {split} examples, expected {total}")
-    per_class = np.bincount(labels, minlength=len(CIFAR10_CLASS_NAMES)).tolist()
-    expected_per_class = total // len(CIFAR10_CLASS_NAMES)
-    if per_class != [expected_per_class] * len(CIFAR10_CLASS_NAMES):
+        raise _source_error(source, where, f"{len(labels)} {split} examples, expected {total}")
+    num_classes = len(source.labels[0].names)
+    per_class = np.bincount(labels, minlength=num_classes).tolist()
+    expected_per_class = total // num_classes
+    if per_class != [expected_per_class] * num_classes:
         raise _source_error(
-            where, f"{split} examples per class are {per_class}, expected {expected_per_class} each"
-        )
-    first = tuple(int(label) for label in labels[:10])
-    if first != CIFAR10_FIRST_LABELS[split]:
-        raise _source_error(
+            source,
             where,
-            f"first ten {split} labels are {first}, expected "
-            f"{CIFAR10_FIRST_LABELS[split]} (the original order)",
+            f"{split} examples per class are {per_class}, expected {expected_per_class} each",
         )
+    if source.first_labels is not None:
+        first = tuple(int(label) for label in labels[:10])
+        if first != source.first_labels[split]:
+            raise _source_error(
+                source,
+                where,
+                f"first ten {split} labels are {first}, expected "
+                f"{source.first_labels[split]} (the original order)",
+            )
 
 
-def _local_cifar10_builder_class():
+def _local_builder_class(source):
     """Returns the builder class; defined lazily to import TFDS only when needed."""
     import tensorflow_datasets as tfds
     from tensorflow_datasets.image_classification import cifar
 
-    class LocalCifar10(cifar.Cifar10, skip_registration=True):
-        """Upstream `Cifar10` whose examples come from in-memory arrays.
+    upstream = getattr(cifar, source.builder)
+
+    class LocalCifar(upstream, skip_registration=True):
+        """Upstream `Cifar10` / `Cifar100` whose examples come from in-memory arrays.
 
         `skip_registration` keeps the TFDS registry pointing at the upstream
         class; `name` is set explicitly because TFDS would otherwise derive
         it from this class's name and write a differently named dataset.
         """
 
-        name = "cifar10"
+        name = source.name
 
         def __init__(self, *, arrays, **kwargs):
             self._local_arrays = arrays
             # dataset_info.json records the builder's module; name upstream's
             # so the written metadata matches an upstream build. Set on the
             # instance only: TFDS indexes classes by their own module.
-            self.__module__ = cifar.Cifar10.__module__
+            self.__module__ = upstream.__module__
             super().__init__(**kwargs)
 
         def _split_generators(self, dl_manager):
             del dl_manager  # Nothing to download.
-            # Upstream reads the names from batches.meta.txt; same names here.
-            self.info.features["label"].names = list(CIFAR10_CLASS_NAMES)
+            # Upstream reads the names from the archive's label files; the
+            # same names here (the arrays' own were checked against them).
+            for label in source.labels:
+                self.info.features[label.key].names = list(label.names)
             return {
-                tfds.Split.TRAIN: _cifar10_examples("train_", *self._local_arrays["train"]),
-                tfds.Split.TEST: _cifar10_examples("test_", *self._local_arrays["test"]),
+                tfds.Split.TRAIN: _examples("train_", *self._local_arrays["train"]),
+                tfds.Split.TEST: _examples("test_", *self._local_arrays["test"]),
             }
 
         def _log_download_done(self):
@@ -448,31 +781,34 @@ def _local_cifar10_builder_class():
             # caller reports the real one after the move.
             pass
 
-    return LocalCifar10
+    return LocalCifar
 
 
-def _cifar10_examples(split_prefix, images, labels):
+def _examples(split_prefix, images, labels):
     """Yields `(key, example)` exactly as the upstream builder does.
 
     Upstream keys examples by their running index within the split and uses
     ids "train_00000", "test_00000", ...; TFDS shuffles the written records by
     hashing the keys, so equal keys give the same on-disk order as upstream.
+
+    Args:
+        split_prefix: `"train_"` or `"test_"`.
+        images: uint8 array (N, 32, 32, 3).
+        labels: dict, label key (`"label"`, `"coarse_label"`) -> array (N,).
     """
     for index in range(len(images)):
         if index and index % _LOG_EVERY_EXAMPLES == 0:
             logging.info("  %s: %d of %d examples", split_prefix.rstrip("_"), index, len(images))
-        yield index, {
-            "id": "{}{:05d}".format(split_prefix, index),
-            "image": images[index],
-            "label": int(labels[index]),
-        }
+        example = {"id": "{}{:05d}".format(split_prefix, index), "image": images[index]}
+        example.update((key, int(values[index])) for key, values in labels.items())
+        yield index, example
 
 
-def _build_cifar10(arrays, tmp_dir, metadata):
+def _build(source, arrays, tmp_dir, metadata):
     """Writes the dataset under `tmp_dir` and returns its version directory."""
     import tensorflow_datasets as tfds
 
-    builder = _local_cifar10_builder_class()(arrays=arrays, data_dir=tmp_dir)
+    builder = _local_builder_class(source)(arrays=arrays, data_dir=tmp_dir)
     logging.info("Writing TFDS files to temporary directory %s", builder.data_dir)
     builder.download_and_prepare(
         # Keep TFDS's scratch space inside the temporary directory too.
