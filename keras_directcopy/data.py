@@ -8,8 +8,21 @@ Datasets are named as on the command line:
 * `stl10`: pretrain on `train+unlabelled`, evaluate on `train` / `test`.
 * `imagenet2012`: pretrain on `train`, evaluate on `train` / `validation`;
   tfds prepares it from the official tars in `<data_dir>/downloads/manual`.
-* `folder:/path/to/images`: every `.jpg`, `.jpeg` and `.png` below the path,
-  recursively, unlabelled (pretraining only).
+* `folder:/path/to/images`, labelled: a folder holding `train/<class>/` and
+  `val/<class>/` (or `test/<class>/`), the ImageNet / Imagenette layout.
+  Classes are the sorted subfolder names of `train/`; pretraining reads
+  `train` (labels ignored), evaluation `train` / `val` (or `test`, when there
+  is no `val/`). A class folder may hold subfolders.
+* `folder:/path/to/images`, unlabelled: any other folder; every image below
+  it, recursively, is the single split `all` (pretraining only).
+
+Folder images are the files ending in `.jpg`, `.jpeg` or `.png`, in any case;
+grayscale and RGBA images are read as RGB. Every file's leading bytes are
+checked when the folder is listed, and folders of at most
+`FULL_CHECK_MAX_IMAGES` images are also decoded once, so that a bad file
+fails by name before training. Folder datasets train by default at the
+median shorter side of their images, capped at `MAX_DEFAULT_IMAGE_SIZE`
+(see `measure_image_size`).
 
 Data is never downloaded (`download=False`): prepare it first, with
 `scripts/prepare_data.py` on an offline machine or `tfds build` on a connected
@@ -17,7 +30,9 @@ one. Images come out as uint8 `(H, W, 3)`; the encoders normalize them.
 """
 
 import dataclasses
+import hashlib
 import os
+import re
 
 import tensorflow as tf
 from absl import logging
@@ -26,6 +41,20 @@ FOLDER_PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Leading bytes of the image formats the folder source reads.
 _MAGIC_BYTES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+# Subfolders that make a folder labelled; the first evaluation split present wins.
+TRAIN_FOLDER = "train"
+EVALUATION_FOLDERS = ("val", "test")
+UNLABELLED_SPLIT = "all"
+# Folders of at most this many images are fully decoded once, in parallel, when
+# listed (Imagenette: about 13,000); larger ones (ImageNet) only have their
+# leading bytes checked, since decoding them all costs an epoch.
+FULL_CHECK_MAX_IMAGES = 20_000
+# Images whose shorter side is measured for the default folder image size.
+SIZE_SAMPLE = 256
+# The default folder size never exceeds the ImageNet recipes' 224 px: larger
+# photos are cropped and resized down to it, as ImageNet's are.
+MAX_DEFAULT_IMAGE_SIZE = 224
+MIN_DEFAULT_IMAGE_SIZE = 8  # configs.MIN_IMAGE_SIZE, the smallest --image_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +70,7 @@ class DatasetSpec:
         image_size: side of the square images the recipes train at.
         folder: the image folder, for `folder:` datasets.
         label_key: the tfds feature used as the label.
+        class_names: the class names of a labelled `folder:` dataset.
     """
 
     name: str
@@ -51,6 +81,7 @@ class DatasetSpec:
     image_size: int
     folder: str | None = None
     label_key: str = "label"
+    class_names: tuple = ()
 
     @property
     def labelled(self):
@@ -68,22 +99,25 @@ DATASET_NAMES = tuple(TFDS_DATASETS) + (FOLDER_PREFIX + "PATH",)
 OTHER_LABELS = {"cifar100": {"coarse_label": 20}}
 
 
-def get_dataset_spec(dataset, image_size=224):
+def get_dataset_spec(dataset, image_size=None):
     """The `DatasetSpec` of a dataset name (see the module docstring).
 
     Args:
         dataset: a name of `TFDS_DATASETS`, `NAME:LABEL_KEY` of
             `OTHER_LABELS` (e.g. `cifar100:coarse_label`), or `folder:/path`.
-        image_size: training size for `folder:` datasets.
+        image_size: training size for `folder:` datasets; None measures it
+            from the images (`measure_image_size`).
 
     Raises:
-        ValueError: on an unknown name, listing the valid ones.
+        ValueError: on an unknown name, listing the valid ones, or a labelled
+            folder whose classes are inconsistent (see `folder_classes`).
+        FileNotFoundError: on a missing folder, or one without images.
     """
     if dataset.startswith(FOLDER_PREFIX):
         folder = os.path.expanduser(dataset[len(FOLDER_PREFIX):])
         if not folder:
             raise ValueError("Give the image folder after 'folder:', e.g. folder:/data/images.")
-        return DatasetSpec("folder", "all", None, None, 0, image_size, folder=folder)
+        return _folder_spec(folder, image_size)
     name, _, label_key = dataset.partition(":")
     if label_key in OTHER_LABELS.get(name, {}):
         num_classes = OTHER_LABELS[name][label_key]
@@ -99,7 +133,108 @@ def get_dataset_spec(dataset, image_size=224):
     return TFDS_DATASETS[dataset]
 
 
-def load_split(dataset, data_dir, split):
+def _folder_spec(folder, image_size):
+    """The spec of `folder:FOLDER`, labelled if it has a `train/` subfolder."""
+    _check_folder_exists(folder)
+    if not os.path.isdir(os.path.join(folder, TRAIN_FOLDER)):
+        size = image_size or measure_image_size(find_images(folder))
+        return DatasetSpec("folder", UNLABELLED_SPLIT, None, None, 0, size, folder=folder)
+    class_names, test_split = folder_classes(folder)
+    if image_size is None:
+        image_size = measure_image_size(list_folder_split(folder, TRAIN_FOLDER)[0])
+    return DatasetSpec(
+        "folder", TRAIN_FOLDER,
+        # Without val/ or test/ the folder can be pretrained on, not evaluated.
+        TRAIN_FOLDER if test_split else None, test_split,
+        len(class_names), image_size, folder=folder, class_names=class_names,
+    )
+
+
+def folder_classes(folder):
+    """Class names and evaluation split of a labelled image folder.
+
+    Args:
+        folder: a folder with a `train/` subfolder.
+
+    Returns:
+        `(class_names, test_split)`: the sorted subfolder names of `train/`,
+        and `"val"`, `"test"` or None, the first evaluation folder present.
+
+    Raises:
+        FileNotFoundError: if `train/` has no class subfolders.
+        ValueError: if the evaluation folder has a class that `train/` lacks.
+    """
+    train = os.path.join(folder, TRAIN_FOLDER)
+    class_names = tuple(_subfolders(train))
+    if not class_names:
+        raise FileNotFoundError(
+            f"{train!r} has no class subfolders. Put each class's images in "
+            f"{os.path.join(train, '<class>')}/, or remove {train!r} to use the folder unlabelled."
+        )
+    test_split = next(
+        (name for name in EVALUATION_FOLDERS if os.path.isdir(os.path.join(folder, name))), None
+    )
+    if test_split:
+        unknown = sorted(set(_subfolders(os.path.join(folder, test_split))) - set(class_names))
+        if unknown:
+            raise ValueError(
+                f"Class folder(s) {', '.join(repr(name) for name in unknown)} of "
+                f"{os.path.join(folder, test_split)!r} are not in {train!r}, so they have no "
+                "training images and no label. Add them to train/ or remove them from "
+                f"{test_split}/."
+            )
+    return class_names, test_split
+
+
+def _subfolders(folder):
+    return sorted(
+        entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith(".")
+    )
+
+
+def list_folder_split(folder, split):
+    """Image paths and labels of one split of a labelled folder, checked.
+
+    Args:
+        folder: a labelled image folder (see `folder_classes`).
+        split: `"train"`, or the folder's evaluation split (`"val"`/`"test"`).
+
+    Returns:
+        `(paths, labels)`: sorted by class, then path; labels index the
+        sorted class names of `train/`.
+
+    Raises:
+        FileNotFoundError: if a class folder of the split has no images.
+        ValueError: on an unknown split, a class missing from `train/`, or an
+            unreadable image (see `check_images`).
+    """
+    class_names, test_split = folder_classes(folder)
+    valid = (TRAIN_FOLDER,) + ((test_split,) if test_split else ())
+    if split not in valid:
+        raise ValueError(
+            f"Image folder {folder!r} has the splits {', '.join(valid)}, not {split!r}"
+            + ("" if test_split else f"; add a {' or '.join(EVALUATION_FOLDERS)}/ folder to evaluate")
+            + "."
+        )
+    paths, labels = [], []
+    split_folder = os.path.join(folder, split)
+    for label, name in enumerate(class_names):
+        class_folder = os.path.join(split_folder, name)
+        if split != TRAIN_FOLDER and not os.path.isdir(class_folder):
+            continue  # an evaluation split may lack a class
+        class_paths = _image_paths(class_folder)
+        if not class_paths:
+            raise FileNotFoundError(
+                f"Class folder {class_folder!r} has no images ({', '.join(IMAGE_EXTENSIONS)}). "
+                "Add its images, or remove the folder (from train/ and the evaluation split)."
+            )
+        paths += class_paths
+        labels += [label] * len(class_paths)
+    check_images(paths)
+    return paths, labels
+
+
+def load_split(dataset, data_dir, split, *, shuffle_seed=False):
     """Loads one split as `(image, label)` pairs, without augmentation.
 
     Args:
@@ -107,7 +242,14 @@ def load_split(dataset, data_dir, split):
         data_dir: tfds data directory (None: the tfds default); ignored for
             `folder:` datasets.
         split: tfds split expression, e.g. `"train"` or `"train+unlabelled"`;
-            `folder:` datasets have the single split `"all"`.
+            labelled `folder:` datasets have `"train"` and `"val"` (or
+            `"test"`), unlabelled ones the single split `"all"` (any name
+            reads it); a folder
+            split takes a slice, e.g. `"train[:1000]"` (see `_folder_split`).
+        shuffle_seed: for `folder:` datasets, which are sorted by class: False
+            keeps that order; otherwise the file names are shuffled each
+            epoch, before decoding, with this seed (None: random). tfds
+            datasets are shuffled when prepared and ignore it.
 
     Returns:
         A `tf.data.Dataset` of `(uint8 (H, W, 3), int64 scalar)`; the label
@@ -116,11 +258,14 @@ def load_split(dataset, data_dir, split):
     Raises:
         FileNotFoundError: if the dataset is not prepared in `data_dir`, or the
             folder has no images; the message names the fix.
-        ValueError: on an unknown dataset or an unreadable image file.
+        ValueError: on an unknown dataset or split, an inconsistent labelled
+            folder, or an unreadable image file.
     """
+    if dataset.startswith(FOLDER_PREFIX):
+        # The spec's image size is not needed: do not measure it.
+        spec = get_dataset_spec(dataset, image_size=MAX_DEFAULT_IMAGE_SIZE)
+        return _folder_dataset(*_folder_split(spec, split), shuffle_seed=shuffle_seed)
     spec = get_dataset_spec(dataset)
-    if spec.folder is not None:
-        return _folder_dataset(spec.folder)
     import tensorflow_datasets as tfds
 
     # The supervised pairs carry `label`; another label needs the full example.
@@ -181,12 +326,24 @@ def pretrain_dataset(
         is the global batch, or the per-replica batch under `input_context`.
     """
     spec = get_dataset_spec(dataset)
-    images = load_split(dataset, data_dir, spec.pretrain_split).map(lambda image, label: image)
     batch_size = global_batch_size
     if input_context is not None:
-        # Shard before shuffling, so that workers see disjoint images.
-        images = images.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         batch_size = input_context.get_per_replica_batch_size(global_batch_size)
+    if spec.folder is not None:
+        paths, labels = _folder_split(spec, spec.pretrain_split)
+        if input_context is not None:
+            # Shard the files before shuffling, so that workers see disjoint images.
+            step, first = input_context.num_input_pipelines, input_context.input_pipeline_id
+            paths, labels = paths[first::step], labels[first::step]
+        # Folders are sorted by class: shuffle all the file names (cheap)
+        # before decoding, which a buffer of decoded images cannot do for
+        # ImageNet's 1,300 images per class.
+        images = _folder_dataset(paths, labels, shuffle_seed=seed, with_labels=False)
+    else:
+        images = load_split(dataset, data_dir, spec.pretrain_split).map(lambda image, label: image)
+        if input_context is not None:
+            # Shard before shuffling, so that workers see disjoint images.
+            images = images.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if cache if cache is not None else spec.image_size <= 64:
         images = images.cache()
     images = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -222,14 +379,17 @@ def evaluation_dataset(dataset, data_dir, split, batch_size, image_size=None):
     Raises:
         ValueError: if the dataset has no labels.
     """
-    spec = get_dataset_spec(dataset)
+    # A folder's size is measured only once it is known to be labelled.
+    folder = dataset.startswith(FOLDER_PREFIX)
+    spec = get_dataset_spec(dataset, image_size=image_size or (MAX_DEFAULT_IMAGE_SIZE if folder else None))
     if not spec.labelled:
         raise ValueError(
             f"Dataset {dataset!r} has no labels, so it cannot be evaluated; evaluate "
-            "on a labelled dataset, e.g. --eval_dataset=cifar10."
+            "on a labelled dataset, e.g. --eval_dataset=cifar10, or a folder laid out as "
+            "train/<class>/ and val/<class>/."
         )
     split = {"train": spec.train_split, "test": spec.test_split}.get(split, split)
-    image_size = image_size or spec.image_size
+    image_size = image_size or get_dataset_spec(dataset).image_size
     images = load_split(dataset, data_dir, split)
     transform = lambda image, label: (center_crop(image, image_size), label)  # noqa: E731
     return images.map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
@@ -264,11 +424,29 @@ def center_crop(image, size, crop_fraction=0.875):
     return tf.ensure_shape(result, (size, size, 3))
 
 
+def _check_folder_exists(folder):
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Image folder {folder!r} does not exist. Pass --dataset=folder:/path/to/images "
+            "with a directory that contains .jpg or .png files."
+        )
+
+
+def _image_paths(folder):
+    """Sorted paths of the images below `folder`, recursively (extension in any case)."""
+    return sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(folder, followlinks=True)
+        for name in names
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+
+
 def find_images(folder):
     """All image files below `folder`, recursively, sorted, checked readable.
 
-    Each file's first bytes are read to check it is a JPEG or PNG, so that a
-    bad file fails here, by name, not later inside the input pipeline.
+    See `check_images` for the checks, so that a bad file fails here, by
+    name, not later inside the input pipeline.
 
     Returns:
         The sorted list of paths.
@@ -277,22 +455,53 @@ def find_images(folder):
         FileNotFoundError: if the folder does not exist or has no images.
         ValueError: naming the first file that is unreadable or not an image.
     """
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            f"Image folder {folder!r} does not exist. Pass --dataset=folder:/path/to/images "
-            "with a directory that contains .jpg or .png files."
-        )
-    paths = sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(folder, followlinks=True)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    )
+    _check_folder_exists(folder)
+    paths = _image_paths(folder)
     if not paths:
         raise FileNotFoundError(
             f"Found no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder!r} or its "
             "subfolders. Point --dataset=folder:... at the directory holding them."
         )
+    check_images(paths)
+    logging.info("Found %d images in %s.", len(paths), folder)
+    print(f"Found {len(paths)} images in {folder}.")
+    return paths
+
+
+# Digest of (paths, sizes, modification times) -> shapes of the checked
+# images, so that a folder listed again (spec, count, each split's pipeline)
+# is not read again, yet a changed file is.
+_checked = {}
+
+
+def check_images(paths):
+    """Checks that image files are readable JPEG or PNG images.
+
+    Every file's leading bytes are read; when there are at most
+    `FULL_CHECK_MAX_IMAGES`, every image is also decoded, in parallel, so a
+    truncated or corrupt file fails here, by name, rather than as a
+    nameless decoding error inside the training loop. Larger folders are
+    decoded only as read; a file that is corrupt past its leading bytes then
+    fails in the pipeline with TensorFlow's error. Results are remembered
+    until a file changes.
+
+    Returns:
+        The `(height, width)` of each decoded image (empty if not decoded).
+
+    Raises:
+        ValueError: naming the first unreadable, non-image or corrupt file,
+            and the fix.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError as error:
+            raise ValueError(f"Cannot read image file {path!r}: {error}. Fix or remove it.") from error
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    key = digest.hexdigest()
+    if key in _checked:
+        return _checked[key]
     for path in paths:
         try:
             with open(path, "rb") as file:
@@ -304,32 +513,142 @@ def find_images(folder):
                 f"{path!r} is not a JPEG or PNG image (it starts with {header!r}). "
                 "Fix or remove it."
             )
-    logging.info("Found %d images in %s.", len(paths), folder)
-    print(f"Found {len(paths)} images in {folder}.")
-    return paths
+    shapes = _decoded_shapes(paths) if len(paths) <= FULL_CHECK_MAX_IMAGES else []
+    _checked[key] = shapes
+    return shapes
 
 
-def _folder_dataset(folder):
-    paths = find_images(folder)
+def _decode(path):
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return tf.ensure_shape(image, (None, None, 3))
 
-    def decode(path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return tf.ensure_shape(image, (None, None, 3)), tf.constant(-1, tf.int64)
 
-    return tf.data.Dataset.from_tensor_slices(paths).map(
-        decode, num_parallel_calls=tf.data.AUTOTUNE
+def _decoded_shapes(paths):
+    """`(height, width)` of each image, decoded in parallel; names a corrupt one."""
+    if not paths:
+        return []
+    shapes = tf.data.Dataset.from_tensor_slices(paths).map(
+        lambda path: tf.shape(_decode(path))[:2], num_parallel_calls=tf.data.AUTOTUNE
+    ).batch(1024)
+    try:
+        return [tuple(shape) for batch in shapes.as_numpy_iterator() for shape in batch.tolist()]
+    except tf.errors.OpError:
+        pass
+    # TensorFlow's error does not say which file: find it, one at a time.
+    for path in paths:
+        try:
+            _decode(tf.constant(path))
+        except tf.errors.OpError as error:
+            message = error.message.strip().splitlines()[0] if error.message else type(error).__name__
+            raise ValueError(
+                f"Cannot decode image file {path!r} ({message}): it is corrupt or truncated. "
+                "Fix, re-save or remove it."
+            ) from None
+    raise ValueError(f"Cannot decode the images of {os.path.dirname(paths[0])!r}.")
+
+
+def measure_image_size(paths):
+    """The default training size of a folder: its images' median shorter side.
+
+    The median is taken over all the images when they were decoded by
+    `check_images` (at most `FULL_CHECK_MAX_IMAGES`), else over `SIZE_SAMPLE`
+    of them spread evenly over the sorted list (so over every class), and
+    capped at `MAX_DEFAULT_IMAGE_SIZE` (224): a folder of 64 px images
+    trains at 64 px, one of photos at 224 px. The choice is printed; pass
+    an image size (`--image_size`) to override it.
+
+    Args:
+        paths: the image paths (non-empty).
+
+    Returns:
+        The side, an int in `[MIN_DEFAULT_IMAGE_SIZE, MAX_DEFAULT_IMAGE_SIZE]`.
+    """
+    shapes = check_images(paths)
+    if not shapes:
+        step = max(1, len(paths) // SIZE_SAMPLE)
+        sample = tuple(paths[::step][:SIZE_SAMPLE])
+        if sample not in _sample_shapes:  # each run asks for the spec several times
+            _sample_shapes[sample] = _decoded_shapes(list(sample))
+        shapes = _sample_shapes[sample]
+    shorter = sorted(min(shape) for shape in shapes)
+    median = shorter[len(shorter) // 2]
+    size = int(max(MIN_DEFAULT_IMAGE_SIZE, min(MAX_DEFAULT_IMAGE_SIZE, median)))
+    message = (
+        f"Image size {size} px: the median shorter side of {len(shorter)} images of "
+        f"{os.path.commonpath(paths) if len(paths) > 1 else paths[0]} is {median} px"
+        + (f", capped at {MAX_DEFAULT_IMAGE_SIZE}" if median > MAX_DEFAULT_IMAGE_SIZE else "")
+        + ". Set --image_size to override."
     )
+    if _measured.get(tuple(paths[:1] + paths[-1:])) != size:
+        _measured[tuple(paths[:1] + paths[-1:])] = size
+        logging.info(message)
+        print(message)
+    return size
+
+
+_measured = {}  # prints each folder's measured size once
+_sample_shapes = {}  # sample of a large folder -> its decoded shapes
+
+
+_SPLIT_SLICE = re.compile(r"^(\w+)(?:\[(-?\d*):(-?\d*)\])?$")
+
+
+def _folder_split(spec, split):
+    """`(paths, labels)` of a folder split, e.g. `"val"` or `"train[:1000]"`.
+
+    A slice takes a fixed pseudo-random subset (seed 0), not the first files:
+    those are sorted by class.
+    """
+    match = _SPLIT_SLICE.match(split or "")
+    if not match:
+        raise ValueError(
+            f"Invalid split {split!r} of image folder {spec.folder!r}; e.g. train or train[:1000]."
+        )
+    name, start, stop = match.groups()
+    if spec.class_names:
+        paths, labels = list_folder_split(spec.folder, name)
+    else:
+        # An unlabelled folder is one split, whatever it is called (callers
+        # such as show_augmentations.py pass their default, "train").
+        paths = find_images(spec.folder)
+        labels = [-1] * len(paths)
+    if match.group(2) is not None or match.group(3) is not None:
+        import numpy as np
+
+        order = np.random.default_rng(0).permutation(len(paths))
+        order = order[slice(int(start) if start else None, int(stop) if stop else None)]
+        paths, labels = [paths[i] for i in order], [labels[i] for i in order]
+    return paths, labels
+
+
+def _folder_dataset(paths, labels, shuffle_seed=False, with_labels=True):
+    """Decoded images (and int64 labels) of the files `paths`, in parallel.
+
+    Args:
+        shuffle_seed: False keeps the order; otherwise the file names are
+            shuffled every epoch, with this seed (None: random).
+        with_labels: False yields images alone.
+    """
+    files = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(paths, tf.string), tf.constant(labels, tf.int64))
+    )
+    if shuffle_seed is not False:
+        files = files.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if with_labels:
+        return files.map(lambda path, label: (_decode(path), label), num_parallel_calls=tf.data.AUTOTUNE)
+    return files.map(lambda path, label: _decode(path), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def num_examples(dataset, data_dir, split):
-    """Number of images in a split (a tfds split expression, or a folder's `all`).
+    """Number of images in a split (a tfds split expression, or a folder's split).
 
     Raises:
         FileNotFoundError: as `load_split`, if the data are not prepared.
     """
+    if dataset.startswith(FOLDER_PREFIX):
+        spec = get_dataset_spec(dataset, image_size=MAX_DEFAULT_IMAGE_SIZE)
+        return len(_folder_split(spec, split)[0])
     spec = get_dataset_spec(dataset)
-    if spec.folder is not None:
-        return len(find_images(spec.folder))
     import tensorflow_datasets as tfds
 
     try:

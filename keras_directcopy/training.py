@@ -68,8 +68,11 @@ def _pretrain(config, output_dir, strategy, tpu, verbose, run_log):
     if isinstance(strategy, str):
         strategy = strategies.make_strategy(strategy, tpu=tpu)
     keras.utils.set_random_seed(config.seed)
-    spec = data.get_dataset_spec(config.dataset, image_size=config.image_size or 224)
+    # None: the dataset's size; a folder's is measured from its images (and printed).
+    spec = data.get_dataset_spec(config.dataset, image_size=config.image_size)
     image_size = config.image_size or spec.image_size
+    print(f"Training at {image_size} x {image_size} px"
+          + (" (--image_size)." if config.image_size else f" (the default of {config.dataset})."))
     preset = "folder" if spec.folder else spec.name
     augmenter = augment.TwoViewAugmenter(augment.get_preset(preset, image_size=image_size))
 
@@ -156,6 +159,7 @@ def _pretrain(config, output_dir, strategy, tpu, verbose, run_log):
         "steps": int(model.optimizer.iterations.numpy()),
         "steps_per_epoch": steps_per_epoch,
         "pretrain_examples": examples,
+        "image_size": image_size,  # the size trained at, also when chosen from the data
         "encoder_parameters": int(model.encoder.count_params()),
         "feature_dim": int(model.encoder.output_shape[-1]),
         "final_metrics": final,

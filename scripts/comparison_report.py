@@ -26,7 +26,6 @@ DEFAULT_ARMS = {
 }
 TABLE_FILENAME = "results.md"
 PLOT_FILENAME = "knn_over_epochs.png"
-FLOOR_COLOR = (120, 120, 120)  # the random-init line in the plot
 
 
 def load_arms(results_dir):
@@ -143,38 +142,76 @@ def protocol_line(results):
     )
 
 
-def plot_knn_over_epochs(results, path, labels):
-    """kNN top-1 after each epoch: one line per trained run (seeds share
-    their arm's colour), the random-init mean as a dashed line."""
-    from raster_plot import PALETTE, Axes, new_canvas, side_legend, side_legend_width, write_png
-
-    curves = {
-        arm: [[(rec["epoch"], 100 * rec["knn_accuracy"]) for rec in r["history"] if "knn_accuracy" in rec]
-              for r in runs]
-        for arm, runs in results.items() if arm != "random_init"
+def knn_series(results):
+    """The data of the kNN plot: `{"runs": {arm: {seed: (epochs, top1 %)}},
+    "random_init": [top1 %, ...]}`, the monitor's kNN top-1 after each epoch
+    of each trained run (from its `history.jsonl`) and the random-init
+    arm's final kNN top-1 per seed (from its `eval.json`)."""
+    runs = {
+        arm: {
+            r["seed"]: (
+                [rec["epoch"] for rec in r["history"] if "knn_accuracy" in rec],
+                [100 * rec["knn_accuracy"] for rec in r["history"] if "knn_accuracy" in rec],
+            )
+            for r in arm_runs
+        }
+        for arm, arm_runs in results.items() if arm != "random_init"
     }
-    points = [p for runs in curves.values() for curve in runs for p in curve]
     floor = [100 * r["eval"]["knn"]["top1"] for r in results.get("random_init", [])]
-    values = [y for _, y in points] + floor
-    epochs = max((x for x, _ in points), default=1)
-    low, high = 10 * np.floor(min(values) / 10), 10 * np.ceil(max(values) / 10)
-    entries = [(f"{labels.get(arm, arm)}, {len(runs)} seed(s)", PALETTE[index % len(PALETTE)])
-               for index, (arm, runs) in enumerate(curves.items())]
+    return {"runs": runs, "random_init": floor}
+
+
+def plot_knn_over_epochs(results, path, labels):
+    """Plots kNN top-1 after each epoch to the PNG `path`: one line per
+    trained run (seeds share their arm's colour and differ by marker), the
+    random-init mean as a dashed line; the legend sits right of the axes.
+
+    Returns:
+        `knn_series(results)`, the data plotted.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    from keras_directcopy.io_utils import atomic_save
+
+    series = knn_series(results)
+    colors = plt.get_cmap("tab10").colors
+    markers = "osD^vP*X"
+    seeds = sorted({seed for runs in series["runs"].values() for seed in runs})
+    figure, axes = plt.subplots(figsize=(8, 4.2), dpi=150, layout="constrained")
+    handles = []
+    for index, (arm, runs) in enumerate(series["runs"].items()):
+        color = colors[index % len(colors)]
+        for seed, (epochs, values) in runs.items():
+            axes.plot(epochs, values, color=color, marker=markers[seeds.index(seed) % len(markers)],
+                      markersize=5, linewidth=1.6)
+        handles.append(Line2D([], [], color=color, linewidth=1.6,
+                              label=f"{labels.get(arm, arm)} ({len(runs)} seed{'s' * (len(runs) > 1)})"))
+    for seed in seeds if len(seeds) > 1 else []:
+        handles.append(Line2D([], [], color="0.35", linestyle="none",
+                              marker=markers[seeds.index(seed) % len(markers)], markersize=5,
+                              label=f"seed {seed}"))
+    floor = series["random_init"]
     if floor:
-        entries.append((f"random init, mean of {len(floor)} seed(s)", FLOOR_COLOR))
-    legend_x = 630
-    image = new_canvas(460, legend_x + side_legend_width(entries) + 20)  # the legend fits
-    axes = Axes(image, (110, 70, 600, 380), (0, epochs), (low, high))
-    for (arm, runs), (_, color) in zip(curves.items(), entries):
-        for curve in runs:
-            xs, ys = zip(*curve) if curve else ((), ())
-            axes.plot(xs, ys, color)
-            axes.scatter(xs, ys, color, radius=3)
-    if floor:
-        axes.hline(float(np.mean(floor)), FLOOR_COLOR, dash=(8, 5), width=2)
-    axes.decorate("CIFAR-10 kNN top-1 during pretraining", "epoch", "kNN top-1 (%)")
-    side_legend(image, legend_x, 80, entries)
-    write_png(path, image)
+        axes.axhline(float(np.mean(floor)), color="0.45", linestyle="--", linewidth=1.4)
+        handles.append(Line2D([], [], color="0.45", linestyle="--", linewidth=1.4,
+                              label=f"random init, mean of {len(floor)} seed{'s' * (len(floor) > 1)}"))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlim(left=0)
+    axes.set_xlabel("pretraining epoch")
+    axes.set_ylabel("kNN top-1 accuracy on the test set (%)")
+    axes.set_title("CIFAR-10: kNN top-1 during pretraining")
+    axes.grid(True, color="0.9", linewidth=0.8)
+    axes.spines[["top", "right"]].set_visible(False)
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    atomic_save(path, lambda temporary: figure.savefig(temporary, format="png",
+                                                       metadata={"Software": None}))
+    plt.close(figure)
+    return series
 
 
 def write_report(results_dir):

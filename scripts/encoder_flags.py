@@ -2,7 +2,9 @@
 dataset (`evaluate.py`, `finetune.py`), and how they resolve to an encoder.
 
     --preset=NAME | --encoder=PATH.keras   the encoder (exactly one)
-    --dataset=NAME                         default: the preset's dataset
+    --dataset=NAME                         default: the preset's dataset; or
+                                           folder:ROOT with ROOT/train/<class>/
+                                           and ROOT/val/<class>/ (or test/) images
     --data_dir=DIR                         the tfds data directory
 """
 
@@ -17,7 +19,8 @@ def define_encoder_flags():
     """Defines `--preset`, `--encoder`, `--dataset` and `--data_dir`."""
     flags.DEFINE_string("preset", None, "Pretrained preset name, dataset alias, local folder or hf:// id.")
     flags.DEFINE_string("encoder", None, "A saved encoder (.keras), instead of --preset.")
-    flags.DEFINE_string("dataset", None, "Labelled dataset: cifar10 | cifar100 | stl10 | imagenet2012 "
+    flags.DEFINE_string("dataset", None, "Labelled dataset: cifar10 | cifar100 | stl10 | imagenet2012 | "
+                        "folder:ROOT, with ROOT/train/<class>/*.jpg and ROOT/val/<class>/ (or test/) "
                         "(default: the preset's).")
     flags.DEFINE_string("data_dir", None, "tfds data directory (prepared with scripts/prepare_data.py).")
 

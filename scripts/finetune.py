@@ -188,7 +188,8 @@ def training_dataset(run, tfds_dir):
 
     from keras_directcopy import data
 
-    images = data.load_split(run.dataset, tfds_dir, run.train_split)
+    # A folder is sorted by class: its file names are shuffled before the buffer.
+    images = data.load_split(run.dataset, tfds_dir, run.train_split, shuffle_seed=FLAGS.seed)
     if run.image_size <= 64:
         images = images.cache()  # CIFAR: 150 MB decoded
     images = images.repeat().shuffle(SHUFFLE_BUFFER, seed=FLAGS.seed)

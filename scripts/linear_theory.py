@@ -30,29 +30,41 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # no display
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from keras_directcopy import theory  # noqa: E402
-from keras_directcopy.io_utils import atomic_write_text  # noqa: E402
-from raster_plot import (  # noqa: E402
-    GRAY, PALETTE, Axes, colorbar, colormap, draw_caption, draw_text, new_canvas, side_legend,
-    write_png,
-)
+from keras_directcopy.io_utils import atomic_save, atomic_write_text  # noqa: E402
 
-flags.DEFINE_string("output_dir", "scripts/figures", "Directory of the figures and the JSON.")
-flags.DEFINE_integer("seed", 0, "Seed of the bases, initializations and samples.")
-flags.DEFINE_float("eps", 0.2, "Predictor regularizer eps.")
-flags.DEFINE_list(
-    "weight_decays", ["0", "0.02", "0.05", "0.1"], "Weight decays eta of the threshold figure."
-)
-flags.DEFINE_float(
-    "trajectory_weight_decay", 0.05, "Weight decay of the trajectory figure and the probe."
-)
-flags.DEFINE_bool(
-    "quick", False, "Short runs and few directions, only to check that the script works."
-)
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the script's flags (in `flag_values`), so importing it defines none."""
+    flags.DEFINE_string("output_dir", "scripts/figures", "Directory of the figures and the JSON.",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Seed of the bases, initializations and samples.",
+                         flag_values=flag_values)
+    flags.DEFINE_float("eps", 0.2, "Predictor regularizer eps.", flag_values=flag_values)
+    flags.DEFINE_list(
+        "weight_decays", ["0", "0.02", "0.05", "0.1"], "Weight decays eta of the threshold figure.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_float(
+        "trajectory_weight_decay", 0.05, "Weight decay of the trajectory figure and the probe.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "quick", False, "Short runs and few directions, only to check that the script works.",
+        flag_values=flag_values,
+    )
+
 
 FLAGS = flags.FLAGS
 
@@ -224,114 +236,182 @@ def _max_relative_error(actual, expected, mask):
     return float(np.max(np.abs(actual[mask] - expected[mask]) / expected[mask]))
 
 
-PANEL_W, PANEL_H = 470, 330
-MARGIN_L, MARGIN_T, MARGIN_R, MARGIN_B = 110, 70, 30, 70
+# ---------------------------------------------------------------------------
+# Figures: each writes its PNG and returns the series it plotted.
+# ---------------------------------------------------------------------------
+
+DPI = 150  # 8-10 inch figures: 1200-1500 px, shown at ~800 px in the README
+STYLE = {
+    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9.5,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "grid.color": "0.9", "grid.linewidth": 0.8, "savefig.dpi": DPI,
+}
+START_COLOR = "0.55"  # the starting norm / the error of predicting 0
+PALETTE = plt.get_cmap("tab10").colors
 
 
-def _panel_box(column):
-    """Plotting area `(left, top, right, bottom)` of the panel in `column`."""
-    left = column * (PANEL_W + MARGIN_L + MARGIN_R) + MARGIN_L
-    return left, MARGIN_T, left + PANEL_W, MARGIN_T + PANEL_H
+def _save(figure, path):
+    """Writes `figure` as a PNG at `path` atomically, then closes it."""
+    atomic_save(path, lambda temporary: figure.savefig(
+        temporary, format="png", metadata={"Software": None}))
+    plt.close(figure)
 
 
-def figure_trajectories(sigma2, runs, eps, weight_decay):
-    """(a): three panels of `||W u_i||` against time, coloured by `sigma_i^2`."""
+def _variance_colormap():
+    # viridis without its pale yellow end, which vanishes on white.
+    return matplotlib.colors.ListedColormap(plt.get_cmap("viridis")(np.linspace(0.0, 0.88, 256)))
+
+
+def figure_trajectories(sigma2, runs, eps, weight_decay, path):
+    """(a): three panels of `||W u_i||` against time, coloured by `sigma_i^2`.
+
+    Returns:
+        `{"augmentation_variance", "growth_threshold", "panels": {run name:
+        {"title", "time", "norms"}}}`; `norms[:, i]` is direction `i`'s line.
+    """
     threshold = float(theory.growth_threshold(1.0, weight_decay, eps))
-    panels = [
-        ("directcopy", "DirectCopy  W_p = F + εI"),
-        ("directpred", "DirectPred  W_p = F^1/2 + εI"),
-        ("directcopy_spectral", "normalized  W_p = F/‖F‖ + εI"),
-    ]
-    colorbar_width = 90
-    width = 3 * (PANEL_W + MARGIN_L + MARGIN_R) + colorbar_width
-    image = new_canvas(PANEL_H + MARGIN_T + MARGIN_B + 80, width)
-    vmax = float(sigma2.max())
-    for column, (name, title) in enumerate(panels):
-        result = runs[name]
-        times = result.times
-        axes = Axes(image, _panel_box(column), (0.0, times[-1]), (1e-12, 3.0), log_y=True)
-        axes.hline(1e-3, GRAY)
-        order = np.argsort(-sigma2)  # low-variance (bright) lines drawn last
-        for i in order:
-            axes.plot(times, result.norms[:, i], colormap(sigma2[i] / vmax))
-        axes.decorate(title, "training time (steps x lr)", "‖W u_i‖")
-    colorbar(image, (width - 70, MARGIN_T + 30, width - 55, MARGIN_T + PANEL_H - 10),
-             0.0, vmax, "σ²")
-    draw_caption(
-        image, 16, PANEL_H + MARGIN_T + MARGIN_B + 10,
-        f"x_i = 1, ε = {eps:g}, η = {weight_decay:g}: predicted threshold σ² < {threshold:g}. "
-        "Unnormalized rules keep the low-variance directions; the normalized rule "
-        "decays them all.",
+    titles = {
+        "directcopy": "DirectCopy: $W_p = F + \\epsilon I$",
+        "directpred": "DirectPred: $W_p = F^{1/2} + \\epsilon I$",
+        "directcopy_spectral": "normalized DirectCopy: $W_p = F/\\|F\\|_2 + \\epsilon I$",
+    }
+    series = dict(
+        augmentation_variance=np.asarray(sigma2).tolist(), growth_threshold=threshold,
+        panels={name: dict(title=title, time=runs[name].times.tolist(),
+                           norms=runs[name].norms.tolist())
+                for name, title in titles.items()},
     )
-    return image
+    cmap = _variance_colormap()
+    norm = matplotlib.colors.Normalize(0.0, float(np.max(sigma2)))
+    with plt.rc_context(STYLE):
+        figure, axes = plt.subplots(1, 3, figsize=(10, 3.6), sharey=True, layout="constrained")
+        for ax, (name, panel) in zip(axes, series["panels"].items()):
+            norms = np.asarray(panel["norms"])
+            ax.axhline(1e-3, color=START_COLOR, linewidth=1, linestyle=":")
+            for i in np.argsort(-np.asarray(sigma2)):  # low-variance lines drawn last
+                ax.plot(panel["time"], norms[:, i], color=cmap(norm(sigma2[i])), linewidth=1.3)
+            ax.set_yscale("log")
+            ax.set_ylim(1e-12, 3.0)
+            ax.set_xlim(0.0, panel["time"][-1])
+            ax.set_title(panel["title"])
+            ax.set_xlabel("training time $t$ (steps × learning rate)")
+        axes[0].set_ylabel("norm $\\|W u_i\\|$ of direction $i$")
+        axes[0].annotate("start", (0.98, 1e-3), xycoords=("axes fraction", "data"),
+                         xytext=(0, 3), textcoords="offset points", color="0.4", fontsize=9,
+                         ha="right")
+        bar = figure.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=axes, shrink=0.9,
+                              pad=0.01)
+        bar.set_label("augmentation variance $\\sigma_i^2$")
+        bar.ax.axhline(threshold, color="black", linewidth=1.5)
+        bar.ax.text(-0.3, threshold, "threshold", transform=bar.ax.get_yaxis_transform(),
+                    ha="right", va="center", fontsize=8.5, rotation=90)
+        figure.suptitle(
+            f"$\\|W u_i\\|$ over training ($x_i = 1$, $\\epsilon = {eps:g}$, "
+            f"$\\eta = {weight_decay:g}$; predicted: kept iff $\\sigma_i^2 < {threshold:g}$)"
+        )
+        _save(figure, path)
+    return series
 
 
-def figure_thresholds(sigma2, init, runs, eps):
-    """(b): final norms against `sigma^2`, one panel per method, one colour per `eta`."""
+def figure_thresholds(sigma2, init, runs, eps, path):
+    """(b): final norms against `sigma^2`, one panel per method, one colour per `eta`.
+
+    Returns:
+        `{method: {eta: {"augmentation_variance", "final_norms" (dots),
+        "fixed_point" (line, NaN where none), "fine_variance" (its x),
+        "growth_threshold" (dashes)}}}`, plus `"init_scale"` (the start line).
+    """
     etas = sorted({run["weight_decay"] for run in runs})
-    colors = {eta: PALETTE[i % len(PALETTE)] for i, eta in enumerate(etas)}
-    width = 2 * (PANEL_W + MARGIN_L + MARGIN_R) + 250
-    image = new_canvas(PANEL_H + MARGIN_T + MARGIN_B + 80, width)
-    fine = np.linspace(sigma2.min(), sigma2.max(), 600)
-    for column, method in enumerate(theory.METHODS):
-        axes = Axes(image, _panel_box(column), (0.0, float(sigma2.max()) + 0.1), (1e-8, 3.0),
-                    log_y=True)
-        axes.hline(init, GRAY)
+    fine = np.linspace(np.min(sigma2), np.max(sigma2), 600)
+    series = {"init_scale": init}
+    for method in theory.METHODS:
+        series[method] = {}
         for eta in etas:
             run = next(r for r in runs if r["method"] == method and r["weight_decay"] == eta)
-            color = colors[eta]
             curve = theory.predicted_final_norms(1.0, fine, eta, eps, method, init)
-            axes.plot(fine, np.where(curve > 0, curve, np.nan), color)
-            axes.vline(run["growth_threshold"], color)
-            axes.scatter(sigma2, run["final_norms"], color, radius=3)
-        axes.decorate(f"{METHOD_LABELS[method]}: final norm of each direction",
-                      "augmentation variance σ² of the direction", "final ‖W u_i‖")
-    legend_x = 2 * (PANEL_W + MARGIN_L + MARGIN_R) - 10
-    entries = [(f"η = {eta:g}", colors[eta]) for eta in etas]
-    y = side_legend(image, legend_x, MARGIN_T + 10, entries)
-    y += 10
-    for line in ["dots: simulation", "lines: fixed point", "dashes: threshold", "gray: start"]:
-        draw_text(image, legend_x, y, line)
-        y += 22
-    draw_caption(
-        image, 16, PANEL_H + MARGIN_T + MARGIN_B + 10,
-        f"x_i = 1, ε = {eps:g}. Kept iff σ² < (ε x - η)/ε² - x; each unit of η lowers "
-        f"the threshold by 1/ε² = {1 / eps**2:g}. Dots below a line: not converged yet.",
-    )
-    return image
+            series[method][eta] = dict(
+                augmentation_variance=np.asarray(sigma2).tolist(),
+                final_norms=list(run["final_norms"]),
+                fine_variance=fine.tolist(),
+                fixed_point=np.where(curve > 0, curve, np.nan).tolist(),
+                growth_threshold=run["growth_threshold"],
+            )
+    with plt.rc_context(STYLE):
+        figure, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True, layout="constrained")
+        for ax, method in zip(axes, theory.METHODS):
+            ax.axhline(init, color=START_COLOR, linewidth=1, linestyle=":")
+            for index, eta in enumerate(etas):
+                data, color = series[method][eta], PALETTE[index % len(PALETTE)]
+                ax.plot(data["fine_variance"], data["fixed_point"], color=color, linewidth=1.4)
+                ax.axvline(data["growth_threshold"], color=color, linewidth=1.1, linestyle="--")
+                ax.plot(data["augmentation_variance"], data["final_norms"], color=color,
+                        linestyle="none", marker="o", markersize=3.2)
+            ax.set_yscale("log")
+            ax.set_ylim(1e-8, 3.0)
+            ax.set_xlim(0.0, float(np.max(sigma2)) + 0.1)
+            ax.set_title(f"{METHOD_LABELS[method]}")
+            ax.set_xlabel("augmentation variance $\\sigma_i^2$ of the direction")
+        axes[0].set_ylabel("final norm $\\|W u_i\\|$")
+        handles = [Line2D([], [], color=PALETTE[i % len(PALETTE)], linewidth=6,
+                          label=f"$\\eta = {eta:g}$") for i, eta in enumerate(etas)]
+        handles += [
+            Line2D([], [], color="0.3", linestyle="none", marker="o", markersize=4,
+                   label="simulation"),
+            Line2D([], [], color="0.3", linewidth=1.4, label="fixed point (closed form)"),
+            Line2D([], [], color="0.3", linewidth=1.1, linestyle="--",
+                   label="predicted threshold"),
+            Line2D([], [], color=START_COLOR, linewidth=1, linestyle=":",
+                   label=f"starting norm {init:g}"),
+        ]
+        figure.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
+        figure.suptitle(
+            f"Final norm of each direction ($x_i = 1$, $\\epsilon = {eps:g}$): kept iff "
+            "$\\sigma_i^2 < (\\epsilon x_i - \\eta)/\\epsilon^2 - x_i$"
+        )
+        _save(figure, path)
+    return series
 
 
-def figure_sample_complexity(result):
-    """(c): test error against the number of labelled samples, per representation."""
-    sizes = np.asarray(result["sample_sizes"], np.float64)
-    width = PANEL_W + 400 + MARGIN_L + MARGIN_R
-    image = new_canvas(PANEL_H + MARGIN_T + MARGIN_B + 80, width)
-    ticks = [v for v in 2 ** np.arange(1, 12) if sizes.min() <= v <= sizes.max()]
-    axes = Axes(image, _panel_box(0), (sizes.min() / 1.1, sizes.max() * 1.1), (0.0, 2.0),
-                log_x=True, xticks=ticks)
-    entries = []
+def figure_sample_complexity(result, path):
+    """(c): test error against the number of labelled samples, per representation.
+
+    Returns:
+        `{"sample_sizes", "mean_error": {representation: [...]},
+        "labels": {representation: legend label}}`.
+    """
     labels = {
         "raw": f"raw input ({result['num_signal'] + result['num_nuisance']} dims)",
-        "learned": "DirectCopy features W x",
-        "pca": f"top-{result['num_signal']} PCA",
+        "learned": "DirectCopy features $W x$",
+        "pca": f"top-{result['num_signal']} principal components",
     }
-    for i, name in enumerate(["raw", "learned", "pca"]):
-        mean = np.asarray(result["mean_error"][name])
-        axes.plot(sizes, mean, PALETTE[i])
-        axes.scatter(sizes, mean, PALETTE[i], radius=3)
-        entries.append((labels[name], PALETTE[i]))
-    axes.hline(1.0, GRAY)
-    axes.decorate("Linear probe on a label of the kept directions",
-                  "labelled samples n", "test error / label variance")
-    side_legend(image, MARGIN_L + PANEL_W + MARGIN_R + 10, MARGIN_T + 10, entries)
-    draw_caption(
-        image, 16, PANEL_H + MARGIN_T + MARGIN_B + 10,
-        f"{result['num_signal']} label directions (x=1, σ²=0.5), "
-        f"{result['num_nuisance']} nuisance (x=2, σ²=8). Features learned by SGD on "
-        "unlabelled pairs of views; ridge penalty by leave-one-out; mean of "
-        f"{result['trials']} labelled sets per n. Gray: the error of predicting 0.",
+    series = dict(
+        sample_sizes=list(result["sample_sizes"]),
+        mean_error={name: list(result["mean_error"][name]) for name in labels},
+        labels=labels,
     )
-    return image
+    with plt.rc_context(STYLE):
+        figure, ax = plt.subplots(figsize=(8, 3.9), layout="constrained")
+        for index, (name, label) in enumerate(labels.items()):
+            ax.plot(series["sample_sizes"], series["mean_error"][name], color=PALETTE[index],
+                    marker="o", markersize=4, linewidth=1.6, label=label)
+        ax.axhline(1.0, color=START_COLOR, linewidth=1, linestyle=":",
+                   label="predicting 0 (error 1)")
+        ax.set_xscale("log", base=2)
+        sizes = series["sample_sizes"]
+        ticks = [v for v in 2 ** np.arange(1, 12) if min(sizes) <= v <= max(sizes)]
+        ax.set_xticks(ticks, [str(v) for v in ticks])
+        ax.set_xlim(min(sizes) / 1.1, max(sizes) * 1.1)
+        ax.set_ylim(0.0, max(2.0, 1.05 * max(max(v) for v in series["mean_error"].values())))
+        ax.set_xlabel("labelled samples $n$")
+        ax.set_ylabel("test error / label variance")
+        figure.suptitle(
+            f"Ridge probe on {result['num_signal']} label directions ($x = 1$, $\\sigma^2 = 0.5$) "
+            f"and {result['num_nuisance']} nuisance ($x = 2$, $\\sigma^2 = 8$);\n"
+            f"mean of {result['trials']} labelled sets per $n$"
+        )
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+        _save(figure, path)
+    return series
 
 
 # ---------------------------------------------------------------------------
@@ -348,16 +428,14 @@ def main(argv):
     sigma2_a, runs_a, predicted_a = run_trajectories(
         eps, FLAGS.trajectory_weight_decay, FLAGS.seed, FLAGS.quick
     )
-    write_png(os.path.join(output_dir, "theory_trajectories.png"),
-              figure_trajectories(sigma2_a, runs_a, eps, FLAGS.trajectory_weight_decay))
+    figure_trajectories(sigma2_a, runs_a, eps, FLAGS.trajectory_weight_decay,
+                        os.path.join(output_dir, "theory_trajectories.png"))
 
     sigma2_b, init_b, runs_b = run_thresholds(eps, etas, FLAGS.seed, FLAGS.quick)
-    write_png(os.path.join(output_dir, "theory_thresholds.png"),
-              figure_thresholds(sigma2_b, init_b, runs_b, eps))
+    figure_thresholds(sigma2_b, init_b, runs_b, eps, os.path.join(output_dir, "theory_thresholds.png"))
 
     result_c = run_sample_complexity(eps, FLAGS.trajectory_weight_decay, FLAGS.seed, FLAGS.quick)
-    write_png(os.path.join(output_dir, "theory_sample_complexity.png"),
-              figure_sample_complexity(result_c))
+    figure_sample_complexity(result_c, os.path.join(output_dir, "theory_sample_complexity.png"))
 
     summary = dict(
         command=" ".join(["python", "scripts/linear_theory.py"] + sys.argv[1:]),
@@ -404,4 +482,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

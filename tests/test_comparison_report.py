@@ -52,6 +52,10 @@ def test_table_has_mean_sample_std_and_every_seed(tmp_path):
     assert (tmp_path / "results.md").read_text() == text
     png = (tmp_path / "knn_over_epochs.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    series = comparison_report.knn_series(comparison_report.load_results(str(tmp_path)))
+    assert series["runs"] == {"directcopy": {0: ([1, 2], [50.0, 70.0]), 1: ([1, 2], [50.0, 72.0])},
+                              "directpred": {0: ([1, 2], [40.0, 60.0])}}
+    assert series["random_init"] == [30.0]
 
 
 def test_no_results_names_the_command(tmp_path):
@@ -76,8 +80,25 @@ def test_method_comparison_readme_matches_its_result_files(tmp_path):
     shutil.copytree(results_dir, copy)
     text = comparison_report.write_report(str(copy))
     assert (results_dir / comparison_report.TABLE_FILENAME).read_text() == text
-    assert (copy / comparison_report.PLOT_FILENAME).read_bytes() == (
-        results_dir / comparison_report.PLOT_FILENAME).read_bytes()
+    assert (copy / comparison_report.PLOT_FILENAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The plotted series are the kNN monitor of each run's history.jsonl and
+    # the random-init evaluations, read here straight from the files.
+    series = comparison_report.plot_knn_over_epochs(
+        comparison_report.load_results(str(results_dir)), str(tmp_path / "plot.png"), {})
+    expected = {}
+    for folder in sorted(results_dir.glob("*_seed*")):
+        arm, seed = folder.name.rsplit("_seed", 1)
+        if arm == "random_init":
+            continue
+        records = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+        records = [r for r in records if "knn_accuracy" in r]
+        expected.setdefault(arm, {})[int(seed)] = (
+            [r["epoch"] for r in records], [100 * r["knn_accuracy"] for r in records])
+    assert series["runs"] == expected
+    assert [e for runs in expected.values() for e, _ in runs.values()] == [[2, 4, 6, 8, 10]] * 6
+    floor = [json.loads((results_dir / f"random_init_seed{s}" / "eval.json").read_text())["knn"]["top1"]
+             for s in (0, 1)]
+    assert series["random_init"] == [100 * v for v in floor]
     readme = (SCRIPTS.parent / "README.md").read_text()
     assert text.strip() in readme
     assert f"scripts/results/cifar10_comparison/{comparison_report.PLOT_FILENAME}" in readme

@@ -77,6 +77,11 @@ def test_image_folder_source(tmp_path, capsys):
     batch = next(iter(data.pretrain_dataset(f"folder:{tmp_path}", None, 5, augmenter)))
     assert batch.shape == (5, 2, 16, 16, 3)
     assert data.num_examples(f"folder:{tmp_path}", None, "all") == 5
+    # Without --image_size, the size follows the data: the median shorter
+    # side of 20, 21, 22 (png) and 20, 21 (jpg) px.
+    assert data.get_dataset_spec(f"folder:{tmp_path}").image_size == 21
+    # An unlabelled folder is one split, whatever its name; a slice takes part of it.
+    assert data.num_examples(f"folder:{tmp_path}", None, "train[:3]") == 3
 
 
 def test_image_folder_errors(tmp_path):
