@@ -1,7 +1,8 @@
 """Pretrained encoders: the preset registry and `load_pretrained`.
 
-Each preset is one JSON file in the top-level `zoo/` directory (installed to
-`<prefix>/share/keras-directcopy/zoo` by pip): the architecture, the training
+Each preset is one JSON file in the top-level `zoo/` directory (installed
+with the package as its `keras_directcopy.zoo_data` package data, read with
+`importlib.resources`): the architecture, the training
 recipe as the exact `scripts/pretrain.py` command, the Hugging Face Hub repo
 and revision, the weights filename and its sha256, and the measured metrics.
 
@@ -30,9 +31,9 @@ Where files come from, in order:
 
 import copy
 import glob
+import importlib.resources
 import json
 import os
-import sys
 
 import keras
 
@@ -53,17 +54,29 @@ POOLINGS = ("avg", "max", None)
 
 
 REGISTRY_ENV = "KERAS_DIRECTCOPY_ZOO"
+# The package data that holds the registry (setup.cfg maps it to zoo/).
+PACKAGE_DATA = "keras_directcopy.zoo_data"
 
 
 def registry_dirs():
     """Directories searched for preset files, first match wins: those listed
     in `$KERAS_DIRECTCOPY_ZOO` (os.pathsep-separated, for private registries),
-    the source tree's `zoo/`, then the copy pip installs under
-    `<prefix>/share/keras-directcopy/zoo`."""
+    then the package's own registry: the top-level `zoo/`, which setup.cfg
+    installs as the package `keras_directcopy.zoo_data` (in an editable
+    install, the checkout's `zoo/` itself)."""
     extra = [d for d in os.environ.get(REGISTRY_ENV, "").split(os.pathsep) if d]
-    source_tree = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "zoo")
-    installed = os.path.join(sys.prefix, "share", "keras-directcopy", "zoo")
-    return [d for d in (*extra, source_tree, installed) if os.path.isdir(d)]
+    return [d for d in (*extra, *_package_registry_dirs()) if os.path.isdir(d)]
+
+
+def _package_registry_dirs():
+    """The directory of the `keras_directcopy.zoo_data` package data, as a
+    file-system path: Keras and h5py open bundled weights by path, which a
+    pip-installed (unzipped) package always has."""
+    try:
+        return [str(importlib.resources.files(PACKAGE_DATA))]
+    except ModuleNotFoundError:
+        # The source tree on sys.path without `pip install`: no registry.
+        return []
 
 
 def _registry():

@@ -1,7 +1,6 @@
 """Preset registry and load_pretrained: local folders, the real
 huggingface_hub cache offline, sha256 checks, keras.applications arguments."""
 
-import configparser
 import json
 import os
 import shutil
@@ -206,22 +205,12 @@ def test_the_cifar10_default_ships_its_weights():
     assert zoo.get_preset("cifar10")["name"] in SHIPPED
 
 
-def packaged_files(destination):
-    """The files setup.cfg's [options.data_files] installs to `destination`."""
-    parser = configparser.ConfigParser()
-    parser.read(REPO_ROOT / "setup.cfg")
-    listed = parser["options.data_files"].get(destination, "")
-    return sorted(item.strip() for item in listed.replace("\n", ",").split(",") if item.strip())
-
-
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_match_the_registry_and_the_package_data(name):
     preset = zoo.get_preset(name)
     files = [f"zoo/{name}/{preset[key]['filename']}" for key in ("weights", "architecture")]
     for key, relative in zip(("weights", "architecture"), files):
         assert sha256_file(REPO_ROOT / relative) == preset[key]["sha256"]
-    # pip installs them next to the preset files (zoo.registry_dirs).
-    assert packaged_files(f"share/keras-directcopy/zoo/{name}") == sorted(files)
     # The registry states the stem and normalization the encoder was built with.
     assert preset["backbone_kwargs"] == resolve_architecture_kwargs(
         preset["backbone"], preset["input_shape"], **preset["backbone_kwargs"]
