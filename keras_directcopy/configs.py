@@ -1,8 +1,10 @@
 """Named pretraining recipes for `scripts/pretrain.py --config=NAME`.
 
-Every field can be overridden by the flag of the same name, and every field
-is checked when a config is made (`PretrainConfig.__post_init__`), so a bad
-value fails before any data is read, with a message naming the flag.
+Every field can be overridden by the flag of the same name (`define_flags`
+makes one per field, from its type and its entry in `PretrainConfig`'s
+Attributes), and every field is checked when a config is made
+(`PretrainConfig.__post_init__`), so a bad value fails before any data is
+read, with a message naming the flag.
 
 Sources. "The reference" is the DirectPred/DirectCopy reference code,
 facebookresearch/luckmatters, `ssl/real-dataset`:
@@ -53,6 +55,12 @@ facebookresearch/luckmatters, `ssl/real-dataset`:
 
 import dataclasses
 import math
+import sys
+import types
+import typing
+
+import docstring_parser
+from absl import flags
 
 from keras_directcopy.backbones import BACKBONE_NAMES
 from keras_directcopy.models import TARGET_INITS, WEIGHT_DECAY_MODES
@@ -65,9 +73,7 @@ from keras_directcopy.predictors import (
 from keras_directcopy.schedules import EMA_SCHEDULES
 
 MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
-# "warmup_cosine": linear warmup over `warmup_epochs` to `lr`, then cosine
-# decay to 0 (solo-learn's default); "constant": `lr` throughout, as the
-# reference code (no scheduler in its main.py).
+# See `PretrainConfig`'s `lr_schedule`.
 LR_SCHEDULES = ("warmup_cosine", "constant")
 JIT_COMPILE_SETTINGS = ("auto", "true", "false")
 # Smaller images leave nothing for the random crops to work with, and a
@@ -78,6 +84,64 @@ MIN_IMAGE_SIZE = 8
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     """A full pretraining recipe. See the module docstring for sources.
+
+    Each attribute below is also the help text of its `scripts/pretrain.py`
+    flag (`define_flags`); a field with a fixed set of values takes one of
+    `field_choices(name)`, which `--help` lists. None ("unset") is allowed
+    only where an attribute says what it means.
+
+    Attributes:
+        dataset: Pretraining data: cifar10 | cifar100 | stl10 | imagenet2012
+            | folder:/path (a folder of images).
+        data_dir: tfds data directory (prepared offline with
+            scripts/prepare_data.py); unset: tfds' default.
+        backbone: Encoder architecture.
+        width_multiplier: Channel width multiplier of the backbone.
+        predictor: Predictor mode.
+        epochs: Training epochs.
+        batch_size: Global batch size (summed over replicas).
+        lr: Learning rate (the peak, with warmup_cosine).
+        lr_schedule: warmup_cosine: linear warmup over warmup_epochs, then
+            cosine decay to 0 (solo-learn's default); constant: lr
+            throughout, as the reference code (no scheduler in its main.py).
+        warmup_epochs: Linear learning-rate warmup, in epochs.
+        momentum: SGD momentum.
+        weight_decay: Weight decay coefficient.
+        weight_decay_mode: Coupled L2 (PyTorch SGD) or decoupled.
+        ema: Target EMA momentum (at step 0 if cosine); 0 = SimSiam-style
+            target.
+        ema_schedule: constant: the reference code's fixed momentum; cosine:
+            BYOL's rise to 1.
+        target_init: independent: the target's own random weights (the
+            reference code's); copy: BYOL's.
+        rho: Running-correlation weight of the direct predictors.
+        eps: eps of the direct predictors; unset: the predictor's default
+            (0.25 DirectCopy, 0.01 DirectPred/Set).
+        alpha: DirectSet exponent.
+        normalization: DirectCopy normalization.
+        update_every: Set the direct predictor every this many steps.
+        update_order: after_step: the reference's (batch t predicted with
+            W_p(F_{t-1})); before_predict: with W_p(F_t).
+        linear_symmetric: Symmetrize the linear predictor after every step.
+        linear_initializer: Linear predictor initialization.
+        projector_hidden_dim: Projector hidden width; unset: the image
+            size's (`heads.default_projector_dims`).
+        projection_dim: Projector output width; unset: the image size's
+            (`heads.default_projector_dims`).
+        projector_bn_affine: Learned scale and offset in the projector's
+            BatchNorm (the reference code has none).
+        image_size: Training image size; unset: the dataset's own.
+        knn_every: kNN monitor period in epochs (0: off); the last epoch is
+            always evaluated.
+        knn_k: Neighbours of the kNN monitor.
+        seed: Random seed.
+        steps_per_execution: Train steps per compiled call.
+        steps_per_epoch: Steps per epoch; unset: one pass over the
+            pretraining split.
+        save_freq: Backup every epoch ('epoch') or every N steps.
+        jit_compile: XLA for the train step.
+        mixed_precision: Compute in float16 (with dynamic loss scaling) or
+            bfloat16; variables stay float32. Unset: float32 throughout.
 
     Raises:
         ValueError: on construction, for any field out of its range or of
@@ -101,7 +165,7 @@ class PretrainConfig:
     ema_schedule: str = "constant"
     target_init: str = "independent"
     rho: float = 0.3
-    eps: float | None = None  # None: the predictor's default (0.25 DirectCopy, 0.01 DirectPred)
+    eps: float | None = None
     alpha: float = 0.5
     normalization: str = "spectral"
     update_every: int = 1
@@ -111,15 +175,15 @@ class PretrainConfig:
     projector_hidden_dim: int | None = None
     projection_dim: int | None = None
     projector_bn_affine: bool = False
-    image_size: int | None = None  # None: the dataset's own
+    image_size: int | None = None
     knn_every: int = 10
     knn_k: int = 200
     seed: int = 0
     steps_per_execution: int = 1
-    steps_per_epoch: int | None = None  # None: one pass over the pretraining split
-    save_freq: str = "epoch"  # "epoch" or a number of steps
-    jit_compile: str = "auto"  # "auto", "true" or "false"
-    mixed_precision: str | None = None  # None (float32), "mixed_float16" or "mixed_bfloat16"
+    steps_per_epoch: int | None = None
+    save_freq: str = "epoch"
+    jit_compile: str = "auto"
+    mixed_precision: str | None = None
 
     def __post_init__(self):
         for name, check in _FIELD_CHECKS.items():
@@ -159,7 +223,12 @@ def _number(low=None, high=None, *, low_open=False, high_open=False, integer=Fal
 
 def _one_of(choices, optional=False):
     requirement = "one of " + ", ".join(map(str, choices)) + (" (or unset)" if optional else "")
-    return lambda value: None if (value in choices or (optional and value is None)) else requirement
+
+    def check(value):
+        return None if (value in choices or (optional and value is None)) else requirement
+
+    check.choices = tuple(choices)  # `define_flags` makes the field's flag an enum of these
+    return check
 
 
 def _boolean(value):
@@ -266,4 +335,97 @@ def get_config(name, **overrides):
         raise ValueError(f"Unknown config fields {unknown}. Valid fields: {', '.join(sorted(fields))}.")
     return dataclasses.replace(
         CONFIGS[name], **{k: v for k, v in overrides.items() if v is not None}
+    )
+
+
+# absl lists under --help the flags of the module that calls DEFINE_*; this
+# module defines the field flags for the script that calls `define_flags`, so
+# it disclaims them and they count as that script's.
+flags.disclaim_key_flags()
+_FLAG_DEFINERS = {
+    bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+    str: flags.DEFINE_string,
+}
+
+
+def _field_docs(config_class):
+    """`{field: text}` from the Attributes section of the dataclass
+    `config_class`'s docstring, each text on one line, in field order.
+
+    Raises:
+        TypeError: if the section leaves out a field or names a non-field.
+    """
+    names = [field.name for field in dataclasses.fields(config_class)]
+    if sys.flags.optimize >= 2:  # python -OO dropped the docstring: no help texts
+        return dict.fromkeys(names, "")
+    parsed = docstring_parser.parse(config_class.__doc__, style=docstring_parser.DocstringStyle.GOOGLE)
+    docs = {
+        param.arg_name: " ".join(param.description.split())
+        for param in parsed.params if param.args[0] == "attribute"
+    }
+    missing, unknown = sorted(set(names) - set(docs)), sorted(set(docs) - set(names))
+    if missing or unknown:
+        raise TypeError(
+            f"{config_class.__name__}'s docstring must document every field under Attributes, "
+            f"and only fields: undocumented {missing}, not fields {unknown}."
+        )
+    return {name: docs[name] for name in names}
+
+
+# The documentation of each field: its flag's help text.
+FIELD_DOCS = _field_docs(PretrainConfig)
+
+
+def field_value_types(config_class=PretrainConfig):
+    """`{field: bool, int, float or str}`: each field's type, without the
+    `| None` of the fields that may be unset.
+
+    Raises:
+        TypeError: for a field of any other type, which no flag could set.
+    """
+    value_types = {}
+    for name, annotation in typing.get_type_hints(config_class).items():
+        value_type = annotation
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            kinds = [kind for kind in typing.get_args(annotation) if kind is not type(None)]
+            value_type = kinds[0] if len(kinds) == 1 else annotation
+        if value_type not in _FLAG_DEFINERS:
+            raise TypeError(
+                f"{config_class.__name__}.{name} is a {annotation}; a flag can set only "
+                f"{', '.join(kind.__name__ for kind in _FLAG_DEFINERS)}, each optionally | None."
+            )
+        value_types[name] = value_type
+    return value_types
+
+
+def field_choices(name):
+    """The values field `name` may take when its check allows only a fixed
+    set (`--help` lists them), else None."""
+    return getattr(_FIELD_CHECKS.get(name), "choices", None)
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines `--NAME` in `flag_values` for every `PretrainConfig` field.
+
+    A flag has its field's type (an enum of `field_choices` where there are
+    some), its field's `FIELD_DOCS` entry as help text and no default: a
+    flag left unset keeps the `--config` recipe's value (`config_from_flags`).
+    """
+    for name, value_type in field_value_types().items():
+        choices = field_choices(name)
+        if choices:
+            flags.DEFINE_enum(name, None, list(choices), FIELD_DOCS[name], flag_values=flag_values)
+        else:
+            _FLAG_DEFINERS[value_type](name, None, FIELD_DOCS[name], flag_values=flag_values)
+
+
+def config_from_flags(name, flag_values=flags.FLAGS):
+    """The recipe `name` with the value of every field flag that is set
+    (`define_flags`, after parsing).
+
+    Raises:
+        ValueError: as `get_config`, naming the flag of an invalid value.
+    """
+    return get_config(
+        name, **{field.name: getattr(flag_values, field.name) for field in dataclasses.fields(PretrainConfig)}
     )

@@ -24,15 +24,20 @@ fails by name before training. Folder datasets train by default at the
 median shorter side of their images, capped at `MAX_DEFAULT_IMAGE_SIZE`
 (see `measure_image_size`).
 
-Data is never downloaded (`download=False`): prepare it first, with
-`scripts/prepare_data.py` on an offline machine or `tfds build` on a connected
-one. Images come out as uint8 `(H, W, 3)`; the encoders normalize them.
+The pipelines read tfds datasets without downloading (`download=False`).
+`ensure_prepared`, which the scripts call first, downloads a missing dataset
+through tfds, as `tfds.load(download=True)` would, unless told not to
+(`--nodownload`); without network, prepare it with `scripts/prepare_data.py`
+from local files. Images come out as uint8 `(H, W, 3)`; the encoders
+normalize them.
 """
 
 import dataclasses
 import hashlib
 import os
 import re
+import socket
+import urllib.parse
 
 import tensorflow as tf
 from absl import logging
@@ -275,18 +280,92 @@ def load_split(dataset, data_dir, split, *, shuffle_seed=False):
             spec.name, split=split, data_dir=data_dir, download=False, as_supervised=supervised
         )
     except (AssertionError, tfds.core.DatasetNotFoundError) as error:
-        location = data_dir or "the default tfds data directory (~/tensorflow_datasets)"
         raise FileNotFoundError(
-            f"Dataset {spec.name!r} is not prepared in {location}, and this run does "
-            "not download. Prepare it first: `python scripts/prepare_data.py "
-            f"--dataset={spec.name} --data_dir={data_dir or '~/tensorflow_datasets'}` "
-            "(offline, from local files), or `tfds build "
-            f"{spec.name} --data_dir=...` on a machine with internet, then pass "
-            f"the same --data_dir. ({error})"
+            _not_prepared_message(spec.name, data_dir, f", and reading does not download ({error})")
         ) from error
     if not supervised:
         images = images.map(lambda example: (example["image"], example[spec.label_key]))
     return images.map(lambda image, label: (image, tf.cast(label, tf.int64)))
+
+
+def ensure_prepared(dataset, data_dir, download=True):
+    """Makes sure a tfds dataset is in `data_dir`, downloading it if allowed.
+
+    What `tfds.load(download=True)` does on first use: a dataset already
+    there (however it was prepared, partial ones included) is used as it is;
+    a missing one is downloaded and prepared by its tfds builder, atomically.
+    `folder:` datasets are local files and never downloaded.
+
+    Args:
+        dataset: dataset name, see `get_dataset_spec`.
+        data_dir: tfds data directory (None: the tfds default).
+        download: False fails on a missing dataset instead of downloading it.
+
+    Raises:
+        FileNotFoundError: if the dataset is missing and `download` is False,
+            or its download failed (e.g. no network); the message names
+            `scripts/prepare_data.py`, which prepares it from local files.
+        ValueError: on an unknown dataset name.
+    """
+    if dataset.startswith(FOLDER_PREFIX):
+        return
+    name = get_dataset_spec(dataset).name
+    data_dir = data_dir and os.path.expanduser(data_dir)
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return
+    if not download:
+        raise FileNotFoundError(
+            _not_prepared_message(name, data_dir, ", and downloading is switched off (--nodownload)")
+        )
+    unreachable = _unresolvable_host(builder)
+    if unreachable:
+        # Fail at once: offline, tfds' own retries take about 3.5 minutes
+        # before the same failure.
+        raise FileNotFoundError(_not_prepared_message(
+            name, data_dir, f", and its download host {unreachable} cannot be resolved (no network?)"
+        ))
+    print(f"Dataset {name!r} is not in {_location(data_dir)}: downloading it through tfds.")
+    try:
+        builder.download_and_prepare()
+    except (OSError, AssertionError, tfds.download.DownloadError) as error:
+        # OSError covers requests' ConnectionError (no network); tfds raises
+        # AssertionError for data it cannot download (ImageNet's manual tars).
+        raise FileNotFoundError(
+            _not_prepared_message(name, data_dir, f", and downloading it failed ({error})")
+        ) from error
+
+
+def _unresolvable_host(builder):
+    """The first host of the builder's download URLs that DNS cannot
+    resolve, or None (all resolve, or the builder lists no URLs)."""
+    for url in builder.url_infos or ():
+        host = urllib.parse.urlparse(url).hostname
+        try:
+            socket.getaddrinfo(host, None)
+        except OSError:
+            return host
+    return None
+
+
+def _location(data_dir):
+    return data_dir or "the default tfds data directory (~/tensorflow_datasets)"
+
+
+def _not_prepared_message(name, data_dir, reason):
+    """Says that `name` is missing from `data_dir` because of `reason`, and how
+    to prepare it: offline from local files, or by a download."""
+    return (
+        f"Dataset {name!r} is not prepared in {_location(data_dir)}{reason}. Without network, "
+        f"prepare it from local files: `python scripts/prepare_data.py --dataset={name} "
+        f"--data_dir={data_dir or '~/tensorflow_datasets'}` (it reads CIFAR-10 from "
+        "../shared/data/cifar10 and CIFAR-100 from --source_dir, see "
+        "../shared/data/cifar100/README.md; for other datasets it says what to do). With "
+        "network, run the script without --nodownload (it downloads the dataset on first use) "
+        f"or `tfds build {name} --data_dir=...`. Then pass the same --data_dir."
+    )
 
 
 def pretrain_dataset(

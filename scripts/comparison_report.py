@@ -1,12 +1,17 @@
 """The table and plot of a method comparison, from its result files alone.
 
-`results_dir` holds one folder per run, `ARM_seedS/`, with the `run.json`,
+    python scripts/comparison_report.py RESULTS_DIR
+    python scripts/comparison_report.py --pilot PILOT_DIR
+
+`RESULTS_DIR` holds one folder per run, `ARM_seedS/`, with the `run.json`,
 `history.jsonl` and `eval.json` that `compare_methods.py` collected, and
 optionally `study.json`, the study's arms (names, labels, flags, in order).
 `write_report(results_dir)` writes `results.md` (the Markdown table the
 README shows) and `knn_over_epochs.png`, and returns the table; the same
 files always give the same table, which is how a test checks that the
-README matches the committed results.
+README matches the committed results. With `--pilot`, `PILOT_DIR` is the
+backbone pilot's folder and the script writes its `pilot.md` instead
+(`write_pilot_table`).
 """
 
 import json
@@ -14,6 +19,7 @@ import os
 import re
 
 import numpy as np
+from absl import app, flags
 
 RUN_PATTERN = re.compile(r"^(?P<arm>[a-z0-9_.]+)_seed(?P<seed>\d+)$")
 STUDY_FILENAME = "study.json"
@@ -288,11 +294,24 @@ def write_pilot_table(pilot_dir):
     return table
 
 
-if __name__ == "__main__":
-    import argparse
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the script's flags (in `flag_values`), so importing it defines none."""
+    flags.DEFINE_bool(
+        "pilot", False, "The folder is the backbone pilot's: write its table (pilot.md).",
+        flag_values=flag_values,
+    )
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results_dir", help="a comparison's results folder, or the pilot's with --pilot")
-    parser.add_argument("--pilot", action="store_true", help="the backbone pilot's table (pilot.md)")
-    arguments = parser.parse_args()
-    print(write_pilot_table(arguments.results_dir) if arguments.pilot else write_report(arguments.results_dir))
+
+def main(argv, flag_values=flags.FLAGS):
+    """Prints (and writes) the report of the one folder in `argv[1:]`."""
+    if len(argv) != 2:
+        raise app.UsageError(
+            f"Pass one folder, a comparison's results or the pilot's with --pilot; got {argv[1:]}."
+        )
+    results_dir = argv[1]
+    print(write_pilot_table(results_dir) if flag_values.pilot else write_report(results_dir))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

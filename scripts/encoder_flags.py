@@ -6,6 +6,7 @@ dataset (`evaluate.py`, `finetune.py`), and how they resolve to an encoder.
                                            folder:ROOT with ROOT/train/<class>/
                                            and ROOT/val/<class>/ (or test/) images
     --data_dir=DIR                         the tfds data directory
+    --[no]download                         download a missing tfds dataset
 """
 
 import os
@@ -13,16 +14,41 @@ import os
 from absl import flags
 
 FLAGS = flags.FLAGS
+# absl lists under --help the flags of the module that calls DEFINE_*; this
+# module defines them for the script that calls `define_encoder_flags`, so it
+# disclaims them and they count as that script's.
+flags.disclaim_key_flags()
 
 
-def define_encoder_flags():
-    """Defines `--preset`, `--encoder`, `--dataset` and `--data_dir`."""
-    flags.DEFINE_string("preset", None, "Pretrained preset name, dataset alias, local folder or hf:// id.")
-    flags.DEFINE_string("encoder", None, "A saved encoder (.keras), instead of --preset.")
+def define_encoder_flags(flag_values=FLAGS):
+    """Defines `--preset`, `--encoder`, `--dataset`, `--data_dir` and `--download` in `flag_values`."""
+    flags.DEFINE_string(
+        "preset", None, "Pretrained preset name, dataset alias, local folder or hf:// id.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "encoder", None, "A saved encoder (.keras), instead of --preset.", flag_values=flag_values
+    )
     flags.DEFINE_string("dataset", None, "Labelled dataset: cifar10 | cifar100 | stl10 | imagenet2012 | "
                         "folder:ROOT, with ROOT/train/<class>/*.jpg and ROOT/val/<class>/ (or test/) "
-                        "(default: the preset's).")
-    flags.DEFINE_string("data_dir", None, "tfds data directory (prepared with scripts/prepare_data.py).")
+                        "(default: the preset's).", flag_values=flag_values)
+    flags.DEFINE_string(
+        "data_dir", None, "tfds data directory (prepared with scripts/prepare_data.py).",
+        flag_values=flag_values,
+    )
+    define_download_flag(flag_values)
+
+
+def define_download_flag(flag_values=FLAGS):
+    """Defines `--download` (default True; `--nodownload` forbids it) in
+    `flag_values`: what the scripts that read a tfds dataset pass to
+    `data.ensure_prepared`."""
+    flags.DEFINE_bool(
+        "download", True,
+        "Download the tfds dataset through tfds if it is missing from --data_dir; --nodownload fails "
+        "instead (without network, prepare it with scripts/prepare_data.py).",
+        flag_values=flag_values,
+    )
 
 
 def check_encoder_flags():

@@ -51,6 +51,7 @@ def main(argv):
         check_flags()
         import keras
 
+        from keras_directcopy.data import ensure_prepared
         from keras_directcopy.evaluation import evaluate_encoder
 
         if FLAGS.random_init:
@@ -66,6 +67,7 @@ def main(argv):
             preset, dataset = None, FLAGS.dataset
         else:
             encoder, preset, dataset = load_encoder_and_dataset(weights=not FLAGS.random_init)
+        ensure_prepared(dataset, data_dir(), download=FLAGS.download)
 
         metrics, head = evaluate_encoder(
             encoder, dataset, data_dir(),
@@ -83,8 +85,7 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 
-    from keras_directcopy.io_utils import atomic_save, atomic_write_text
-    from keras_directcopy.io_utils import sha256_file
+    from keras_directcopy.io_utils import atomic_save, atomic_write_text, sha256_file
     from keras_directcopy.zoo import is_registry_name
 
     if FLAGS.output:

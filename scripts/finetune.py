@@ -73,8 +73,11 @@ def main(argv):
             raise ValueError(f"--dropout must be in [0, 1); got {FLAGS.dropout}.")
         import keras
 
+        from keras_directcopy.data import ensure_prepared
+
         keras.utils.set_random_seed(FLAGS.seed)
         encoder, preset, dataset = load_encoder_and_dataset()
+        ensure_prepared(dataset, data_dir(), download=FLAGS.download)
         run = describe_run(encoder, dataset)
         results = finetune(encoder, run, preset)
     except (ValueError, FileNotFoundError) as error:

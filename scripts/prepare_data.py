@@ -2,7 +2,9 @@
 
 Afterwards `tfds.load(NAME, data_dir=DATA_DIR, download=False)` works as on a
 connected machine. Supported are CIFAR-10 and CIFAR-100 from local `.npz`
-files; for other datasets the error message says what to do instead.
+files; for other datasets the error message says what to do instead. (On a
+connected machine this is optional: `pretrain.py`, `evaluate.py` and
+`finetune.py` download a missing dataset through tfds on first use.)
 
     python scripts/prepare_data.py --data_dir ~/tensorflow_datasets
     python scripts/prepare_data.py --data_dir /tmp/tfds --max_examples_per_split 200

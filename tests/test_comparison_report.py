@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from absl import app, flags
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -70,6 +71,48 @@ def test_backbone_pilot_readme_matches_its_result_files():
     assert (pilot_dir / "pilot.md").read_text() == table + "\n"
     rows = table.splitlines()[2:]
     assert len(rows) == 3 and any(row.startswith("| resnet20, width 1.0 |") for row in rows)
+
+
+def parse_command_line(*arguments):
+    """`(argv, flag values)` of `comparison_report.py ARGUMENTS`, as app.run parses them."""
+    values = flags.FlagValues()
+    comparison_report.define_flags(values)
+    return values(["comparison_report.py", *arguments]), values
+
+
+def test_the_command_line_prints_the_report_of_a_results_folder(tmp_path, capsys):
+    readme = (SCRIPTS.parent / "README.md").read_text()
+    assert "python scripts/comparison_report.py scripts/results/cifar10_comparison" in readme
+    write_run(tmp_path, "directcopy", 0, 0.70, 0.75, curve=(0.5, 0.7), cpu_time_s=3600)
+    comparison_report.main(*parse_command_line(str(tmp_path)))
+    printed = capsys.readouterr().out
+    assert "| DirectCopy | 0 | 70.00 | 75.00 |" in printed
+    assert printed == (tmp_path / comparison_report.TABLE_FILENAME).read_text() + "\n"
+    with pytest.raises(app.UsageError, match="Pass one folder"):
+        comparison_report.main(*parse_command_line())
+    with pytest.raises(app.UsageError, match="Pass one folder"):
+        comparison_report.main(*parse_command_line(str(tmp_path), str(tmp_path)))
+
+
+def test_the_pilot_command_of_its_readme_writes_the_committed_table(tmp_path):
+    """`python scripts/comparison_report.py --pilot DIR`, as the pilot's README
+    runs it (on a copy), and with the flag after the folder."""
+    import subprocess
+
+    pilot_dir = SCRIPTS / "results" / "backbone_pilot"
+    command = "python scripts/comparison_report.py --pilot scripts/results/backbone_pilot"
+    assert command in (pilot_dir / "README.md").read_text()
+    copy = tmp_path / "pilot"
+    shutil.copytree(pilot_dir, copy)
+    (copy / comparison_report.PILOT_TABLE_FILENAME).unlink()
+    result = subprocess.run([sys.executable, str(SCRIPTS / "comparison_report.py"), "--pilot", str(copy)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (pilot_dir / comparison_report.PILOT_TABLE_FILENAME).read_text()
+    assert (copy / comparison_report.PILOT_TABLE_FILENAME).read_text() == table
+    assert result.stdout == table
+    argv, values = parse_command_line(str(copy), "--pilot")
+    assert argv[1:] == [str(copy)] and values.pilot
 
 
 def test_method_comparison_readme_matches_its_result_files(tmp_path):

@@ -1,13 +1,16 @@
-"""Recipes: the reference code's setting where a recipe claims it, and every
-field checked when a config is made."""
+"""Recipes: the reference code's setting where a recipe claims it, every
+field checked when a config is made, and one flag per field."""
 
 import dataclasses
+import typing
 
 import keras
 import pytest
+from absl import flags
 
+from keras_directcopy import configs
 from keras_directcopy.configs import CONFIGS, PretrainConfig, get_config
-from keras_directcopy.predictors import DirectPredictor, LinearPredictor
+from keras_directcopy.predictors import PREDICTOR_NAMES, DirectPredictor, LinearPredictor
 from keras_directcopy.training import build_model, build_optimizer
 
 # The reference code's behaviour (facebookresearch/luckmatters,
@@ -99,3 +102,78 @@ def test_unknown_recipe_and_field_are_rejected():
         get_config("cifar10_resnet21")
     with pytest.raises(ValueError, match=r"Unknown config fields \['learning_rate'\]"):
         get_config("quickstart", learning_rate=0.1)
+
+
+# absl's name for the type of a flag that parses each field type.
+ABSL_FLAG_TYPES = {bool: "bool", int: "int", float: "float", str: "string"}
+
+
+def field_flags():
+    values = flags.FlagValues()
+    configs.define_flags(values)
+    return values
+
+
+def test_every_field_has_one_flag_of_its_type_whose_help_is_the_field_documentation():
+    values = field_flags()
+    fields = dataclasses.fields(PretrainConfig)
+    assert sorted(values) == sorted(field.name for field in fields)
+    attributes = " ".join(PretrainConfig.__doc__.split("Attributes:")[1].split())
+    for field in fields:
+        flag = values[field.name]
+        value_type, = set(typing.get_args(field.type) or [field.type]) - {type(None)}
+        documentation = configs.FIELD_DOCS[field.name]
+        assert documentation and f"{field.name}: {documentation}" in attributes
+        choices = configs.field_choices(field.name)
+        if choices:
+            assert value_type is str and flag.flag_type() == "string enum"
+            assert flag.parser.enum_values == list(choices)
+            assert flag.help == f"<{'|'.join(choices)}>: {documentation}"
+        else:
+            assert flag.flag_type() == ABSL_FLAG_TYPES[value_type]
+            assert flag.help == documentation
+        assert flag.default is None, "an unset flag must leave the recipe's value"
+    assert (values["eps"].flag_type(), values["linear_symmetric"].flag_type()) == ("float", "bool")
+    assert values["predictor"].parser.enum_values == list(PREDICTOR_NAMES)
+    assert "0.25 DirectCopy" in values["eps"].help
+
+
+def test_parsed_flags_override_only_their_fields_of_the_recipe():
+    values = field_flags()
+    values(["pretrain.py", "--eps=0.2", "--ema_schedule=cosine", "--nolinear_symmetric"])
+    recipe = CONFIGS["cifar10_resnet18"]
+    assert (recipe.eps, recipe.ema_schedule, recipe.linear_symmetric) != (0.2, "cosine", False)
+    config = configs.config_from_flags("cifar10_resnet18", values)
+    assert config == dataclasses.replace(recipe, eps=0.2, ema_schedule="cosine", linear_symmetric=False)
+
+
+def test_flag_values_are_checked_as_the_field_and_choices_by_the_flag():
+    values = field_flags()
+    values(["pretrain.py", "--lr=-0.1"])
+    with pytest.raises(ValueError, match=r"--lr=-0\.1 is invalid: it must be a number > 0\."):
+        configs.config_from_flags("quickstart", values)
+    with pytest.raises(flags.IllegalFlagValueError, match=r"value should be one of <resnet18\|"):
+        field_flags()(["pretrain.py", "--backbone=resnet19"])
+
+
+def test_a_field_without_documentation_or_of_a_type_no_flag_parses_is_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Undocumented:
+        """A config.
+
+        Attributes:
+            epochs: Training epochs.
+        """
+
+        epochs: int = 1
+        download: bool = False
+
+    with pytest.raises(TypeError, match=r"undocumented \['download'\]"):
+        configs._field_docs(Undocumented)
+
+    @dataclasses.dataclass(frozen=True)
+    class Listed:
+        seeds: list[int] | None = None
+
+    with pytest.raises(TypeError, match=r"Listed\.seeds is a list\[int\] \| None; a flag can set only"):
+        configs.field_value_types(Listed)

@@ -21,6 +21,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from keras_directcopy import data, offline_data
+from keras_directcopy.io_utils import sha256_file
+from tests.cifar_archives import write_cifar10_archive, write_cifar100_archive
 from tests.helpers import write_corrupted_copy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,22 +109,12 @@ def test_prepared_partial_dataset_reads_back_pixel_identical(prepared):
 def test_files_are_byte_identical_to_the_upstream_builder(prepared, tmp_path, monkeypatch):
     """The upstream Cifar10 builder, fed the same N examples in the official
     binary format, writes the very same records in the same order."""
-    data_dir, dataset_dir = prepared
-    batches = tmp_path / "extracted" / "cifar-10-batches-bin"
-    batches.mkdir(parents=True)
-    (batches / "batches.meta.txt").write_text("\n".join(offline_data.CIFAR10_CLASS_NAMES) + "\n")
-
-    def write_batch(path, images, labels):
-        # Official layout: one label byte, then the image as 3 x 32 x 32 planes.
-        with open(path, "wb") as f:
-            for image, label in zip(images, labels):
-                f.write(bytes([int(label)]) + image.transpose(2, 0, 1).tobytes())
-
-    write_batch(batches / "data_batch_1.bin", *_load_source("train"))
-    for i in range(2, 6):
-        (batches / f"data_batch_{i}.bin").write_bytes(b"")
-    write_batch(batches / "test_batch.bin", *_load_source("test"))
-    _assert_same_files_as_upstream("cifar10", dataset_dir, tmp_path, monkeypatch)
+    _, dataset_dir = prepared
+    archive = write_cifar10_archive(
+        tmp_path / "extracted", _load_source("train"), _load_source("test"),
+        offline_data.CIFAR10_CLASS_NAMES,
+    )
+    _assert_same_files_as_upstream("cifar10", dataset_dir, archive, tmp_path, monkeypatch)
 
 
 def test_script_with_default_source_dir_prints_the_load_call(tmp_path):
@@ -254,7 +246,7 @@ def test_wrong_checksum_in_sums_file_names_file_and_hashes(tmp_path):
     wrong = "0" * 64
     lines = [wrong + line[64:] if "part2of3" in line else line for line in lines]
     (source / "SHA256SUMS").write_text("\n".join(lines) + "\n")
-    real = offline_data.sha256_file(SOURCE_DIR / "cifar10_part2of3.npz")
+    real = sha256_file(SOURCE_DIR / "cifar10_part2of3.npz")
     with pytest.raises(offline_data.SourceDataError) as error:
         offline_data.prepare("cifar10", source, tmp_path / "tfds", max_examples_per_split=5)
     message = str(error.value)
@@ -339,7 +331,7 @@ def test_count_checks_run_for_full_preparation_only(tmp_path):
         np.savez(source / name, **arrays)
     (source / "SHA256SUMS").write_text(
         "".join(
-            f"{offline_data.sha256_file(source / name)}  {name}\n"
+            f"{sha256_file(source / name)}  {name}\n"
             for name in offline_data.CIFAR10_SOURCE_FILES
         )
     )
@@ -351,7 +343,7 @@ def test_count_checks_run_for_full_preparation_only(tmp_path):
     assert offline_data.inspect_dataset_dir(dataset_dir)["counts"] == {"train": 4, "test": 4}
     metadata = json.loads((Path(dataset_dir) / "metadata.json").read_text())
     assert metadata["partial"] is True
-    assert metadata["source_sha256"]["cifar10_part3of3.npz"] == offline_data.sha256_file(
+    assert metadata["source_sha256"]["cifar10_part3of3.npz"] == sha256_file(
         source / "cifar10_part3of3.npz"
     )
 
@@ -525,17 +517,8 @@ def test_cifar100_files_are_byte_identical_to_the_upstream_builder(
     """The upstream Cifar100 builder, fed the same examples in the official
     binary format, writes the very same files."""
     _, dataset_dir = prepared_c100
-    binary = tmp_path / "extracted" / "cifar-100-binary"
-    binary.mkdir(parents=True)
-    (binary / "fine_label_names.txt").write_text("\n".join(C100_NAMES) + "\n")
-    (binary / "coarse_label_names.txt").write_text("\n".join(C100_COARSE_NAMES) + "\n")
-    for split, (images, fine, coarse) in c100_arrays.items():
-        # Official layout: coarse label byte, fine label byte, 3 x 32 x 32 planes.
-        with open(binary / f"{split}.bin", "wb") as f:
-            for image, fine_label, coarse_label in zip(images, fine, coarse):
-                f.write(bytes([int(coarse_label), int(fine_label)]))
-                f.write(image.transpose(2, 0, 1).tobytes())
-    _assert_same_files_as_upstream("cifar100", dataset_dir, tmp_path, monkeypatch)
+    archive = write_cifar100_archive(tmp_path / "extracted", c100_arrays, C100_NAMES, C100_COARSE_NAMES)
+    _assert_same_files_as_upstream("cifar100", dataset_dir, archive, tmp_path, monkeypatch)
 
 
 def test_cifar100_constants_are_build_scripts_and_official_table():
@@ -840,16 +823,12 @@ def test_script_cifar100_reports_a_checksum_mismatch_in_one_line(c100_source, tm
     assert not (tmp_path / "tfds").exists()
 
 
-def _assert_same_files_as_upstream(name, dataset_dir, tmp_path, monkeypatch):
-    """Builds `name` with the upstream TFDS builder from the official-format
-    files under `tmp_path / "extracted"` (its download stubbed to them) and
-    checks our `dataset_dir` holds byte-identical files, plus metadata.json."""
-    import tensorflow_datasets as tfds
-
+def _assert_same_files_as_upstream(name, dataset_dir, archive, tmp_path, monkeypatch):
+    """Builds `name` with the upstream TFDS builder from the extracted
+    official archive `archive` (its download stubbed to it) and checks our
+    `dataset_dir` holds byte-identical files, plus metadata.json."""
     monkeypatch.setattr(
-        tfds.download.DownloadManager,
-        "download_and_extract",
-        lambda self, url: os.fspath(tmp_path / "extracted"),
+        tfds.download.DownloadManager, "download_and_extract", lambda self, url: os.fspath(archive)
     )
     upstream = tfds.builder(name, data_dir=os.fspath(tmp_path / "upstream"))
     upstream.download_and_prepare(

@@ -1,7 +1,9 @@
 """scripts/pretrain.py end to end, as subprocesses, on a prepared slice of the
 real CIFAR-10 (through real tfds): one device, two mirrored replicas, resume
-after kill -9, a non-finite loss, and bad flags."""
+after kill -9, a non-finite loss, and bad flags; and its flags."""
 
+import dataclasses
+import importlib.util
 import json
 import os
 import signal
@@ -11,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from absl import flags
 
-from keras_directcopy import offline_data
+from keras_directcopy import configs, offline_data
 from keras_directcopy.run_log import read_history
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +44,35 @@ def run_pretrain(*flags, timeout=300):
 
 def read_run(output_dir):
     return json.loads((Path(output_dir) / "run.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def pretrain_script():
+    # The script imports its neighbour encoder_flags.py, as `python scripts/pretrain.py` finds it.
+    sys.path.insert(0, os.path.dirname(SCRIPT))
+    spec = importlib.util.spec_from_file_location("pretrain_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    # absl attributes a flag to the module that defines it through sys.modules.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+    sys.path.remove(os.path.dirname(SCRIPT))
+
+
+def test_the_script_has_its_own_flags_and_the_flag_of_every_config_field(pretrain_script):
+    values = flags.FlagValues()
+    pretrain_script.define_flags(values)  # absl refuses a flag defined twice
+    fields = [field.name for field in dataclasses.fields(configs.PretrainConfig)]
+    assert set(fields) < set(values) and {"config", "output_dir", "strategy"} <= set(values)
+    for name in fields:
+        assert values[name].help.endswith(configs.FIELD_DOCS[name])
+    # --help lists the key flags of the script: the field flags are among them.
+    listed = {flag.name for flag in values.get_key_flags_for_module("pretrain_script")}
+    assert listed == set(values)
+    values(["pretrain.py", "--output_dir=unused", "--config=stl10_resnet18", "--eps=0.2"])
+    config = configs.config_from_flags(values.config, values)
+    assert config == dataclasses.replace(configs.CONFIGS["stl10_resnet18"], eps=0.2)
 
 
 def test_pretrain_one_device(data_dir, tmp_path):
@@ -128,7 +160,7 @@ def test_non_finite_loss_stops_with_a_clear_message(data_dir, tmp_path):
     "flag, message",
     [
         ("--dataset=cifar11", "Unknown dataset 'cifar11'. Valid datasets: cifar10"),
-        ("--backbone=resnet19", "--backbone='resnet19' is invalid: it must be one of resnet18"),
+        ("--backbone=resnet19", "value should be one of <resnet18|resnet34|resnet50|resnet20>"),
         ("--strategy=horovod", "value should be one of <default|one_device|mirrored|multi_worker|tpu>"),
         ("--predictor=directcpy", "value should be one of <directcopy|directpred"),
         ("--lr=-0.1", "--lr=-0.1 is invalid: it must be a number > 0."),
@@ -165,7 +197,8 @@ def test_pretrain_mixed_precision_trains_and_saves_a_float32_encoder(data_dir, t
 
 
 def test_missing_data_names_prepare_data(tmp_path):
-    result = run_pretrain(f"--data_dir={tmp_path / 'empty'}", f"--output_dir={tmp_path / 'out'}")
+    # --nodownload: on a connected machine the script would download CIFAR-10.
+    result = run_pretrain(f"--data_dir={tmp_path / 'empty'}", f"--output_dir={tmp_path / 'out'}", "--nodownload")
     assert result.returncode == 1
     assert "scripts/prepare_data.py" in result.stderr
 
