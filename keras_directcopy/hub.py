@@ -1,7 +1,9 @@
 """Publishing pretrained encoders to the Hugging Face Hub.
 
 A published repository holds what `keras_directcopy.load_pretrained` reads,
-and nothing it would have to execute:
+and nothing it would have to execute; it is also a model in Keras' own saving
+format, so plain Keras loads it with `keras.saving.load_model("hf://ORG/NAME")`
+(built-in layers only, `safe_mode=True`), without this package:
 
 * the encoder weights (`preset["weights"]["filename"]`, a `.weights.h5`
   file), and the linear-probe head's when the preset declares one;
@@ -9,16 +11,26 @@ and nothing it would have to execute:
   `encoder.config.json` as `training.save_encoder` writes it: Keras'
   serialization of the model, built-in layers only), when the preset
   declares one;
-* `config.json`: the architecture as data (a backbone name of
-  `BACKBONE_NAMES`, its keyword arguments and the input shape), the preset
-  name, the package version, and the sha256 of every file above;
+* `config.json`: two descriptions of the encoder side by side, with no key
+  in common. This package's (`repo_config`: a backbone name of
+  `BACKBONE_NAMES`, its keyword arguments and the input shape, the preset
+  name, the package version, and the sha256 of every other file), which
+  `load_pretrained` reads; and Keras' (`keras.saving.save_model(encoder,
+  folder, zipped=False)`: the serialized model), which
+  `keras.saving.load_model` reads. Keras' hf:// loader reads the
+  repository root's `config.json` and nothing else, hence one file;
+* `model.weights.h5` (`KERAS_WEIGHTS_FILENAME`): the same weights, under the
+  name Keras' folder format gives them;
 * `metrics.json` (written by `scripts/evaluate.py`) and `run.json` (written
   by `scripts/pretrain.py`), as measured;
-* `README.md`: the model card. Its YAML `model-index` carries the kNN and
-  linear-probe accuracies of `metrics.json`.
+* `README.md`: the model card, rendered by `huggingface_hub.ModelCard.
+  from_template` from `model_cards/template.md` (installed as
+  `keras_directcopy.model_card_templates`). Its YAML `model-index` carries
+  the kNN and linear-probe accuracies of `metrics.json`.
 
-Every number in the card is read from the preset, its metrics or its run
-record, or from the recipes of `keras_directcopy.configs`; none is typed in.
+The template holds the card's wording; `_card_values` passes it values
+read from the preset, its metrics or its run record, or from the recipes of
+`keras_directcopy.configs`; no number is typed in.
 
 Typical use, through `scripts/publish.py`:
 
@@ -33,6 +45,7 @@ folder = hub.publish(
 ```
 """
 
+import importlib.resources
 import json
 import math
 import os
@@ -43,17 +56,25 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from keras_directcopy.configs import CONFIGS
-from keras_directcopy.io_utils import sha256_file
+from keras_directcopy.io_utils import atomic_save, atomic_write_text, sha256_file
 from keras_directcopy.predictors import DEFAULT_EPS
 
 CONFIG_FILENAME = "config.json"
 METRICS_FILENAME = "metrics.json"
 RUN_FILENAME = "run.json"
 CARD_FILENAME = "README.md"
-# Marks a config.json as this package's architecture description, which is
-# not the Keras saving format's config.json of the same name.
+# The weights file of Keras' folder format, next to its config.json
+# (keras.src.saving.saving_lib._VARS_FNAME_H5); keras.saving.load_model
+# reads no other name.
+KERAS_WEIGHTS_FILENAME = "model.weights.h5"
+# The package (setup.cfg maps the top-level model_cards/ folder to it) and
+# file of the model card template.
+CARD_TEMPLATE_PACKAGE = "keras_directcopy.model_card_templates"
+CARD_TEMPLATE_FILENAME = "template.md"
+# Marks a config.json as this package's architecture description. Version 2
+# adds Keras' serialization of the encoder and `keras_weights`.
 CONFIG_FORMAT = "keras_directcopy.encoder"
-CONFIG_FORMAT_VERSION = 1
+CONFIG_FORMAT_VERSION = 2
 TOKEN_ENV = "HF_TOKEN"
 LICENSE = "apache-2.0"
 PIPELINE_TAG = "image-feature-extraction"
@@ -81,72 +102,45 @@ FULL_SCALE_CONFIGS = {
     "stl10": "stl10_resnet18",
     "imagenet2012": "imagenet_resnet50",
 }
+# The fields of the full-scale recipe the card sets beside a reduced-scale
+# run's; `steps_per_epoch` and `image_size` only when the run changed them.
+_REDUCED_SCALE_FIELDS = ("backbone", "width_multiplier", "epochs", "batch_size")
+_REDUCED_SCALE_OPTIONAL_FIELDS = ("steps_per_epoch", "image_size")
 
+# The papers the cards cite: a short form for the method section and the
+# full reference.
 REFERENCES = {
-    "directcopy": (
-        "Xiang Wang, Xinlei Chen, Simon S. Du and Yuandong Tian. *Towards Demystifying "
+    "directcopy": {
+        "short": "Wang, Chen, Du & Tian 2021 (DirectCopy)",
+        "full": "Xiang Wang, Xinlei Chen, Simon S. Du and Yuandong Tian. *Towards Demystifying "
         "Representation Learning with Non-contrastive Self-supervision.* 2021. "
-        "[arXiv:2110.04947](https://arxiv.org/abs/2110.04947)"
-    ),
-    "directpred": (
-        "Yuandong Tian, Xinlei Chen and Surya Ganguli. *Understanding Self-supervised Learning "
-        "Dynamics without Contrastive Pairs.* ICML 2021. "
-        "[arXiv:2102.06810](https://arxiv.org/abs/2102.06810)"
-    ),
-    "byol": (
-        "Jean-Bastien Grill et al. *Bootstrap Your Own Latent: A New Approach to Self-Supervised "
-        "Learning.* NeurIPS 2020. [arXiv:2006.07733](https://arxiv.org/abs/2006.07733)"
-    ),
-    "simsiam": (
-        "Xinlei Chen and Kaiming He. *Exploring Simple Siamese Representation Learning.* "
-        "CVPR 2021. [arXiv:2011.10566](https://arxiv.org/abs/2011.10566)"
-    ),
+        "[arXiv:2110.04947](https://arxiv.org/abs/2110.04947)",
+    },
+    "directpred": {
+        "short": "Tian, Chen & Ganguli, ICML 2021 (DirectPred)",
+        "full": "Yuandong Tian, Xinlei Chen and Surya Ganguli. *Understanding Self-supervised "
+        "Learning Dynamics without Contrastive Pairs.* ICML 2021. "
+        "[arXiv:2102.06810](https://arxiv.org/abs/2102.06810)",
+    },
+    "byol": {
+        "short": "Grill et al., NeurIPS 2020 (BYOL)",
+        "full": "Jean-Bastien Grill et al. *Bootstrap Your Own Latent: A New Approach to "
+        "Self-Supervised Learning.* NeurIPS 2020. [arXiv:2006.07733](https://arxiv.org/abs/2006.07733)",
+    },
+    "simsiam": {
+        "short": "Chen & He, CVPR 2021 (SimSiam)",
+        "full": "Xinlei Chen and Kaiming He. *Exploring Simple Siamese Representation Learning.* "
+        "CVPR 2021. [arXiv:2011.10566](https://arxiv.org/abs/2011.10566)",
+    },
 }
-
-_BYOL_SETUP = (
-    "Two augmented views of each unlabelled image go through an online encoder, projector "
-    "and predictor, which regress the projection of the other view by a target network "
-    "(BYOL's symmetric normalized MSE loss)."
-)
-# Display name, description and references of each `preset["method"]`.
+# Display name and cited papers of each `preset["method"]`; the template
+# describes each of them.
 METHODS = {
-    "directcopy": (
-        "DirectCopy",
-        _BYOL_SETUP + " The target is an exponential moving average of the online network. "
-        "The linear predictor is not trained: at every update it is set to a normalized copy "
-        "of the running correlation matrix `F` of the projector outputs, "
-        "`W_p = F / ||F|| + eps I`, with no gradient and no eigendecomposition. DirectCopy "
-        "simplifies DirectPred, which sets `W_p` from the eigendecomposition of `F`.",
-        ("directcopy", "directpred", "byol"),
-    ),
-    "directpred": (
-        "DirectPred",
-        _BYOL_SETUP + " The target is an exponential moving average of the online network. "
-        "The linear predictor is not trained: it is set from the eigendecomposition of the "
-        "running correlation matrix of the projector outputs, `F = U diag(s) U^T`, as "
-        "`W_p = U diag(sqrt(s / max s) + eps) U^T`.",
-        ("directpred", "byol"),
-    ),
-    "directset": (
-        "DirectSet",
-        _BYOL_SETUP + " The target is an exponential moving average of the online network. "
-        "The linear predictor is not trained: it is set from the eigendecomposition of the "
-        "running correlation matrix of the projector outputs, `F = U diag(s) U^T`, as "
-        "`W_p = U diag((s / max s)^alpha + eps) U^T` (DirectPred is `alpha = 0.5`).",
-        ("directpred", "directcopy", "byol"),
-    ),
-    "byol": (
-        "BYOL",
-        _BYOL_SETUP + " The target is an exponential moving average of the online network, "
-        "and the predictor is a trained MLP.",
-        ("byol",),
-    ),
-    "simsiam": (
-        "SimSiam",
-        _BYOL_SETUP + " There is no moving-average target: the target branch is the online "
-        "network itself under stop-gradient, and the predictor is a trained MLP.",
-        ("simsiam",),
-    ),
+    "directcopy": ("DirectCopy", ("directcopy", "directpred", "byol")),
+    "directpred": ("DirectPred", ("directpred", "byol")),
+    "directset": ("DirectSet", ("directpred", "directcopy", "byol")),
+    "byol": ("BYOL", ("byol",)),
+    "simsiam": ("SimSiam", ("simsiam",)),
 }
 _DIRECT_METHODS = ("directcopy", "directpred", "directset")
 # The training step of a run recorded before these config fields existed:
@@ -222,16 +216,18 @@ def build_model_card(preset, *, repo_id=None):
     The YAML metadata (built with `huggingface_hub.ModelCardData`) names the
     library, license, tags, dataset and a `model-index` holding the kNN and
     linear-probe top-1 accuracies of `preset["metrics"]`, exactly as
-    recorded. The body describes the method and its papers, the training
+    recorded. The body, rendered by `huggingface_hub.ModelCard.from_template`
+    from the package's template (`model_cards/template.md`) with the values
+    of `_card_values`, describes the method and its papers, the training
     command and recipe, hardware and wall time, both evaluation protocols
     and results, intended use and limitations (with the distance from the
     full-scale recipe when `preset["reduced_scale"]` is true), and how to
-    load the encoder.
+    load the encoder, with Keras alone or with this package.
 
     Args:
         preset: a preset dict of the `zoo/` registry, with measured metrics.
         repo_id: the Hub repository the card is published in (default
-            `preset["hub"]["repo_id"]`); used in the `hf://` loading example.
+            `preset["hub"]["repo_id"]`); used in the `hf://` loading examples.
 
     Returns:
         The card as a string: a YAML front matter block and Markdown.
@@ -240,14 +236,38 @@ def build_model_card(preset, *, repo_id=None):
     Raises:
         ValueError: if the preset cannot be published (see
             `check_publishable`).
+        ImportError: if Jinja2, which `ModelCard.from_template` renders
+            with, is not installed.
     """
     check_publishable(preset)
-    repo_id = repo_id or preset["hub"]["repo_id"]
-    metrics = preset["metrics"]
+    card = ModelCard.from_template(
+        _card_data(preset), template_str=_card_template(),
+        **_card_values(preset, repo_id=repo_id or preset["hub"]["repo_id"]),
+    )
+    return str(card)
+
+
+def _card_template():
+    """The text of the model card template, installed with the package."""
+    try:
+        return (
+            importlib.resources.files(CARD_TEMPLATE_PACKAGE) / CARD_TEMPLATE_FILENAME
+        ).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError) as error:
+        # An editable install made before setup.cfg mapped model_cards/ to
+        # the package does not know the mapping until it is reinstalled.
+        raise FileNotFoundError(
+            f"The model card template {CARD_TEMPLATE_FILENAME} of {CARD_TEMPLATE_PACKAGE} is not "
+            f"installed ({error}). Reinstall keras-directcopy (pip install -c constraints.txt -e "
+            "'.[test]' in a checkout): setup.cfg installs model_cards/template.md as that package."
+        ) from error
+
+
+def _card_data(preset):
+    """The card's YAML metadata: library, license, tags, dataset, model-index."""
     dataset = preset["dataset"]
     hub_dataset = HUB_DATASET_IDS.get(dataset, dataset)
-    dataset_name = DATASET_NAMES.get(dataset, dataset)
-    card_data = ModelCardData(
+    return ModelCardData(
         library_name="keras",
         license=LICENSE,
         pipeline_tag=PIPELINE_TAG,
@@ -258,24 +278,106 @@ def build_model_card(preset, *, repo_id=None):
         datasets=[hub_dataset],
         metrics=["accuracy"],
         model_name=preset["name"],
-        eval_results=_eval_results(metrics, hub_dataset, dataset_name),
+        eval_results=_eval_results(preset["metrics"], hub_dataset, DATASET_NAMES.get(dataset, dataset)),
     )
-    body = "\n\n".join(
-        section for section in (
-            _summary_section(preset, dataset_name),
-            _method_section(preset),
-            _training_section(preset, dataset_name),
-            _evaluation_section(preset, dataset_name),
-            _use_section(preset, dataset_name),
-            _loading_section(preset, repo_id),
-            _files_section(preset),
-            _references_section(preset),
-        ) if section
-    )
-    # Parsing the assembled text (rather than joining strings only) checks
-    # that the front matter is valid card metadata with a readable model-index.
-    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}\n")
-    return str(card)
+
+
+def _card_values(preset, *, repo_id):
+    """The values the card template renders, read from the preset and its records.
+
+    Records are passed as read (`metrics`, its `knn` and `linear_probe`
+    as `knn` and `linear`, `run`, the run's `config`), and so are the
+    preset's own entries (`name`, `method`, `backbone`, `input_shape`,
+    `train_command`, `notes`, `weights`, `head`, its `architecture` as
+    `architecture_file`), so every number in the card is one of theirs; the
+    template words and formats them. Derived here:
+
+    * `method_name`, `references` (`{"short", "full"}` of each cited
+      paper), `dataset_name`, `default_eps` (the method's, for a run that
+      recorded none), `direct_method` (the predictor is set, not trained);
+    * `architecture_arguments`: `backbone_kwargs` items, width first;
+    * `epochs`: the preset's, else the run config's;
+    * `step`: the run config with the training-step fields it predates
+      filled with the behaviour of its time;
+    * `config_rows`: `(field, JSON text)` of the run config;
+    * `commits`: `[{"commit", "invocations"}]`, the run's commits in order
+      with the (1-based) invocations that ran each; a commit not recorded
+      is None; empty without a run record;
+    * `full_scale` (the dataset's full-scale recipe: name, backbone, width
+      multiplier, epochs, batch size; None if there is none) and
+      `reduced_scale_rows` (`(field, this run's value, the recipe's)`);
+    * `files`: the names of the files that are not the preset's.
+    """
+    run = preset.get("run") or None
+    config = (run or {}).get("config") or {}
+    metrics = preset["metrics"]
+    method_name, reference_keys = METHODS[preset["method"]]
+    epochs = preset.get("epochs") if preset.get("epochs") is not None else config.get("epochs")
+    full_scale_name = FULL_SCALE_CONFIGS.get(preset["dataset"])
+    full_scale = CONFIGS.get(full_scale_name)
+    backbone_kwargs = preset.get("backbone_kwargs") or {}
+    this_run = {
+        "backbone": preset["backbone"],
+        "width_multiplier": backbone_kwargs.get("width_multiplier", config.get("width_multiplier")),
+        "epochs": epochs,
+        "batch_size": config.get("batch_size"),
+        # Fewer steps or smaller images are also a reduction, when the run set them.
+        **{key: config[key] for key in _REDUCED_SCALE_OPTIONAL_FIELDS if config.get(key) is not None},
+    }
+    return {
+        "name": preset["name"],
+        "repo_id": repo_id,
+        "method": preset["method"],
+        "method_name": method_name,
+        "references": [REFERENCES[key] for key in reference_keys],
+        "dataset_name": DATASET_NAMES.get(preset["dataset"], preset["dataset"]),
+        "backbone": preset["backbone"],
+        "architecture_arguments": sorted(
+            backbone_kwargs.items(), key=lambda item: item[0] != "width_multiplier"
+        ),
+        "input_shape": tuple(preset["input_shape"]),
+        "epochs": epochs,
+        "train_command": preset["train_command"],
+        "notes": preset.get("notes"),
+        "reduced_scale": bool(preset.get("reduced_scale")),
+        "full_scale": (
+            {"name": full_scale_name, **{key: getattr(full_scale, key) for key in _REDUCED_SCALE_FIELDS}}
+            if full_scale else None
+        ),
+        "reduced_scale_rows": [
+            (key, value, getattr(full_scale, key)) for key, value in this_run.items()
+        ] if full_scale else [],
+        "metrics": metrics,
+        "knn": metrics["knn"],
+        "linear": metrics["linear_probe"],
+        "run": run,
+        "config": config,
+        "step": {**_UNRECORDED_STEP_FIELDS, **config},
+        # JSON spelling, so an unset (None) field reads `null`, as in run.json.
+        "config_rows": [(key, json.dumps(value)) for key, value in config.items()],
+        "commits": _commit_groups(run),
+        "default_eps": DEFAULT_EPS.get(preset["method"]),
+        "direct_method": preset["method"] in _DIRECT_METHODS,
+        "weights": preset["weights"],
+        "head": preset.get("head"),
+        "architecture_file": preset.get("architecture"),
+        "files": {
+            "config": CONFIG_FILENAME, "keras_weights": KERAS_WEIGHTS_FILENAME,
+            "metrics": METRICS_FILENAME, "run": RUN_FILENAME,
+        },
+    }
+
+
+def _commit_groups(run):
+    """The commits a run was made at, in order, each with the (1-based)
+    numbers of the invocations that ran it; a commit not recorded (an
+    invocation from before commits were recorded per invocation) is None."""
+    if not run:
+        return []
+    groups = {}
+    for number, commit in enumerate(run.get("git_commits") or [run.get("git_commit")], start=1):
+        groups.setdefault(commit or None, []).append(number)
+    return [{"commit": commit, "invocations": numbers} for commit, numbers in groups.items()]
 
 
 def prepare_repo_folder(
@@ -285,18 +387,21 @@ def prepare_repo_folder(
 
     The folder holds the weights file (named `preset["weights"]["filename"]`),
     the architecture file when the preset declares one, the head file when
-    given, `config.json`, `metrics.json`, `run.json` (when the preset has a
-    run record) and `README.md`. Before the folder is moved into place, the
-    copied files are checked against the preset's sha256 and the encoder is
-    loaded through `load_pretrained`, exactly as a user would load the
-    published repository (which also checks that the architecture file is
-    the backbone the preset records).
+    given, `config.json`, `model.weights.h5`, `metrics.json`, `run.json`
+    (when the preset has a run record) and `README.md`. Before the folder is
+    moved into place, the copied files are checked against the preset's
+    sha256 and the encoder is loaded through `load_pretrained`, exactly as a
+    user would load the published repository (which also checks that the
+    architecture file is the backbone the preset records); that encoder is
+    then written in Keras' folder format (`config.json` and
+    `model.weights.h5`), loaded back with `keras.saving.load_model(folder,
+    safe_mode=True)` and must give the same features.
 
     The folder is built in a temporary directory next to `out_dir` and
-    renamed into place, so `out_dir` is either absent, the previous folder,
-    or the complete new one; never a half-written folder. An existing
-    `out_dir` is replaced only if it is empty or a folder this function
-    wrote.
+    renamed into place (`io_utils.atomic_save`), so `out_dir` is the
+    previous folder or the complete new one (or, between two renames,
+    absent); never a half-written folder. An existing `out_dir` is replaced
+    only if it is empty or a folder this function wrote.
 
     Args:
         preset: a preset dict of the `zoo/` registry, with measured metrics
@@ -321,8 +426,9 @@ def prepare_repo_folder(
         ValueError: if the preset cannot be published (see
             `check_publishable`), a file's sha256 differs from the preset's,
             the weights do not fit the declared architecture, the
-            architecture file is refused or is not the recorded backbone, or
-            a head or architecture file is missing or unexpected.
+            architecture file is refused or is not the recorded backbone, a
+            head or architecture file is missing or unexpected, or the
+            encoder does not load back from Keras' format as it was.
         FileNotFoundError: if `weights_path`, `head_path` or the
             architecture file does not exist.
         FileExistsError: if `out_dir` exists and is not a folder this
@@ -366,12 +472,12 @@ def prepare_repo_folder(
     out_dir = os.path.abspath(out_dir)
     _check_replaceable(out_dir)
 
-    parent, base = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{base}.partial-", dir=parent)
-    try:
+    def build(folder):
+        # atomic_save builds the folder at a temporary path next to out_dir
+        # and renames it into place once every check below has passed.
+        os.makedirs(folder)
         for path, entry in files:
-            destination = os.path.join(staging, entry["filename"])
+            destination = os.path.join(folder, entry["filename"])
             shutil.copyfile(path, destination)
             # The copy is hashed, not the source: what is uploaded is what is checked.
             actual = sha256_file(destination)
@@ -382,34 +488,33 @@ def prepare_repo_folder(
                     f"files the metrics were measured on, or record their sha256 in "
                     f"zoo/{preset['name']}.json after evaluating them; nothing was written."
                 )
-        _write_json(os.path.join(staging, CONFIG_FILENAME), repo_config(preset, repo_id=repo_id))
-        _write_json(os.path.join(staging, METRICS_FILENAME), preset["metrics"])
+        config = repo_config(preset, repo_id=repo_id)
+        _write_json(os.path.join(folder, CONFIG_FILENAME), config)
+        _write_json(os.path.join(folder, METRICS_FILENAME), preset["metrics"])
         if preset.get("run"):
-            _write_json(os.path.join(staging, RUN_FILENAME), preset["run"])
-        with open(os.path.join(staging, CARD_FILENAME), "w", encoding="utf-8") as file:
-            file.write(build_model_card(preset, repo_id=repo_id))
+            _write_json(os.path.join(folder, RUN_FILENAME), preset["run"])
+        atomic_write_text(os.path.join(folder, CARD_FILENAME), build_model_card(preset, repo_id=repo_id))
         mismatch = (
             f"The weights {weights_path} do not load into the architecture preset "
             f"{preset['name']!r} declares ({preset['backbone']}, {preset.get('backbone_kwargs')}, "
             f"input {preset['input_shape']})"
         )
         try:
-            encoder = zoo.load_pretrained(staging)
+            encoder = zoo.load_pretrained(folder)
         except ValueError as error:
             raise ValueError(f"{mismatch}: {error}") from error
         # Keras skips, with a warning only, saved layers the model lacks; so the
         # file must also hold exactly as many arrays and values as the model.
-        stored = _stored_arrays(os.path.join(staging, preset["weights"]["filename"]))
+        stored = _stored_arrays(os.path.join(folder, preset["weights"]["filename"]))
         expected = (len(encoder.weights), sum(int(math.prod(w.shape)) for w in encoder.weights))
         if stored != expected:
             raise ValueError(
                 f"{mismatch}: the file holds {stored[0]} arrays with {stored[1]} values, the "
                 f"model has {expected[0]} with {expected[1]}."
             )
-        _move_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _add_keras_format(encoder, folder, config)
+
+    atomic_save(out_dir, build)
     return out_dir
 
 
@@ -550,7 +655,7 @@ def publish(
             shutil.rmtree(temporary_root, ignore_errors=True)
 
 
-# -- Card sections ----------------------------------------------------------
+# -- Helpers -----------------------------------------------------------------
 
 
 def _eval_results(metrics, hub_dataset, dataset_name):
@@ -587,401 +692,63 @@ def _eval_results(metrics, hub_dataset, dataset_name):
     ]
 
 
-def _summary_section(preset, dataset_name):
-    method_name = METHODS[preset["method"]][0]
-    metrics = preset["metrics"]
-    lines = [
-        f"# {preset['name']}",
-        "",
-        f"A {_architecture(preset)} image encoder pretrained with {method_name} on "
-        f"{dataset_name} images, without labels, with the "
-        "keras-directcopy package. It maps RGB images of "
-        f"shape `{tuple(preset['input_shape'])}` with values 0..255 (the preprocessing is inside "
-        "the model) to globally average-pooled features.",
-        "",
-        f"Frozen-feature top-1 accuracy on {dataset_name} `{metrics['knn'].get('test_split')}`: "
-        f"**{_accuracy(metrics['knn']['top1'])}** (weighted kNN), "
-        f"**{_accuracy(metrics['linear_probe']['top1'])}** (linear probe).",
-    ]
-    if preset.get("reduced_scale"):
-        lines += ["", "> " + _reduced_scale_sentence(preset)]
-    return "\n".join(lines)
+def _add_keras_format(encoder, folder, config):
+    """Makes `folder` also a model in Keras' folder format, and checks it.
 
+    Keras writes the encoder (`keras.saving.save_model(..., zipped=False)`:
+    its `config.json` and `model.weights.h5`); the weights file is moved into
+    `folder` and its sha256 recorded as `config["keras_weights"]`, and
+    Keras' serialized model is merged into `folder`'s `config.json` beside
+    `config` (Keras' hf:// loader reads only the root `config.json`). Keras'
+    `metadata.json` (its version and the time of saving) is left out, so
+    that a folder rebuilt from the same files is the same; loading does not
+    read it.
 
-def _method_section(preset):
-    name, description, references = METHODS[preset["method"]]
-    cited = "; ".join(_short_citation(key) for key in references)
-    return f"## Method: {name}\n\n{description}\n\nSee {cited} (full references below)."
+    Raises:
+        ValueError: if Keras' serialization names a class other than the
+            built-in layers the backbones are made of, or if the folder,
+            loaded with `keras.saving.load_model(folder, safe_mode=True)`,
+            gives other features than `encoder`.
+    """
+    import keras
+    import numpy as np
 
+    from keras_directcopy.backbones import check_architecture_config
 
-def _commits_text(run):
-    """" at commit `X`", or, for a run resumed across commits, each commit
-    with the invocations (1-based) that ran it; "" without a record. An
-    invocation made before commits were recorded per invocation reads
-    `unknown`."""
-    if not run:
-        return ""
-    commits = [commit or "unknown" for commit in run.get("git_commits") or [run.get("git_commit")]]
-    if len(set(commits)) == 1:
-        return "" if commits[0] == "unknown" else f" at commit `{commits[0]}`"
-    invocations = {}
-    for number, commit in enumerate(commits, start=1):
-        invocations.setdefault(commit, []).append(str(number))
-    parts = [f"`{commit}` (invocation{'s' if len(numbers) > 1 else ''} {', '.join(numbers)})"
-             for commit, numbers in invocations.items()]
-    return f", interrupted and resumed across commits {'; '.join(parts)}"
-
-
-def _training_section(preset, dataset_name):
-    run = preset.get("run")
-    config = (run or {}).get("config") or {}
-    lines = [
-        "## Training",
-        "",
-        "Command, run from the root of the keras-directcopy repository" + _commits_text(run) + ":",
-        "",
-        "```bash",
-        preset["train_command"],
-        "```",
-    ]
-    if not run:
-        lines += [
-            "",
-            f"Epochs: {_value(preset.get('epochs'))}. No run record (`run.json`) is attached to "
-            "this preset, so the full configuration, hardware and wall time of the training "
-            "are not stated here.",
-        ]
-        return "\n".join(lines)
-    commands = run.get("commands") or []
-    if commands and preset["train_command"] not in commands:
-        lines += [
-            "",
-            f"The run itself was started as `{commands[0]}`, before some of the flags above "
-            "existed; their values were then the defaults, so the command above repeats it "
-            "with the current code.",
-        ]
-    epochs = preset.get("epochs") if preset.get("epochs") is not None else config.get("epochs")
-    step = {**_UNRECORDED_STEP_FIELDS, **config}
-    if step["lr_schedule"] == "constant":
-        learning_rate = f"learning rate {_value(config.get('lr'))}, constant"
-    else:
-        learning_rate = (
-            f"learning rate {_value(config.get('lr'))} after {_value(config.get('warmup_epochs'))} "
-            "warmup epochs, then cosine decay to 0"
+    with tempfile.TemporaryDirectory(prefix=".keras-format-", dir=folder) as keras_folder:
+        keras.saving.save_model(encoder, keras_folder, zipped=False)
+        with open(os.path.join(keras_folder, CONFIG_FILENAME), encoding="utf-8") as file:
+            keras_config = json.load(file)
+        os.replace(
+            os.path.join(keras_folder, KERAS_WEIGHTS_FILENAME), os.path.join(folder, KERAS_WEIGHTS_FILENAME)
         )
-    lines += [
-        "",
-        f"- Data: {_value(run.get('pretrain_examples'))} unlabelled {dataset_name} images, "
-        f"two augmented views each (the BYOL augmentations for this image size).",
-        f"- Schedule: {_value(epochs)} epoch(s), {_value(run.get('steps'))} steps of global batch "
-        f"{_value(config.get('batch_size'))} ({_value(run.get('steps_per_epoch'))} steps per epoch).",
-        f"- Optimizer: SGD with momentum {_value(config.get('momentum'))}; {learning_rate}; "
-        f"{_value(config.get('weight_decay_mode'))} weight decay {_value(config.get('weight_decay'))}.",
-        f"- Projector BatchNorm: {'with' if step['projector_bn_affine'] else 'without'} learned "
-        "scale and offset.",
-    ]
-    if config.get("ema"):
-        momentum = (
-            "rising to 1 on a cosine over training" if step["ema_schedule"] == "cosine" else "constant"
-        )
-        start = (
-            "a copy of the online network" if step["target_init"] == "copy"
-            else "its own random initialization"
-        )
-        lines.append(
-            f"- Target: exponential moving average, momentum {_value(config['ema'])} {momentum}; "
-            f"it starts from {start}."
-        )
-    elif "ema" in config:
-        lines.append("- Target: the online network under stop-gradient (no moving average).")
-    if preset["method"] in _DIRECT_METHODS:
-        eps = config.get("eps")
-        eps_text = _value(eps) if eps is not None else f"{DEFAULT_EPS[preset['method']]} (the method's default)"
-        order = (
-            "after the optimizer step, so each batch is predicted with the previous step's `W_p`"
-            if step["update_order"] == "after_step"
-            else "before the batch is predicted"
-        )
-        lines.append(
-            f"- Predictor: running-correlation weight rho {_value(config.get('rho'))}, eps {eps_text}"
-            + (f", normalization `{config.get('normalization')}`" if preset["method"] == "directcopy" else "")
-            + (f", alpha {_value(config.get('alpha'))}" if preset["method"] == "directset" else "")
-            + f", set every {_value(config.get('update_every'))} step(s), {order}."
-        )
-    hardware = run.get("hardware") or {}
-    lines += [
-        f"- Hardware: {_hardware(hardware)}; `tf.distribute` strategy "
-        f"`{_value(run.get('strategy'))}` with {_value(run.get('num_replicas'))} replica(s).",
-        f"- Wall time: {_duration(run.get('wall_time_s'))}"
-        + (f", over {run['invocations']} invocations (interrupted and resumed)"
-           if run.get("invocations", 1) > 1 else "")
-        + (f"; CPU time {run['cpu_time_s'] / 3600:.2f} CPU-hours (process CPU time, all threads)"
-           if run.get("cpu_time_s") is not None else "")
-        + ".",
-        "",
-        "<details><summary>Full configuration (from run.json)</summary>",
-        "",
-        "| field | value |",
-        "|---|---|",
-        # JSON spelling, so an unset (None) field reads as `null`, as in run.json.
-        *(f"| `{key}` | `{json.dumps(value)}` |" for key, value in config.items()),
-        "",
-        "</details>",
-    ]
-    return "\n".join(lines)
-
-
-def _evaluation_section(preset, dataset_name):
-    metrics = preset["metrics"]
-    knn, linear = metrics["knn"], metrics["linear_probe"]
-    train_split, test_split = knn.get("train_split"), knn.get("test_split")
-    lines = [
-        "## Evaluation",
-        "",
-        f"The encoder is frozen and runs once, in inference mode, over the unaugmented "
-        f"{dataset_name} `{train_split}` ({_value(knn.get('train_examples'))} images) and "
-        f"`{test_split}` ({_value(knn.get('test_examples'))} images) splits; both classifiers "
-        f"use these features and the accuracy is measured on `{test_split}`.",
-        "",
-        "| protocol | top-1 accuracy | value in `metrics.json` |",
-        "|---|---|---|",
-        f"| weighted kNN | {_accuracy(knn['top1'])} | `{knn['top1']!r}` |",
-        f"| linear probe | {_accuracy(linear['top1'])} (train: {_accuracy(linear.get('train_top1'))}) "
-        f"| `{linear['top1']!r}` |",
-        "",
-        f"- **kNN**: features l2-normalized; each test image takes the k = {_value(knn.get('k'))} "
-        f"training images of highest cosine similarity, each voting for its class with weight "
-        f"`exp(similarity / {_value(knn.get('temperature'))})` (the InstDisc protocol of Wu et "
-        "al. 2018, as in lightly and solo-learn).",
-        f"- **Linear probe**: one linear layer on the frozen features (feature normalization: "
-        f"`{_value(linear.get('feature_normalization'))}`), trained on `{train_split}` for "
-        f"{_value(linear.get('epochs'))} epochs with {_value(linear.get('optimizer'))}, learning "
-        f"rate {_value(linear.get('learning_rate'))}, weight decay "
-        f"{_value(linear.get('weight_decay'))}, batch size {_value(linear.get('batch_size'))}."
-        + (
-            " The accuracy is that of the head after the final epoch; the test split is not "
-            "used for model selection."
-            if linear.get("final_epoch") is True else ""
-        ),
-    ]
-    if "[" in str(test_split) or "[" in str(train_split):
-        lines.append(
-            "- The splits above are slices of the full splits, so these accuracies are not "
-            "comparable with full-split results."
-        )
-    lines.append(
-        "- Measured by `scripts/evaluate.py`"
-        + (f" at commit `{metrics['git_commit']}`" if metrics.get("git_commit") else "")
-        + (f" on {_hardware(metrics['hardware'])}" if metrics.get("hardware") else "")
-        + (f", in {_duration(metrics['wall_time_s'])}" if metrics.get("wall_time_s") is not None else "")
-        + "."
-    )
-    return "\n".join(lines)
-
-
-def _use_section(preset, dataset_name):
-    lines = [
-        "## Intended use and limitations",
-        "",
-        f"- Intended use: a frozen feature extractor, or an initialization for fine-tuning, for "
-        f"images like {dataset_name}'s at `{tuple(preset['input_shape'])}`; research on "
-        "non-contrastive self-supervised learning.",
-        f"- The features are learned from {dataset_name} alone and carry its content and "
-        "biases; their quality on other image domains or sizes has not been measured.",
-        "- The reported accuracies are frozen-feature probes, not the accuracy of a trained "
-        "classifier on new data. The encoder is not meant for decisions about people or for "
-        "safety-critical use.",
-    ]
-    if preset.get("notes"):
-        lines.append(f"- Notes: {preset['notes']}")
-    if preset.get("reduced_scale"):
-        lines += ["", _reduced_scale_sentence(preset), _reduced_scale_table(preset)]
-    return "\n".join(lines)
-
-
-def _loading_section(preset, repo_id):
-    lines = [
-        "## How to load",
-        "",
-        "With the keras-directcopy package installed:",
-        "",
-        "```python",
-        "import keras_directcopy",
-        "",
-        f'encoder = keras_directcopy.load_pretrained("{preset["name"]}")',
-        "# or from this Hub repository (pin a commit with \"hf://ORG/NAME@<commit>\"):",
-        f'encoder = keras_directcopy.load_pretrained("hf://{repo_id}")',
-        f"features = encoder(images)  # (N, {', '.join(str(d) for d in preset['input_shape'])}) "
-        "RGB values 0..255 -> (N, D)",
-    ]
-    if preset.get("head"):
-        lines += [
-            "",
-            "# with the trained linear-probe head, giving class logits:",
-            f'classifier = keras_directcopy.load_pretrained("{preset["name"]}", include_top=True)',
-        ]
-    lines += [
-        "```",
-        "",
-        _loading_text(preset),
-    ]
-    return "\n".join(lines)
-
-
-def _loading_text(preset):
-    architecture = preset.get("architecture")
-    if architecture:
-        text = (
-            f"`load_pretrained` checks the sha256 of `{architecture['filename']}` (the trained "
-            "encoder's architecture as Keras serializes it) and of the weights file, builds the "
-            "encoder from that file (only built-in Keras layers are accepted, and it must be "
-            "the package backbone `config.json` names; no code from this repository runs) and "
-            "loads the weights into it"
-        )
-    else:
-        text = (
-            "`load_pretrained` rebuilds the architecture from `config.json` (a backbone of the "
-            "package, never code from this repository), checks the sha256 of the weights file and "
-            "loads it"
-        )
-    return text + (
-        "; it uses the `huggingface_hub` cache, so it also works offline once the files "
-        "are cached. `pooling=None` gives the last feature map and `input_shape=` another input "
-        "size (with the trained stem and input normalization). `config.json` here describes "
-        "this package's architecture and is not the Keras saving format, so "
-        "`keras.saving.load_model(\"hf://...\")` does not apply."
-    )
-
-
-def _files_section(preset):
-    rows = [f"| `{preset['weights']['filename']}` | encoder weights, sha256 `{preset['weights']['sha256']}` |"]
-    if preset.get("head"):
-        rows.append(
-            f"| `{preset['head']['filename']}` | linear-probe head weights, sha256 "
-            f"`{preset['head']['sha256']}` |"
-        )
-    if preset.get("architecture"):
-        rows.append(
-            f"| `{preset['architecture']['filename']}` | encoder architecture "
-            "(`keras.saving.serialize_keras_object`), sha256 "
-            f"`{preset['architecture']['sha256']}` |"
-        )
-    rows.append(
-        f"| `{CONFIG_FILENAME}` | backbone, its arguments and input shape, preset name and the "
-        "sha256 of each file |"
-    )
-    rows.append(f"| `{METRICS_FILENAME}` | evaluation results and protocol (`scripts/evaluate.py`) |")
-    if preset.get("run"):
-        rows.append(f"| `{RUN_FILENAME}` | training configuration, hardware and wall time (`scripts/pretrain.py`) |")
-    return "\n".join(["## Files", "", "| file | content |", "|---|---|", *rows])
-
-
-def _references_section(preset):
-    keys = METHODS[preset["method"]][2]
-    return "\n".join(["## References", "", *(f"- {REFERENCES[key]}" for key in keys)])
-
-
-def _reduced_scale_sentence(preset):
-    config = ((preset.get("run") or {}).get("config")) or {}
-    epochs = preset.get("epochs") if preset.get("epochs") is not None else config.get("epochs")
-    sentence = (
-        f"**Reduced-scale training.** This encoder was trained at reduced scale "
-        f"({_architecture(preset)}; {_value(epochs)} epoch(s)), not with the full recipe"
-    )
-    reference_name = FULL_SCALE_CONFIGS.get(preset["dataset"])
-    if reference_name in CONFIGS:
-        reference = CONFIGS[reference_name]
-        sentence += (
-            f" (`--config={reference_name}`, which follows the papers' reference setting: "
-            f"{reference.backbone}, width multiplier {_value(reference.width_multiplier)}, "
-            f"{_value(reference.epochs)} epochs, batch {_value(reference.batch_size)})"
-        )
-    return sentence + (
-        ". Its accuracies are neither comparable with those of the full recipe nor a "
-        "reproduction of published results."
-    )
-
-
-def _reduced_scale_table(preset):
-    reference_name = FULL_SCALE_CONFIGS.get(preset["dataset"])
-    if reference_name not in CONFIGS:
-        return ""
-    reference = CONFIGS[reference_name]
-    config = ((preset.get("run") or {}).get("config")) or {}
-    this = {
-        "backbone": preset["backbone"],
-        "width_multiplier": (preset.get("backbone_kwargs") or {}).get(
-            "width_multiplier", config.get("width_multiplier")
-        ),
-        "epochs": preset.get("epochs") if preset.get("epochs") is not None else config.get("epochs"),
-        "batch_size": config.get("batch_size"),
+    # What keras.saving.load_model will deserialize: built-in layers only, as
+    # for the architecture file load_pretrained reads.
+    check_architecture_config(keras_config, origin=f"Keras' serialization of {config['name']}")
+    config = {
+        **config,
+        "keras_weights": {
+            "filename": KERAS_WEIGHTS_FILENAME,
+            "sha256": sha256_file(os.path.join(folder, KERAS_WEIGHTS_FILENAME)),
+        },
     }
-    # Shown only when the run changed them: fewer steps or smaller images
-    # are also a reduction.
-    for key in ("steps_per_epoch", "image_size"):
-        if config.get(key) is not None:
-            this[key] = config[key]
-    rows = [
-        f"| `{key}` | {_value(value)} | {_value(getattr(reference, key))} |"
-        for key, value in this.items()
-    ]
-    return "\n" + "\n".join([f"| | this encoder | `{reference_name}` |", "|---|---|---|", *rows])
+    shared = sorted(set(config) & set(keras_config))
+    if shared:
+        raise ValueError(
+            f"Keras' serialization of the encoder has keys {shared} that config.json already "
+            "uses, so the two cannot share the file; rename those fields of "
+            "keras_directcopy.hub.repo_config."
+        )
+    _write_json(os.path.join(folder, CONFIG_FILENAME), {**config, **keras_config})
 
-
-# -- Helpers -----------------------------------------------------------------
-
-
-def _short_citation(key):
-    return {
-        "directcopy": "Wang, Chen, Du & Tian 2021 (DirectCopy)",
-        "directpred": "Tian, Chen & Ganguli, ICML 2021 (DirectPred)",
-        "byol": "Grill et al., NeurIPS 2020 (BYOL)",
-        "simsiam": "Chen & He, CVPR 2021 (SimSiam)",
-    }[key]
-
-
-def _architecture(preset):
-    """E.g. `resnet18 (width multiplier 1.0, stem imagenet, normalization cifar10)`."""
-    kwargs = preset.get("backbone_kwargs") or {}
-    parts = [
-        f"{'width multiplier' if key == 'width_multiplier' else key} {_value(value)}"
-        for key, value in sorted(kwargs.items(), key=lambda item: item[0] != "width_multiplier")
-    ]
-    return preset["backbone"] + (f" ({', '.join(parts)})" if parts else "")
-
-
-def _accuracy(value):
-    """A 0..1 accuracy as a percentage; other values as they are."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
-        return f"{100 * value:.2f} %"
-    return _value(value)
-
-
-def _duration(seconds):
-    if seconds is None:
-        return "not recorded"
-    return f"{_value(seconds)} s ({seconds / 3600:.2f} h)"
-
-
-def _hardware(hardware):
-    gpus = hardware.get("gpus")
-    parts = [
-        f"{_value(hardware.get('processor'))} CPU, {_value(hardware.get('cpu_count'))} cores",
-        f"GPUs: {', '.join(map(str, gpus))}" if gpus else "no GPU",
-        f"{_value(hardware.get('platform'))}",
-        f"TensorFlow {_value(hardware.get('tensorflow'))}, Keras {_value(hardware.get('keras'))}, "
-        f"Python {_value(hardware.get('python'))}",
-    ]
-    return "; ".join(parts)
-
-
-def _value(value):
-    """A recorded value as text, exactly (floats keep their full repr)."""
-    if value is None:
-        return "not recorded"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+    reloaded = keras.saving.load_model(folder, safe_mode=True)
+    probe = np.random.default_rng(0).uniform(0, 255, (2, *encoder.input_shape[1:])).astype("float32")
+    if not np.array_equal(np.asarray(reloaded(probe)), np.asarray(encoder(probe))):
+        raise ValueError(
+            f"{config['name']} loaded with keras.saving.load_model from the Keras format written "
+            f"by keras {keras.__version__} gives other features than the encoder it was written "
+            "from; nothing was written. Report this with the preset and the Keras version."
+        )
 
 
 def _without_none(mapping):
@@ -990,9 +757,16 @@ def _without_none(mapping):
 
 def _check_plain_filename(filename):
     # Filenames come from the registry; one with a directory part could
-    # write outside the folder.
+    # write outside the folder, and one the folder's own files use would be
+    # overwritten by them.
     if not filename or os.path.basename(filename) != filename or filename in (".", ".."):
         raise ValueError(f"Weights filename {filename!r} must be a plain file name.")
+    reserved = (CONFIG_FILENAME, KERAS_WEIGHTS_FILENAME, METRICS_FILENAME, RUN_FILENAME, CARD_FILENAME)
+    if filename in reserved:
+        raise ValueError(
+            f"File name {filename!r} is one the repository folder uses for its own files "
+            f"({', '.join(reserved)}); name the preset's file otherwise in its registry entry."
+        )
 
 
 def _check_replaceable(out_dir):
@@ -1015,22 +789,6 @@ def _check_replaceable(out_dir):
         )
 
 
-def _move_into_place(staging, out_dir):
-    """Renames `staging` to `out_dir`, replacing a previous folder there."""
-    _check_replaceable(out_dir)
-    if not os.path.lexists(out_dir):
-        os.rename(staging, out_dir)
-        return
-    previous = staging + ".previous"
-    os.rename(out_dir, previous)
-    try:
-        os.rename(staging, out_dir)
-    except BaseException:
-        os.rename(previous, out_dir)
-        raise
-    shutil.rmtree(previous, ignore_errors=True)
-
-
 def _stored_arrays(path):
     """`(number of arrays, number of values)` in a `.weights.h5` file."""
     import h5py
@@ -1048,6 +806,4 @@ def _stored_arrays(path):
 
 
 def _write_json(path, value):
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(value, file, indent=2)
-        file.write("\n")
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")

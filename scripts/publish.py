@@ -7,8 +7,11 @@
 The preset must record the weights' sha256 and the metrics `scripts/evaluate.py`
 measured. The repository folder (weights, the architecture file
 `encoder.config.json` when the preset records one, `config.json`,
-`metrics.json`, `run.json`, `README.md` model card) is built and checked
-first; without `--dry_run` it is then uploaded with the token in `$HF_TOKEN`.
+`model.weights.h5`, `metrics.json`, `run.json`, `README.md` model card) is
+built and checked first; without `--dry_run` it is then uploaded with the
+token in `$HF_TOKEN`. The folder is also a model in Keras' saving format
+(`config.json` and `model.weights.h5`), so plain Keras loads the published
+repository without this package: `keras.saving.load_model("hf://ORG/NAME")`.
 Weights come from `--weights`, or else from where the registry says they are
 published (`keras_directcopy.zoo.resolve_file`, sha256-verified); the
 architecture file from `--architecture`, or else from next to `--weights`
@@ -76,6 +79,8 @@ def main(argv):
         print(f"Dry run: repository folder for {FLAGS.repo_id} at {result}")
         for name in sorted(os.listdir(result)):
             print(f"  {name}  ({os.path.getsize(os.path.join(result, name))} bytes)")
+        print(f"It loads with keras.saving.load_model({result!r}), as keras.saving.load_model("
+              f"'hf://{FLAGS.repo_id}') will once uploaded.")
     else:
         print(f"Published {preset['name']} to {FLAGS.repo_id}: {result}")
 

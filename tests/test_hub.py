@@ -2,15 +2,19 @@
 scripts/publish.py), with tiny real ResNet-20 weights.
 
 The Hugging Face Hub cannot be reached from the test machine, so the upload
-goes to a recording stand-in for `HfApi`; everything before the network
-call (the folder, the card, the arguments) is the real code path.
+goes to a recording stand-in for `HfApi`, and loading from the Hub reads a
+pre-filled offline cache; everything before the network call (the folder,
+the card, the arguments, Keras' and huggingface_hub's own loaders) is the
+real code path.
 """
 
 import copy
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +29,15 @@ from keras_directcopy import hub, zoo
 from keras_directcopy.backbones import ARCHITECTURE_FILENAME
 from keras_directcopy.configs import CONFIGS, get_config
 from keras_directcopy.training import save_encoder
+from tests.test_zoo import fill_hf_cache
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO_ROOT / "scripts" / "publish.py")
+# A published folder's files, for a preset with a run record and neither
+# head nor architecture file.
+FOLDER_FILES = [
+    "README.md", "config.json", "encoder.weights.h5", hub.KERAS_WEIGHTS_FILENAME, "metrics.json", "run.json",
+]
 NAME = "tiny_directcopy_cifar10"
 REPO_ID = "someorg/tiny-directcopy"
 HARDWARE = {
@@ -134,23 +144,80 @@ def test_card_metadata_parses_and_model_index_equals_the_metrics():
     assert str(ModelCard(card)) == card
 
 
-def test_card_body_gives_command_protocols_hardware_and_loading():
-    card = hub.build_model_card(make_preset("0" * 64))
+def percent(accuracy):
+    return f"{100 * accuracy:.2f} %"
+
+
+def test_card_body_shows_each_recorded_value_as_recorded():
+    preset = make_preset("0" * 64)
+    card = hub.build_model_card(preset)
+    knn, linear, run = METRICS["knn"], METRICS["linear_probe"], preset["run"]
+    config = run["config"]
     for text in [
         f"```bash\n{TRAIN_COMMAND}\n```",
+        f'keras.saving.load_model("hf://{REPO_ID}")',
         f'keras_directcopy.load_pretrained("{NAME}")',
         f'keras_directcopy.load_pretrained("hf://{REPO_ID}")',
-        "arXiv:2110.04947", "arXiv:2102.06810", "Wang, Chen, Du & Tian",
-        "43.21 %", "45.67 %", "67.89 %", "`0.4321`", "`0.4567`",
-        "k = 20", "exp(similarity / 0.07)", "`train[:256]` (256 images)", "`test[:128]` (128 images)",
-        "3 epochs with adam, learning rate 0.0003, weight decay 0.001, batch size 64",
-        "standardize_train_mean_std", "after the final epoch",
-        "4321.5 s", "98.7 s", "x86_64 CPU, 2 cores; no GPU", "TensorFlow 2.21.0",
-        "over 2 invocations (interrupted and resumed); CPU time 2.05 CPU-hours",
-        "1 epoch(s), 8 steps of global batch 32", "c0ffee", "feedface",
-        "Intended use", "Tiny encoder for tests.", "slices of the full splits",
+        *(hub.REFERENCES[key]["full"] for key in hub.METHODS["directcopy"][1]),
+        *(hub.REFERENCES[key]["short"] for key in hub.METHODS["directcopy"][1]),
+        percent(knn["top1"]), percent(linear["top1"]), percent(linear["train_top1"]),
+        f"`{knn['top1']!r}`", f"`{linear['top1']!r}`",
+        f"k = {knn['k']}", f"exp(similarity / {knn['temperature']!r})",
+        f"`{knn['train_split']}` ({knn['train_examples']} images)",
+        f"`{knn['test_split']}` ({knn['test_examples']} images)",
+        f"{linear['epochs']} epochs with {linear['optimizer']}, learning rate {linear['learning_rate']!r}, "
+        f"weight decay {linear['weight_decay']!r}, batch size {linear['batch_size']}",
+        linear["feature_normalization"], "after the final epoch",
+        f"{run['wall_time_s']!r} s ({run['wall_time_s'] / 3600:.2f} h)",
+        f"{METRICS['wall_time_s']!r} s",
+        f"{HARDWARE['processor']} CPU, {HARDWARE['cpu_count']} cores; no GPU",
+        f"TensorFlow {HARDWARE['tensorflow']}, Keras {HARDWARE['keras']}, Python {HARDWARE['python']}",
+        f"over {run['invocations']} invocations (interrupted and resumed); "
+        f"CPU time {run['cpu_time_s'] / 3600:.2f} CPU-hours",
+        f"{preset['epochs']} epoch(s), {run['steps']} steps of global batch {config['batch_size']}",
+        f"at commit `{run['git_commit']}`", f"at commit `{METRICS['git_commit']}`",
+        preset["notes"], "slices of the full splits",
+        *(f"| `{key}` | `{json.dumps(value)}` |" for key, value in config.items()),
     ]:
         assert text in card, text
+
+
+def numbers_in(text):
+    return set(re.findall(r"\d+(?:\.\d+)?", text))
+
+
+def test_every_number_in_the_card_is_read_from_the_records():
+    """The card's numbers are the preset's, its metrics' and run record's,
+    the full-scale recipe's, the cited papers' or the license's (as
+    recorded, or as a percentage or hours), plus the template's few fixed
+    constants."""
+    preset = make_preset("0" * 64, head={"filename": "linear_head.weights.h5", "sha256": "12ab" * 16})
+    card = hub.build_model_card(preset)
+    reference = CONFIGS[hub.FULL_SCALE_CONFIGS["cifar10"]]
+    records = json.dumps([preset, dataclasses.asdict(reference), hub.REFERENCES, hub.LICENSE])
+    leaves = [float(number) for number in numbers_in(records)]
+    derived = {f"{100 * x:.2f}" for x in leaves if x <= 1} | {f"{x / 3600:.2f}" for x in leaves}
+    template = hub._card_template()
+    unexplained = numbers_in(card) - numbers_in(records) - derived - numbers_in(template)
+    assert not unexplained
+    # The template itself types in no measurement: its numbers are format
+    # widths, unit conversions and fixed wording (0..255 pixel values, top-1,
+    # sha256, the kNN protocol's year, DirectSet's alpha of DirectPred).
+    assert numbers_in(template) == {"0", "1", "2", "100", "255", "256", "3600", "2018", "0.5"}
+    # And a value changed in the records is the value the card shows.
+    preset["metrics"]["knn"]["top1"] = accuracy = 0.123456
+    preset["run"]["wall_time_s"] = seconds = 98765.25
+    changed = hub.build_model_card(preset)
+    for text in (percent(accuracy), f"`{accuracy!r}`", f"{seconds!r} s ({seconds / 3600:.2f} h)"):
+        assert text in changed and text not in card, text
+
+
+def test_the_card_template_is_the_packaged_file():
+    """build_model_card renders the template installed with the package
+    (model_cards/template.md, as keras_directcopy.model_card_templates)."""
+    installed = importlib.resources.files(hub.CARD_TEMPLATE_PACKAGE) / hub.CARD_TEMPLATE_FILENAME
+    assert installed.read_text(encoding="utf-8") == (REPO_ROOT / "model_cards" / "template.md").read_text()
+    assert hub._card_template() == installed.read_text(encoding="utf-8")
 
 
 def test_card_names_every_commit_of_a_run_resumed_across_commits():
@@ -206,15 +273,16 @@ def test_repo_folder_rebuilds_the_encoder_from_config(tiny_weights, tmp_path):
     preset = make_preset(sha256)
     folder = Path(hub.prepare_repo_folder(preset, weights, str(tmp_path / "out" / "repo")))
     assert folder == tmp_path / "out" / "repo"
-    assert sorted(os.listdir(folder)) == sorted(
-        ["README.md", "config.json", "encoder.weights.h5", "metrics.json", "run.json"]
-    )
+    assert sorted(os.listdir(folder)) == sorted(FOLDER_FILES)
     assert os.listdir(tmp_path / "out") == ["repo"]  # no staging folder left behind
     assert sha256_of(folder / "encoder.weights.h5") == sha256
 
     config = json.loads((folder / "config.json").read_text())
     assert config["name"] == NAME and config["method"] == "directcopy"
     assert config["weights"] == {"filename": "encoder.weights.h5", "sha256": sha256}
+    assert config["keras_weights"] == {
+        "filename": hub.KERAS_WEIGHTS_FILENAME, "sha256": sha256_of(folder / hub.KERAS_WEIGHTS_FILENAME),
+    }
     assert config["library_version"] == kdc.__version__
     rebuilt = kdc.build_backbone(config["backbone"], tuple(config["input_shape"]), **config["backbone_kwargs"])
     rebuilt.load_weights(folder / config["weights"]["filename"])
@@ -233,9 +301,7 @@ def test_repo_folder_ships_the_trained_architecture(tiny_weights, tmp_path):
     preset = make_preset(sha256, architecture=architecture)
     # By default the architecture file is taken from next to the weights.
     folder = Path(hub.prepare_repo_folder(preset, weights, str(tmp_path / "repo")))
-    assert sorted(os.listdir(folder)) == sorted(
-        ["README.md", "config.json", "encoder.weights.h5", ARCHITECTURE_FILENAME, "metrics.json", "run.json"]
-    )
+    assert sorted(os.listdir(folder)) == sorted([*FOLDER_FILES, ARCHITECTURE_FILENAME])
     assert sha256_of(folder / ARCHITECTURE_FILENAME) == architecture["sha256"]
     config = json.loads((folder / "config.json").read_text())
     assert config["architecture"] == architecture
@@ -245,6 +311,81 @@ def test_repo_folder_ships_the_trained_architecture(tiny_weights, tmp_path):
     loaded = zoo.load_pretrained(str(folder))
     assert json.loads(json.dumps(loaded.get_config())) == json.loads(json.dumps(encoder.get_config()))
     np.testing.assert_array_equal(loaded(images()), encoder(images()))
+
+
+# Plain Keras, with keras_directcopy made unimportable: the folder must load
+# without this package.
+PLAIN_KERAS_LOAD = (
+    "import sys; sys.modules['keras_directcopy'] = None; "
+    "import json, numpy as np, keras; "
+    "model = keras.saving.load_model(sys.argv[1], safe_mode=True); "
+    "np.save(sys.argv[3], np.asarray(model(np.load(sys.argv[2])))); "
+    "print(json.dumps(sorted(name for name, module in sys.modules.items() "
+    "if name.startswith('keras_directcopy') and module is not None)))"
+)
+
+
+def test_folder_loads_with_plain_keras_from_the_offline_hub_cache(tiny_weights, tmp_path):
+    """keras.saving.load_model("hf://ORG/NAME") (Keras' own Hub support,
+    huggingface_hub.snapshot_download) gives the features load_pretrained
+    gives, in a process that cannot import keras_directcopy."""
+    _, weights, sha256 = tiny_weights
+    preset = make_preset(sha256, architecture=architecture_entry(weights))
+    folder = Path(hub.prepare_repo_folder(preset, weights, str(tmp_path / "repo")))
+    fill_hf_cache(tmp_path / "cache", REPO_ID, folder)
+    np.save(tmp_path / "x.npy", images(count=3))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-c", PLAIN_KERAS_LOAD, f"hf://{REPO_ID}", str(tmp_path / "x.npy"),
+         str(tmp_path / "y.npy")],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == []  # nothing of keras_directcopy was imported
+    expected = kdc.load_pretrained(str(folder))(np.load(tmp_path / "x.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+
+
+def test_folder_is_keras_saving_format_beside_the_package_config(tiny_weights, tmp_path):
+    """config.json holds Keras' serialization of the trained encoder and this
+    package's description, with no key in common; model.weights.h5 is the
+    encoder's weights, its sha256 recorded; both loaders give the encoder."""
+    import keras
+
+    encoder, weights, sha256 = tiny_weights
+    architecture = architecture_entry(weights)
+    folder = Path(hub.prepare_repo_folder(
+        make_preset(sha256, architecture=architecture), weights, str(tmp_path / "repo")
+    ))
+    config = json.loads((folder / "config.json").read_text())
+    package_part = hub.repo_config(make_preset(sha256, architecture=architecture))
+    keras_part = {key: value for key, value in config.items() if key not in package_part}
+    assert {key: config[key] for key in package_part} == package_part
+    assert keras_part.pop("keras_weights") == {
+        "filename": hub.KERAS_WEIGHTS_FILENAME, "sha256": sha256_of(folder / hub.KERAS_WEIGHTS_FILENAME),
+    }
+    # Keras' part is the trained architecture the preset ships.
+    architecture_file = json.loads((Path(weights).parent / ARCHITECTURE_FILENAME).read_text())
+    assert {key: keras_part[key] for key in architecture_file} == architecture_file
+    plain = keras.saving.load_model(str(folder), safe_mode=True)
+    np.testing.assert_array_equal(plain(images()), encoder(images()))
+    np.testing.assert_array_equal(zoo.load_pretrained(str(folder))(images()), encoder(images()))
+
+
+def test_a_folder_keras_loads_differently_is_refused(tiny_weights, tmp_path, monkeypatch):
+    """The Keras-format copy is loaded back before the folder is moved into
+    place; one whose features differ (here: Keras handing back a freshly
+    initialized encoder) is refused and nothing is written."""
+    import keras
+
+    _, weights, sha256 = tiny_weights
+    monkeypatch.setattr(
+        keras.saving, "load_model", lambda *args, **kwargs: kdc.resnet20(width_multiplier=0.25)
+    )
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="loaded with keras.saving.load_model.*gives other features"):
+        hub.prepare_repo_folder(make_preset(sha256), weights, str(out / "repo"))
+    assert os.listdir(out) == []
 
 
 def test_repo_folder_architecture_file_is_checked(tiny_weights, tmp_path):
@@ -290,6 +431,15 @@ def test_sha256_mismatch_is_refused_and_leaves_no_folder(tiny_weights, tmp_path)
         hub.prepare_repo_folder(make_preset(wrong), weights, str(tmp_path / "out" / "repo"))
     assert sha256 in str(error.value) and wrong in str(error.value)
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_file_named_like_the_folders_own_files_is_refused(tiny_weights, tmp_path):
+    _, weights, sha256 = tiny_weights
+    for reserved in ("config.json", hub.KERAS_WEIGHTS_FILENAME, "README.md"):
+        preset = make_preset(sha256, weights={"filename": reserved, "sha256": sha256, "bundled": False})
+        with pytest.raises(ValueError, match=f"{reserved!r} is one the repository folder uses"):
+            hub.prepare_repo_folder(preset, weights, str(tmp_path / "out" / "repo"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_weights_of_another_architecture_are_refused(tiny_weights, tmp_path):
@@ -412,14 +562,13 @@ def test_publish_uploads_the_folder(tiny_weights, tmp_path):
     assert (upload, upload_repo) == ("upload_folder", "otherorg/tiny")
     assert upload_kwargs["repo_type"] == "model"
     assert NAME in upload_kwargs["commit_message"]
-    assert set(api.uploaded) == {
-        "README.md", "config.json", "encoder.weights.h5", ARCHITECTURE_FILENAME, "metrics.json", "run.json",
-    }
+    assert set(api.uploaded) == {*FOLDER_FILES, ARCHITECTURE_FILENAME}
     assert hashlib.sha256(api.uploaded["encoder.weights.h5"]).hexdigest() == sha256
     assert hashlib.sha256(api.uploaded[ARCHITECTURE_FILENAME]).hexdigest() == preset["architecture"]["sha256"]
     assert json.loads(api.uploaded["config.json"])["repo_id"] == "otherorg/tiny"
     card = api.uploaded["README.md"].decode()
     assert 'load_pretrained("hf://otherorg/tiny")' in card
+    assert 'keras.saving.load_model("hf://otherorg/tiny")' in card
     _, values = model_index_values(card)
     assert values == {"knn": METRICS["knn"]["top1"], "linear_probe": METRICS["linear_probe"]["top1"]}
     # The temporary folder is gone once uploaded.
@@ -493,7 +642,7 @@ def test_publish_script_dry_run_through_the_registry(tiny_weights, tmp_path):
     result = run("--preset=tiny", f"--repo_id={REPO_ID}", "--dry_run", f"--out_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert str(out) in result.stdout
-    for name in ["README.md", "config.json", "encoder.weights.h5", ARCHITECTURE_FILENAME, "metrics.json", "run.json"]:
+    for name in [*FOLDER_FILES, ARCHITECTURE_FILENAME]:
         assert name in result.stdout
         assert (out / name).exists()
 

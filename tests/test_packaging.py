@@ -17,7 +17,7 @@ from keras_directcopy import zoo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What a source distribution holds: everything setup.cfg packages.
-SOURCE_FILES = ("setup.cfg", "pyproject.toml", "README.md", "keras_directcopy", "zoo")
+SOURCE_FILES = ("setup.cfg", "pyproject.toml", "README.md", "keras_directcopy", "zoo", "model_cards")
 
 
 def build_wheel(tmp_path):
@@ -47,6 +47,7 @@ def test_a_wheel_installed_elsewhere_loads_the_bundled_encoder(tmp_path):
         if preset["weights"].get("bundled"):
             for key in ("weights", "architecture"):
                 assert f"keras_directcopy/zoo_data/{preset['name']}/{preset[key]['filename']}" in packaged
+    assert "keras_directcopy/model_card_templates/template.md" in packaged
 
     # A prefix that is not the venv's (as `pip install --target` or `--user` make).
     target = tmp_path / "elsewhere"

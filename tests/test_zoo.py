@@ -260,7 +260,7 @@ def test_shipped_preset_card_and_hub_folder_match_the_registry(name, tmp_path):
     folder = hub.prepare_repo_folder(preset, zoo.resolve_weights(preset), str(tmp_path / "repo"))
     assert sorted(os.listdir(folder)) == sorted([
         "README.md", "config.json", preset["weights"]["filename"], ARCHITECTURE_FILENAME,
-        "metrics.json", "run.json",
+        hub.KERAS_WEIGHTS_FILENAME, "metrics.json", "run.json",
     ])
     x = images(count=2, size=preset["input_shape"][0])
     np.testing.assert_array_equal(kdc.load_pretrained(folder)(x), kdc.load_pretrained(name)(x))
