@@ -15,11 +15,11 @@ Each view is, in this order (Grill et al. 2020, BYOL, appendix B, table 6):
    ranges: brightness, contrast and saturation factors uniform in
    `[max(0, 1 - x), 1 + x]`, hue shift uniform in `[-hue, hue]` (fractions of
    the colour wheel);
-3. grayscale with probability `grayscale_prob`;
+3. grayscale with probability `grayscale_prob` (keras-cv's `Grayscale`);
 4. Gaussian blur with probability `blur_prob[view]`, sigma uniform in
    `blur_sigma`, kernel about 10% of `S` (odd), reflected borders;
 5. solarization with probability `solarize_prob[view]`: values >= 128 become
-   `255 - value`, as PIL's `ImageOps.solarize`.
+   `255 - value`, as PIL's `ImageOps.solarize` (keras-cv's `Solarization`).
 
 Order of the jitter operations. torchvision applies the four operations in a
 uniformly random order. Brightness (scaling) commutes with the three others,
@@ -34,17 +34,58 @@ Every operation clips to 0..255, as torchvision's; where a value saturates,
 the clipping is the one place where moving brightness to the front can
 differ from torchvision.
 
-Library choice. Core TensorFlow only, which does the job well:
-`tf.image.resize` (bicubic; antialiased when a crop is shrunk, as PIL), one
-`tf.slice` for the crop, `tf.image.adjust_hue` (one fused kernel), 3 x 3
-channel mixes as matrix products for saturation and grayscale,
-`tf.nn.depthwise_conv2d` for the separable blur, and stateless random ops.
-All of them work on one image, so every parameter is per image.
-Keras 3's preprocessing layers are not used: `RandomCrop` draws one crop
-location per batch and needs a static image size, and batching varied-size
-images to use them is not possible before cropping. keras-cv is not needed,
-so it is not imported (keras-cv 0.9 does import under Keras 3.15.1, but it
-is deprecated upstream).
+Library layers. The grayscale and solarization steps are keras-cv's
+`Grayscale` (ITU-R 601 weights, as torchvision's) and `Solarization` (a
+constant threshold; values at or above it are inverted, as PIL's), applied
+where this module's per-view draw says so. The other steps are written here
+in TensorFlow ops, because the Keras 3.15 and keras-cv 0.9 layers for them
+compute something else (tests/test_augment.py shows each difference on a
+concrete image):
+
+- crop: keras-cv's `RandomCropAndResize` resamples with
+  `tf.image.crop_and_resize` (bilinear or nearest only, no antialiasing,
+  sub-pixel boxes), draws the aspect ratio uniformly rather than
+  log-uniformly and relative to the image's own sides (a 20 x 40 image at
+  ratio 1 is squashed whole into the square, where torchvision crops its
+  centered 20 x 20), and clips oversized boxes instead of trying ten times.
+  Keras' `RandomCrop` and `RandomZoom` do not draw an area and a ratio.
+- colour jitter: Keras' (and keras-cv's) `RandomColorJitter` apply
+  brightness, contrast, saturation and hue in a fixed order, and each part
+  differs: `RandomBrightness` adds `factor * 255` where torchvision
+  multiplies; `RandomContrast` blends each channel with its own mean (not
+  the image's mean gray level), and its `factor=0.4` never lowers contrast
+  (factors in [1, 1.4]); `RandomSaturation` scales the HSV saturation, which
+  keeps each pixel's brightest channel (torchvision blends with the gray
+  image), and its `factor=0.2` draws scales in [-0.17, 0.25], so it always
+  desaturates. `RandomHue` rotates the hue exactly as `tf.image.adjust_hue`,
+  which this module calls inside its random order.
+- blur: Keras' `RandomGaussianBlur` pads with zeros (a flat image darkens at
+  its borders; torchvision reflects), draws separate sigmas for the two
+  axes, and reads its probability as a range (`factor=1.0` blurs about half
+  of the images); keras-cv's also pads with zeros.
+
+The flip and the probabilities of the steps are this module's too. Keras'
+`RandomFlip` flips with probability 0.5 only; keras-cv's `RandomFlip(rate=)`
+computes the flip done here, with two full-image masks and selects (the
+vertical one too, in "horizontal" mode). keras-cv's `RandomApply` gives a
+per-view probability, but needs a batch axis in graph mode (on one
+`(H, W, 3)` image its Python `if` on a tensor raises inside
+`tf.data.Dataset.map`), draws from a generator of its own (a view would no
+longer follow the image's `seed`), and runs the batch through `tf.map_fn`.
+A variant built with keras-cv's `RandomFlip` and `RandomApply` for the
+flip, grayscale and solarization was markedly slower, alone and in
+training, in a one-off side-by-side comparison (not kept), so it was
+dropped. Keras' own
+`RandomGrayscale` and `Solarization` are not used either: its
+`Solarization` draws a threshold per image from
+`[threshold_factor[0], 255 * threshold_factor[1]]` (the lower end is not
+scaled, so no constant 128 is possible) and has no probability; and every
+Keras 3 random layer draws from a Keras `SeedGenerator`, which reads its
+state, then assigns the incremented value, in two operations: in a parallel
+map, threads read the same state (measured: 66 and 145 of 20,000 draws
+repeated a seed, with `num_parallel_calls` AUTOTUNE and 8, on 2 cores). A
+Keras `Pipeline` is not used: it only chains layers, and all the steps but
+two are written here.
 
 Randomness. Every call draws a fresh seed from a `tf.random.Generator` owned
 by the augmenter (seeded by the `seed` argument, or else from Python's
@@ -56,37 +97,40 @@ a global seed is set (`keras.utils.set_random_seed`), and so repeat the same
 views every epoch. With `num_parallel_calls`, which image gets which seed
 depends on thread timing; pass `seed=` per image for exact reproducibility.
 
-Speed. Measured with this module's benchmark (random uint8 images in
-memory, `map(augmenter, num_parallel_calls=AUTOTUNE)`, batches of 256), on
-one core pinned with `taskset -c 0` and on both cores (the same commands
-without `taskset`), on a 2-core AMD EPYC virtual machine, no GPU,
-TensorFlow 2.21, Keras 3.15.1::
+Speed. `python scripts/benchmark.py --augmenter_only --dataset=NAME` times
+this module alone (random uint8 images in memory, a parallel map, batches of
+256). Measured on a 2-core AMD EPYC virtual machine, no GPU, TensorFlow
+2.21, Keras 3.15.1, keras-cv 0.9.0, while another training used both cores;
+wall-clock rates followed that load, so only pairs per CPU-second (three
+passes each) are given::
 
-    taskset -c 0 python -m keras_directcopy.augment --preset=cifar10
-    taskset -c 0 python -m keras_directcopy.augment --preset=stl10 --images=5000
-    taskset -c 0 python -m keras_directcopy.augment --preset=imagenet2012 \
+    python scripts/benchmark.py --augmenter_only --dataset=cifar10
+    python scripts/benchmark.py --augmenter_only --dataset=stl10 --images=5000
+    python scripts/benchmark.py --augmenter_only --dataset=imagenet2012 \
         --input_size=256 --images=1500
 
-=============================  =====================  ====================
-preset (source -> view)        one core (taskset)     both cores (no pin)
-=============================  =====================  ====================
-cifar10 (32 -> 32 px)          5,000-5,200 pairs/s    7,900-8,400 pairs/s
-stl10 (96 -> 96 px)            950-1,440 pairs/s      1,800-2,100 pairs/s
-imagenet2012 (256 -> 224 px)   ~145 pairs/s           ~285 pairs/s
-=============================  =====================  ====================
+=============================  =========================
+preset (source -> view)        pairs per CPU-second
+=============================  =========================
+cifar10 (32 -> 32 px)          4,450-4,550
+stl10 (96 -> 96 px)            1,180-1,200
+imagenet2012 (256 -> 224 px)   160-170
+=============================  =========================
 
-Ranges are over repeated runs on a machine shared with other work; the
-benchmark also prints pairs per CPU-second (about 5,100 at 32 px, 1,450 at
-96 px, 190 at 224 px), which varies less. At 224 px the antialiased resize, the hue rotation and the 23 px blur take
-most of the time; CPU-only ImageNet pretraining is not a target.
+Under the same load, `python scripts/benchmark.py --backbones=resnet20
+--predictors=directcopy --inputs=synthetic,real --xla=off` trained on the
+real CIFAR-10 pipeline at 94% and 101% of the synthetic-input throughput in
+two runs (target: at least 90%). At 224 px the antialiased resize, the hue
+rotation and the 23 px blur take most of the time; CPU-only ImageNet
+pretraining is not a target.
 """
 
 import dataclasses
 import math
 import numbers
-import os
 import random
 
+import keras_cv
 import tensorflow as tf
 
 # Presets. Every number names its source:
@@ -310,9 +354,10 @@ def get_preset(name, image_size=None):
     return AugmentationConfig(**fields)
 
 
-# Gray level weights (ITU-R 601), as torchvision's rgb_to_grayscale and
-# tf.image.rgb_to_grayscale.
-_GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+# Gray level weights (ITU-R 601) of torchvision's rgb_to_grayscale and of
+# tf.image.rgb_to_grayscale, which keras-cv's Grayscale calls: the contrast
+# and saturation blends use the gray of the grayscale step.
+_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 _CROP_TRIES = 10  # torchvision's RandomResizedCrop tries ten times
 # Uniform [0, 1) numbers drawn per view, all in one op (see `_draw`).
 _DRAW_SIZES = {
@@ -371,6 +416,7 @@ class TwoViewAugmenter:
             seed = random.randrange(2**31)
         with tf.init_scope(), tf.device("/cpu:0"):
             self._generator = tf.random.Generator.from_seed(seed)
+            self._grayscale, self._solarization = _library_layers(config)
 
     def __call__(self, image, seed=None):
         seed = self._image_seed(seed)
@@ -406,28 +452,53 @@ class TwoViewAugmenter:
         pixels = tf.reshape(image, [size * size, 3])
         if config.jitter_prob > 0:
             pixels = _colour_jitter(pixels, config, draws)
-        if config.grayscale_prob > 0:
-            to_gray = draws["gray"] < config.grayscale_prob
-            pixels = tf.matmul(pixels, tf.where(to_gray, _gray_matrix(), tf.eye(3)))
         image = tf.reshape(pixels, [size, size, 3])
+        if config.grayscale_prob > 0:
+            image = _maybe_apply(self._grayscale, image, draws["gray"] < config.grayscale_prob)
         blur_prob = config.blur_prob[view_index]
         if blur_prob > 0:
             image = _maybe_blur(image, config, draws, blur_prob)
-        # Round once, at the end: the views are uint8 like the dataset images.
+        # Round once, before solarizing: the views are uint8 like the dataset
+        # images, and the threshold then acts as PIL's on uint8 values.
         image = tf.round(_clip(image))
         solarize_prob = config.solarize_prob[view_index]
         if solarize_prob > 0:
-            # On the rounded values, so the threshold is exactly PIL's
-            # `ImageOps.solarize` on uint8; v -> 255 - v written as an update.
-            solarize = tf.cast(draws["solarize"] < solarize_prob, tf.float32)
-            above = tf.cast(image >= config.solarize_threshold, tf.float32)
-            image = image + (solarize * above) * (255.0 - 2.0 * image)
+            image = _maybe_apply(self._solarization, image, draws["solarize"] < solarize_prob)
         return tf.ensure_shape(tf.cast(image, tf.uint8), (size, size, 3))
 
     def _image_seed(self, seed):
         if seed is not None:
             return tf.cast(tf.convert_to_tensor(seed), tf.int32)
         return self._generator.uniform_full_int([2], dtype=tf.int32)
+
+
+def _library_layers(config):
+    """keras-cv's `Grayscale` and `Solarization` for `config`; None where unused.
+
+    Neither draws anything: this module draws whether a view gets them. They
+    compute in float32 whatever the global dtype policy (the training may set
+    mixed_float16, which holds 0..255 only to 1/8 above 128). keras-cv gives
+    every layer a random generator; a seed keeps it from building one from
+    TensorFlow's global generator, which is non-deterministic (and an error
+    under `tf.config.experimental.enable_op_determinism`) when unseeded.
+    """
+    unused_seed = dict(seed=0, dtype="float32")
+    grayscale = solarization = None
+    if config.grayscale_prob > 0:
+        grayscale = keras_cv.layers.Grayscale(output_channels=3, **unused_seed)
+    if max(config.solarize_prob) > 0:
+        # A constant threshold: values at or above it become 255 - value.
+        threshold = keras_cv.core.ConstantFactorSampler(float(config.solarize_threshold))
+        solarization = keras_cv.layers.Solarization(
+            (0, 255), threshold_factor=threshold, **unused_seed
+        )
+    return grayscale, solarization
+
+
+def _maybe_apply(layer, image, apply):
+    """`layer(image)` where the scalar bool `apply` holds, else `image`."""
+    # A conditional, not a blend: the layer runs only for the views it changes.
+    return tf.cond(apply, lambda: layer(image), lambda: image)
 
 
 def _draw(seed):
@@ -612,47 +683,3 @@ def _gaussian_blur(image, sigma, kernel_size):
     padded = tf.pad(image[None], padding, mode="REFLECT")
     rows = tf.nn.depthwise_conv2d(padded, kernel[:, None], [1, 1, 1, 1], "VALID")
     return tf.nn.depthwise_conv2d(rows, kernel[None], [1, 1, 1, 1], "VALID")[0]
-
-
-def _benchmark(argv=None):
-    """Input-pipeline throughput: `python -m keras_directcopy.augment --help`."""
-    import argparse
-    import time
-
-    import numpy as np
-
-    parser = argparse.ArgumentParser(description="Two-view augmentation throughput.")
-    parser.add_argument("--preset", default="cifar10", choices=PRESET_NAMES)
-    parser.add_argument(
-        "--input_size", type=int, default=None, help="side of the source images (default: S)"
-    )
-    parser.add_argument("--images", type=int, default=20_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args(argv)
-    config = get_preset(args.preset)
-    side = args.input_size or config.image_size
-    images = np.random.default_rng(0).integers(0, 256, (512, side, side, 3), dtype=np.uint8)
-    augmenter = TwoViewAugmenter(config, seed=0)
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(images)
-        .repeat()
-        .take(args.images)
-        .map(augmenter, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(256)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    for _ in dataset.take(4):  # warm-up: tracing and autotuning
-        pass
-    for _ in range(args.repeats):
-        start_wall, start_cpu = time.perf_counter(), time.process_time()
-        pairs = sum(int(batch.shape[0]) for batch in dataset)
-        wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
-        print(
-            f"{args.preset} {side}->{config.image_size} px: {pairs / wall:.0f} pairs/s "
-            f"({pairs / cpu:.0f} pairs per CPU-second), "
-            f"{len(os.sched_getaffinity(0))} CPU core(s) usable"
-        )
-
-
-if __name__ == "__main__":
-    _benchmark()

@@ -1,6 +1,8 @@
-"""Pretraining throughput, peak memory and predictor-update cost.
+"""Pretraining throughput, peak memory and predictor-update cost; or, with
+`--augmenter_only`, the throughput of the two-view augmentation alone.
 
     python scripts/benchmark.py --data_dir=~/tensorflow_datasets --output=benchmark.md
+    python scripts/benchmark.py --augmenter_only --dataset=stl10 --images=5000
 
 Each configuration runs in its own process, so that its peak memory is its
 own: on a GPU the TensorFlow allocator's peak, on a CPU the process's peak
@@ -15,6 +17,12 @@ the same way as the train step, and reported as a percentage of a step.
 
 Targets: real input at least 90% of synthetic throughput, and the DirectCopy
 update under 1% of a step. The table marks every row that misses one.
+
+`--augmenter_only` times `keras_directcopy.augment.TwoViewAugmenter` with the
+preset of `--dataset` on random uint8 images held in memory (`--input_size`
+px, by default the view size), mapped with `num_parallel_calls=AUTOTUNE` and
+batched by 256, and prints pairs per second of wall time and per CPU-second
+(which varies less on a shared machine).
 """
 
 import json
@@ -40,10 +48,22 @@ flags.DEFINE_list(
 flags.DEFINE_integer("batch_size", 128, "Global batch size.")
 flags.DEFINE_integer("warmup_steps", 3, "Untimed steps (compilation included).")
 flags.DEFINE_integer("steps", 10, "Timed steps.")
-flags.DEFINE_string("dataset", "cifar10", "Dataset of the real input pipeline.")
+flags.DEFINE_string(
+    "dataset", "cifar10",
+    "Dataset of the real input pipeline; with --augmenter_only, the augmentation preset.",
+)
 flags.DEFINE_string("data_dir", None, "tfds data directory of the real input.")
 flags.DEFINE_string("output", None, "Also write the Markdown table here.")
 flags.DEFINE_string("single", None, "Internal: run one configuration (JSON) and print its result.")
+flags.DEFINE_bool(
+    "augmenter_only", False,
+    "Time only the two-view augmentation of --dataset's preset on random images in memory.",
+)
+flags.DEFINE_integer(
+    "input_size", None, "--augmenter_only: side of the source images (default: the view size)."
+)
+flags.DEFINE_integer("images", 20_000, "--augmenter_only: images per timed pass.", lower_bound=1)
+flags.DEFINE_integer("repeats", 3, "--augmenter_only: timed passes.", lower_bound=1)
 
 FLAGS = flags.FLAGS
 DIRECT = ("directcopy", "directpred", "directset")
@@ -100,6 +120,58 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
     )
 
 
+def augmenter_throughput(augmenter, input_size, images, repeats):
+    """Times `augmenter` in a parallel `tf.data` map over random uint8 images.
+
+    Args:
+        augmenter: callable, one uint8 `(H, W, 3)` image to its two views.
+        input_size: side of the square source images.
+        images: images per timed pass.
+        repeats: timed passes, after an untimed warm-up (tracing, autotuning).
+
+    Returns:
+        One dict per pass: `pairs_per_s` (wall time) and `pairs_per_cpu_s`
+        (CPU time of this process).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    sources = np.random.default_rng(0).integers(0, 256, (512, input_size, input_size, 3), np.uint8)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(sources)
+        .repeat()
+        .take(images)
+        .map(augmenter, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(256)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    for _ in dataset.take(4):
+        pass
+    results = []
+    for _ in range(repeats):
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        pairs = sum(int(batch.shape[0]) for batch in dataset)
+        wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
+        results.append(dict(pairs_per_s=pairs / wall, pairs_per_cpu_s=pairs / cpu))
+    return results
+
+
+def report_augmenter_throughput(preset, input_size, images, repeats):
+    """Prints `augmenter_throughput` of `preset`'s seeded augmenter, one line per pass."""
+    from keras_directcopy import augment
+
+    config = augment.get_preset(preset)
+    side = input_size or config.image_size
+    augmenter = augment.TwoViewAugmenter(config, seed=0)
+    for result in augmenter_throughput(augmenter, side, images, repeats):
+        print(
+            f"{preset} {side}->{config.image_size} px: {result['pairs_per_s']:.0f} pairs/s "
+            f"({result['pairs_per_cpu_s']:.0f} pairs per CPU-second), "
+            f"{len(os.sched_getaffinity(0))} CPU core(s) usable",
+            flush=True,
+        )
+
+
 def configurations():
     for backbone in FLAGS.backbones:
         full = backbone in FLAGS.full_matrix_backbones
@@ -154,6 +226,9 @@ def table(results):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    if FLAGS.augmenter_only:
+        report_augmenter_throughput(FLAGS.dataset, FLAGS.input_size, FLAGS.images, FLAGS.repeats)
+        return
     if FLAGS.single:
         config = json.loads(FLAGS.single)
         result = measure(

@@ -1,5 +1,6 @@
 """The two-view augmentation: presets, per-image randomness, each operation's
-behaviour with its probability forced to 0 or 1, and the preview script."""
+behaviour with its probability forced to 0 or 1, how the Keras and keras-cv
+layers not used differ from torchvision, and the preview script."""
 
 import dataclasses
 import importlib.util
@@ -8,6 +9,7 @@ import os
 from pathlib import Path
 
 import keras
+import keras_cv
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -235,7 +237,8 @@ def test_flip_and_grayscale_forced_on():
     gray = AugmentationConfig(image_size=32, **dict(IDENTITY, grayscale_prob=1.0))
     view = TwoViewAugmenter(gray).view(image, 1).numpy().astype(int)
     assert np.all(view[..., 0] == view[..., 1]) and np.all(view[..., 1] == view[..., 2])
-    expected = np.round(image.astype(float) @ np.array([0.299, 0.587, 0.114]))
+    # ITU-R 601 weights, as torchvision's rgb_to_grayscale.
+    expected = np.round(image.astype(float) @ np.array([0.2989, 0.587, 0.114]))
     np.testing.assert_allclose(view[..., 0], expected, atol=1)
 
 
@@ -274,7 +277,7 @@ def test_jitter_order_matches_torchvision_permutations():
         [rng.uniform(140, 180, 256), rng.uniform(70, 100, 256), rng.uniform(70, 90, 256)], axis=-1
     ).astype(np.float32)
     factors = {"b": 1.1, "c": 0.7, "s": 1.15, "h": 0.08}
-    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    weights = np.array([0.2989, 0.587, 0.114], np.float32)  # torchvision's gray
 
     def reference(order):
         x = pixels
@@ -360,6 +363,202 @@ def test_crop_area_and_ratio_bounds():
     assert abs(spread - 255 * 40 / 200) < 8
 
 
+# The flip, grayscale and solarization: probabilities and randomness.
+
+
+def test_flip_grayscale_solarization_draw_per_image_per_epoch_and_reproducibly():
+    # Only these steps are random here. The image is bright (128..255,
+    # so solarized views are dark) and brightens from left to right (flipped
+    # views darken), whether gray or not.
+    image = (128 + textured_image() // 2).astype(np.uint8)
+    config = AugmentationConfig(
+        image_size=32, **dict(IDENTITY, flip_prob=0.3, grayscale_prob=0.2, solarize_prob=(0.0, 0.4))
+    )
+    dataset = tf.data.Dataset.from_tensors(image).repeat(400)
+
+    def epoch(augmenter, parallel=None):
+        views = np.stack(list(dataset.map(augmenter, num_parallel_calls=parallel))).astype(int)
+        first_views = views[:, 0]
+        left, right = first_views[:, :, :8], first_views[:, :, -8:]
+        flipped = left.mean(axis=(1, 2, 3)) > right.mean(axis=(1, 2, 3))
+        gray = (first_views[..., 0] == first_views[..., 2]).all(axis=(1, 2))
+        solarized = views[:, 1].max(axis=(1, 2, 3)) < 128
+        return np.array([flipped, gray, solarized], float)
+
+    augmenter = TwoViewAugmenter(config, seed=4)
+    first, second = epoch(augmenter), epoch(augmenter)
+    # Each probability, per image (binomial standard error at most 0.025).
+    for rates in (first, second, epoch(TwoViewAugmenter(config), tf.data.AUTOTUNE)):
+        assert rates.mean(axis=1) == pytest.approx([0.3, 0.2, 0.4], abs=0.08)
+    assert not np.array_equal(first, second)  # a new epoch draws anew
+    np.testing.assert_array_equal(epoch(TwoViewAugmenter(config, seed=4)), first)
+    # The three steps draw independently of one another.
+    assert abs(np.corrcoef(first)[np.triu_indices(3, 1)]).max() < 0.2
+
+
+def test_views_do_not_depend_on_the_global_dtype_policy():
+    # The training sets a mixed_float16 policy before building the augmenter;
+    # float16 holds 0..255 only to 1/8 above 128.
+    image = textured_image()
+    config = dataclasses.replace(get_preset("stl10", image_size=32), grayscale_prob=0.5,
+                                 solarize_prob=(0.5, 0.5))
+    augmenter = TwoViewAugmenter(config, seed=6)
+    expected = np.stack([augmenter(image) for _ in range(8)])
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        augmenter = TwoViewAugmenter(config, seed=6)
+        views = np.stack([augmenter(image) for _ in range(8)])
+    finally:
+        keras.config.set_dtype_policy(previous)
+    np.testing.assert_array_equal(views, expected)
+
+
+# The Keras 3 and keras-cv layers this module does not use, on concrete
+# inputs: each computes something else than torchvision (and this module).
+
+
+def jitter_only(**strengths):
+    """An augmenter whose one random step is the colour jitter with these strengths."""
+    jitter = dict(dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0), **strengths)
+    return TwoViewAugmenter(
+        AugmentationConfig(image_size=8, **dict(IDENTITY, jitter_prob=1.0), **jitter), seed=0
+    )
+
+
+def test_keras_brightness_adds_where_torchvision_multiplies():
+    image = np.tile(np.array([50, 100, 200], np.uint8), (8, 8, 1))
+    # Brightness factor fixed at 0.1 of the value range: + 25.5 on every value.
+    for layer in (keras.layers.RandomBrightness(factor=(0.1, 0.1)),
+                  keras.layers.RandomColorJitter(brightness_factor=(0.1, 0.1))):
+        shifted = layer(image.astype(np.float32), training=True).numpy()
+        np.testing.assert_allclose(shifted - image, 25.5)
+    # Here (torchvision): every value times one factor in [0.6, 1.4].
+    augmenter = jitter_only(brightness=0.4)
+    for _ in range(5):
+        pixel = augmenter.view(image, 0).numpy()[0, 0].astype(float)
+        factor = pixel[1] / 100  # green never reaches 255
+        assert 0.6 - 0.01 <= factor <= 1.4 + 0.01
+        np.testing.assert_allclose(pixel, np.minimum(255, factor * np.array([50, 100, 200])),
+                                   atol=1.5)
+
+
+def test_keras_contrast_blends_each_channel_with_its_own_mean():
+    # Half reddish, half bluish; green is 60 everywhere. The mean gray level is 80.64.
+    image = np.tile(np.array([60, 60, 160], np.uint8), (8, 8, 1))
+    image[:4] = [160, 60, 60]
+    mean_gray = np.mean(image.astype(float) @ [0.2989, 0.587, 0.114])
+    layer = keras.layers.RandomContrast(factor=0.4, seed=0)
+    for _ in range(5):
+        out = layer(image.astype(np.float32), training=True).numpy()
+        np.testing.assert_allclose(out[..., 1], 60, atol=1e-4)  # its own mean: unchanged
+        assert out[0, 0, 0] >= 160 - 1e-4  # factor=0.4 draws factors in [1, 1.4] only
+    # Here (torchvision): every channel blends with the mean gray, factor in [0.6, 1.4].
+    augmenter = jitter_only(contrast=0.4)
+    factors = []
+    for _ in range(8):
+        out = augmenter.view(image, 0).numpy().astype(float)
+        factor = (out[0, 0, 0] - mean_gray) / (160 - mean_gray)
+        np.testing.assert_allclose(out[..., 1], factor * 60 + (1 - factor) * mean_gray, atol=1.5)
+        factors.append(factor)
+    assert 0.59 < min(factors) < 0.95 and 1.05 < max(factors) < 1.41
+
+
+def test_keras_saturation_keeps_the_brightest_channel():
+    image = np.tile(np.array([200, 100, 50], np.uint8), (8, 8, 1))
+    gray = 200 * 0.2989 + 100 * 0.587 + 50 * 0.114
+    layer = keras.layers.RandomSaturation(factor=0.2, seed=0)
+    for _ in range(5):
+        pixel = layer(image.astype(np.float32), training=True).numpy()[0, 0]
+        assert pixel.max() == pytest.approx(200, abs=1e-3)  # HSV value kept
+        assert np.ptp(pixel) <= 0.25 * 150 + 1e-3  # factor=0.2 always desaturates
+    # Here (torchvision): blending with the gray image moves every channel, the
+    # brightest too, and the saturation factor is in [0.8, 1.2].
+    augmenter = jitter_only(saturation=0.2)
+    for _ in range(5):
+        pixel = augmenter.view(image, 0).numpy()[0, 0].astype(float)
+        factor = np.ptp(pixel) / 150
+        assert 0.8 - 0.01 <= factor <= 1.2 + 0.01
+        np.testing.assert_allclose(pixel, factor * np.array([200, 100, 50]) + (1 - factor) * gray,
+                                   atol=1.5)
+
+
+def test_keras_hue_is_the_rotation_used_here():
+    # The one jitter layer that computes the same thing: a shift of +-0.08 of
+    # the colour wheel is tf.image.adjust_hue's rotation, which this module calls.
+    image = np.tile(np.array([200, 100, 50], np.float32), (4, 4, 1))
+    rotations = [tf.image.adjust_hue(image / 255, shift).numpy() * 255 for shift in (0.08, -0.08)]
+    layer = keras.layers.RandomHue(factor=(0.16, 0.16), seed=0)
+    for _ in range(4):
+        out = layer(image, training=True).numpy()
+        assert min(np.abs(out - rotated).max() for rotated in rotations) < 0.05
+
+
+def test_library_blurs_pad_with_zeros():
+    flat = np.full((1, 16, 16, 3), 200, np.float32)
+    for blurred in (
+        keras.layers.RandomGaussianBlur(factor=(1.0, 1.0), kernel_size=7, sigma=(1.0, 1.0))(
+            flat, training=True),
+        keras_cv.layers.RandomGaussianBlur(kernel_size=7, factor=(1.0, 1.0))(flat),
+    ):
+        blurred = np.asarray(blurred)
+        assert blurred[0, 0, 0, 0] < 150  # the corner darkens
+        np.testing.assert_allclose(blurred[0, 8, 8], 200, atol=1e-3)
+    # Here (torchvision): reflected borders keep a flat image flat.
+    config = AugmentationConfig(image_size=16, **dict(IDENTITY, blur_prob=(1.0, 1.0)),
+                                blur_sigma=(1.0, 1.0), blur_kernel_size=7)
+    np.testing.assert_array_equal(TwoViewAugmenter(config).view(flat[0].astype(np.uint8), 0),
+                                  flat[0])
+    # Keras reads its factor as a range of probabilities: factor=1.0 blurs about half.
+    layer = keras.layers.RandomGaussianBlur(factor=1.0, kernel_size=7, sigma=(1.0, 1.0), seed=0)
+    board = checkerboard(16)[None].astype(np.float32)
+    changed = [not np.array_equal(layer(board, training=True), board) for _ in range(100)]
+    assert 0.3 < np.mean(changed) < 0.7
+
+
+def test_keras_cv_crop_and_resize_squashes_and_has_no_bicubic():
+    image = np.random.default_rng(1).integers(0, 256, (20, 40, 3)).astype(np.float32)
+    # Area 1, ratio 1 on a 20 x 40 image: the whole image squashed into 20 x 20
+    # (its first and last columns kept), where torchvision crops the centered
+    # square (test_crop_falls_back_to_the_center_like_torchvision).
+    layer = keras_cv.layers.RandomCropAndResize((20, 20), (1.0, 1.0), (1.0, 1.0), seed=0)
+    squashed = layer(image).numpy()
+    np.testing.assert_allclose(squashed[:, 0], image[:, 0], atol=1e-3)
+    np.testing.assert_allclose(squashed[:, -1], image[:, -1], atol=1e-3)
+    assert np.abs(squashed - image[:, 10:30]).max() > 100
+    # It resamples with tf.image.crop_and_resize: bilinear or nearest, no bicubic.
+    bicubic = keras_cv.layers.RandomCropAndResize(
+        (20, 20), (0.08, 1.0), (3 / 4, 4 / 3), interpolation="bicubic", seed=0
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="method"):
+        bicubic(image)
+
+
+def test_keras_solarization_cannot_hold_the_threshold_at_128():
+    # Keras draws the threshold from [128 / 255, 128] here (the lower end is not
+    # scaled by 255), so a value of 60 is often inverted.
+    layer = keras.layers.Solarization(threshold_factor=(128 / 255, 128 / 255), seed=0)
+    dark = np.full((2, 2, 3), 60, np.float32)
+    outputs = {float(layer(dark, training=True)[0, 0, 0]) for _ in range(20)}
+    assert outputs == {60.0, 195.0}
+    # keras-cv's, used here, inverts exactly the values >= 128, as PIL.
+    constant = keras_cv.core.ConstantFactorSampler(128.0)
+    values = tf.constant([[[0.0, 60.0, 127.0], [128.0, 200.0, 255.0]]])
+    solarized = keras_cv.layers.Solarization((0, 255), threshold_factor=constant)(values)
+    np.testing.assert_array_equal(solarized, [[[0, 60, 127], [127, 55, 0]]])
+
+
+def test_keras_cv_random_apply_needs_a_batch_axis_in_tf_data():
+    # Why this module draws the probabilities itself (see its docstring).
+    grayscale = keras_cv.layers.RandomApply(keras_cv.layers.Grayscale(output_channels=3),
+                                            rate=0.5, seed=0)
+    images = tf.data.Dataset.from_tensors(textured_image().astype(np.float32)).repeat(2)
+    with pytest.raises(tf.errors.OperatorNotAllowedInGraphError):
+        images.map(grayscale)
+    batches_of_one = images.map(lambda image: grayscale(image[None])[0])
+    assert [view.shape for view in batches_of_one] == [(32, 32, 3)] * 2
+
+
 # The preview script.
 
 
@@ -414,9 +613,3 @@ def test_show_augmentations_main_with_flags_on_an_image_folder(show_script, tmp_
     first = output.read_bytes()
     show_script.main([], values)
     assert output.read_bytes() == first
-
-
-def test_augment_module_does_not_import_keras_cv():
-    source = (ROOT / "keras_directcopy" / "augment.py").read_text()
-    assert "import keras_cv" not in source and "from keras_cv" not in source
-    assert augment.TwoViewAugmenter is TwoViewAugmenter

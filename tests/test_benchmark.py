@@ -1,6 +1,8 @@
-"""scripts/benchmark.py runs and prints its table (a smoke test: the numbers
-themselves are the benchmark's business, not the tests')."""
+"""scripts/benchmark.py runs and prints its table, and its --augmenter_only
+mode its lines (smoke tests: the numbers themselves are the benchmark's
+business, not the tests')."""
 
+import re
 import subprocess
 import sys
 
@@ -26,3 +28,16 @@ def test_benchmark_prints_a_table(data_dir, tmp_path):  # noqa: F811
     assert cells[6].endswith("%") and cells[7].endswith("%")  # real/synthetic, update cost
     linear = next(r for r in rows if "| linear | synthetic |" in r)
     assert [c.strip() for c in linear.strip("|").split("|")][7] == ""  # no update to time
+
+
+def test_augmenter_only_prints_pairs_per_second():
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--augmenter_only",
+         "--dataset=stl10", "--input_size=120", "--images=300", "--repeats=2"],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = (r"^stl10 120->96 px: (\d+) pairs/s \((\d+) pairs per CPU-second\), "
+            r"\d+ CPU core\(s\) usable$")
+    lines = re.findall(line, result.stdout, re.MULTILINE)
+    assert len(lines) == 2 and all(int(wall) > 0 and int(cpu) > 0 for wall, cpu in lines)
