@@ -277,7 +277,7 @@ def load_split(dataset, data_dir, split, *, shuffle_seed=False):
     supervised = spec.label_key == "label"
     try:
         images = tfds.load(
-            spec.name, split=split, data_dir=data_dir, download=False, as_supervised=supervised
+            spec.name, split=split, data_dir=_expand(data_dir), download=False, as_supervised=supervised
         )
     except (AssertionError, tfds.core.DatasetNotFoundError) as error:
         raise FileNotFoundError(
@@ -310,7 +310,7 @@ def ensure_prepared(dataset, data_dir, download=True):
     if dataset.startswith(FOLDER_PREFIX):
         return
     name = get_dataset_spec(dataset).name
-    data_dir = data_dir and os.path.expanduser(data_dir)
+    data_dir = _expand(data_dir)
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir)
@@ -348,6 +348,12 @@ def _unresolvable_host(builder):
         except OSError:
             return host
     return None
+
+
+def _expand(data_dir):
+    """`data_dir` with a leading `~` expanded (a shell leaves the one in
+    `--data_dir=~/...` alone); None stays None, the tfds default."""
+    return data_dir and os.path.expanduser(data_dir)
 
 
 def _location(data_dir):
@@ -731,7 +737,7 @@ def num_examples(dataset, data_dir, split):
     import tensorflow_datasets as tfds
 
     try:
-        builder = tfds.builder(spec.name, data_dir=data_dir)
+        builder = tfds.builder(spec.name, data_dir=_expand(data_dir))
         return builder.info.splits[split].num_examples
     except (AssertionError, KeyError, tfds.core.DatasetNotFoundError):
         # Same message as loading would give.

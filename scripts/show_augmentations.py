@@ -1,11 +1,9 @@
-"""Writes a PNG grid of two-view augmentations, to look at them.
+"""Draws a grid of two-view augmentations, to look at them (matplotlib).
 
-One row per image: the original | view 1 | view 2, each tile `S x S` where
-`S` is the preset's view size. The original is resized to fit the tile with
-its aspect ratio kept (gray bars pad the rest). Tiles under 96 px are
-enlarged by an integer factor, nearest neighbour, so CIFAR's 32 px views are
-shown at 96 px with their pixels visible. Tiles are separated by a 4 px
-white margin.
+One row per image: the original | view 1 | view 2, the original at its own
+aspect ratio, the views `S x S` where `S` is the preset's view size, pixels
+shown as squares (no smoothing), so CIFAR's 32 px views show their pixels.
+Needs matplotlib: `pip install -c constraints.txt -e '.[figures]'`.
 
     python scripts/show_augmentations.py --dataset=cifar10 \
         --data_dir=~/tensorflow_datasets --output=runs/augmentations.png
@@ -18,15 +16,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from keras_directcopy import augment, data  # noqa: E402
 from keras_directcopy.io_utils import atomic_save  # noqa: E402
 
-MARGIN = 4  # px of white between tiles and around the grid
-MIN_TILE = 96  # tiles smaller than this are enlarged by an integer factor
-_PAD_GRAY = 128
+TILE_INCHES = 1.6  # side of one image in the figure
+DPI = 150
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -55,79 +51,12 @@ def define_flags(flag_values=flags.FLAGS):
     )
 
 
-def upscale_factor(image_size):
-    """Integer enlargement of `image_size` tiles: 3 at 32 px, 1 from 96 px up."""
-    return max(1, MIN_TILE // image_size)
-
-
-def grid_shape(num_rows, image_size):
-    """`(height, width, 3)` of the grid for `num_rows` images of `image_size` views."""
-    tile = image_size * upscale_factor(image_size)
-    return (num_rows * tile + (num_rows + 1) * MARGIN, 3 * tile + 4 * MARGIN, 3)
-
-
-def make_grid(rows, image_size):
-    """Assembles the grid.
-
-    Args:
-        rows: list of `(original, views)`: uint8 `(H, W, 3)` and uint8
-            `(2, S, S, 3)`.
-        image_size: `S`.
+def augmentation_rows(dataset, data_dir, split, num_images, seed, image_size=None):
+    """The first `num_images` images of a split and their two views.
 
     Returns:
-        uint8 tensor of shape `grid_shape(len(rows), image_size)`.
-    """
-    factor = upscale_factor(image_size)
-    tile = image_size * factor
-    white = tf.fill([tile, MARGIN, 3], tf.constant(255, tf.uint8))
-    lines = [tf.fill([MARGIN, 3 * tile + 4 * MARGIN, 3], tf.constant(255, tf.uint8))]
-    for original, views in rows:
-        tiles = [_fit(original, image_size), views[0], views[1]]
-        if factor > 1:
-            tiles = [
-                tf.cast(tf.image.resize(t, (tile, tile), method="nearest"), tf.uint8) for t in tiles
-            ]
-        line = [white]
-        for t in tiles:
-            line += [t, white]
-        lines += [tf.concat(line, axis=1), lines[0]]
-    return tf.concat(lines, axis=0)
-
-
-def _fit(image, size):
-    """The whole image, aspect ratio kept, on a gray `size x size` tile."""
-    image = tf.convert_to_tensor(image)
-    height, width = int(image.shape[0]), int(image.shape[1])
-    scale = size / max(height, width)
-    new_height = max(1, min(size, round(height * scale)))
-    new_width = max(1, min(size, round(width * scale)))
-    resized = tf.image.resize(image, (new_height, new_width), method="bicubic", antialias=True)
-    resized = tf.cast(tf.round(tf.clip_by_value(resized, 0, 255)), tf.uint8)
-    top, left = (size - new_height) // 2, (size - new_width) // 2
-    return tf.pad(
-        resized,
-        [[top, size - new_height - top], [left, size - new_width - left], [0, 0]],
-        constant_values=_PAD_GRAY,
-    )
-
-
-def write_png_atomically(path, image):
-    """Encodes uint8 `(H, W, 3)` as PNG and writes it atomically."""
-    encoded = tf.io.encode_png(image).numpy()
-
-    def write(temporary):
-        with open(temporary, "wb") as file:
-            file.write(encoded)
-
-    atomic_save(path, write)
-
-
-def show_augmentations(dataset, data_dir, split, num_images, output, seed, image_size=None):
-    """Writes the grid of `num_images` images of `dataset` to `output`.
-
-    Returns:
-        `(rows, image_size)`: how many images the grid shows (fewer than
-        `num_images` if the split is smaller) and the view size.
+        `(rows, image_size)`: a list of `(original, views)`, uint8 NumPy
+        arrays `(H, W, 3)` and `(2, S, S, 3)`, and `S`.
 
     Raises:
         ValueError: if the split has no images.
@@ -136,14 +65,54 @@ def show_augmentations(dataset, data_dir, split, num_images, output, seed, image
     config = augment.get_preset(dataset, image_size=image_size)
     augmenter = augment.TwoViewAugmenter(config, seed=seed)
     images = data.load_split(dataset, data_dir, split).take(num_images)
-    # Sequential map: with a seeded augmenter the grid is reproducible.
+    # Sequential map: with a seeded augmenter the views are reproducible.
     pairs = images.map(lambda image, label: (image, augmenter(image)))
-    rows = [(original, views) for original, views in pairs]
+    rows = [(original.numpy(), views.numpy()) for original, views in pairs]
     if not rows:
         raise ValueError(f"Split {split!r} of {dataset!r} has no images.")
-    grid = make_grid(rows, config.image_size)
-    write_png_atomically(output, grid)
-    return len(rows), config.image_size
+    return rows, config.image_size
+
+
+def draw_grid(rows, image_size):
+    """The matplotlib figure of `rows` (see `augmentation_rows`): one row per
+    image, columns original | view 1 | view 2."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(
+        len(rows), 3, figsize=(3 * TILE_INCHES, len(rows) * TILE_INCHES), squeeze=False,
+        layout="constrained",
+    )
+    titles = ("original", f"view 1 ({image_size} px)", f"view 2 ({image_size} px)")
+    for column, title in enumerate(titles):
+        axes[0, column].set_title(title, fontsize=9)
+    for row_axes, (original, views) in zip(axes, rows):
+        for axis, image in zip(row_axes, (original, views[0], views[1])):
+            axis.imshow(image, interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+    return figure
+
+
+def show_augmentations(dataset, data_dir, split, num_images, output, seed, image_size=None):
+    """Draws the grid of `num_images` images of `dataset` into the PNG `output`
+    (written atomically).
+
+    Returns:
+        `(rows, image_size)`: the rows drawn (see `augmentation_rows`; fewer
+        than `num_images` if the split is smaller) and the view size.
+    """
+    rows, size = augmentation_rows(dataset, data_dir, split, num_images, seed, image_size)
+    figure = draw_grid(rows, size)
+    try:
+        atomic_save(output, lambda temporary: figure.savefig(temporary, format="png", dpi=DPI))
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+    return rows, size
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -154,7 +123,7 @@ def main(argv, flag_values=flags.FLAGS):
         values.seed, values.image_size,
     )
     print(
-        f"Wrote {values.output}: {rows} image(s) x (original | view 1 | view 2), "
+        f"Wrote {values.output}: {len(rows)} image(s) x (original | view 1 | view 2), "
         f"{size} px views."
     )
 

@@ -572,23 +572,29 @@ def show_script():
     return module
 
 
+def shown_arrays(figure):
+    """The images a figure's axes show, row by row: `[[original, view 1, view 2], ...]`."""
+    axes = figure.get_axes()
+    arrays = [np.asarray(axis.get_images()[0].get_array()) for axis in axes]
+    return [arrays[index:index + 3] for index in range(0, len(arrays), 3)]
+
+
 def test_show_augmentations_writes_the_grid_on_mock_cifar(show_script, tmp_path):
     output = tmp_path / "out" / "grid.png"
     with tfds.testing.mock_data(num_examples=5):
         rows, size = show_script.show_augmentations(
             "cifar10", None, "train", num_images=3, output=str(output), seed=0
         )
-    assert (rows, size) == (3, 32)
-    grid = tf.io.decode_png(output.read_bytes()).numpy()
-    # 32 px tiles shown 3x: 3 rows of 96 px and 3 columns, 4 px margins.
-    assert grid.shape == (3 * 96 + 4 * 4, 3 * 96 + 4 * 4, 3) == show_script.grid_shape(3, 32)
+    assert (len(rows), size) == (3, 32)
+    assert all(original.shape == (32, 32, 3) and views.shape == (2, 32, 32, 3) for original, views in rows)
+    assert tf.io.decode_png(output.read_bytes()).shape[-1] in (3, 4)  # a PNG was written
     assert os.listdir(output.parent) == ["grid.png"]  # no temporary file left
 
 
 def test_show_augmentations_main_with_flags_on_an_image_folder(show_script, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
-    originals = [textured_image(32, 32, seed=index) for index in range(2)]
+    originals = [textured_image(32, 48, seed=index) for index in range(2)]
     for index, image in enumerate(originals):
         (images / f"{index}.png").write_bytes(tf.io.encode_png(image).numpy())
     output = tmp_path / "grid.png"
@@ -599,17 +605,22 @@ def test_show_augmentations_main_with_flags_on_an_image_folder(show_script, tmp_
         f"--output={output}", "--seed=3", "--image_size=32",
     ])
     show_script.main([], values)
-    grid = tf.io.decode_png(output.read_bytes()).numpy()
-    assert grid.shape == show_script.grid_shape(2, 32) == (2 * 96 + 3 * 4, 3 * 96 + 4 * 4, 3)
-    # Column 1 of each row is the original, enlarged 3x; columns 2 and 3 differ from it.
-    row_starts = [4, 4 + 96 + 4]
-    shown = {grid[top:top + 96, 4:100].tobytes() for top in row_starts}
-    assert shown == {image.repeat(3, axis=0).repeat(3, axis=1).tobytes() for image in originals}
-    for top in row_starts:
-        original = grid[top:top + 96, 4:100]
-        assert not np.array_equal(grid[top:top + 96, 104:200], original)
-        assert not np.array_equal(grid[top:top + 96, 204:300], original)
-    # The same seed writes the same grid.
-    first = output.read_bytes()
-    show_script.main([], values)
-    assert output.read_bytes() == first
+    assert output.is_file()
+
+    rows, size = show_script.augmentation_rows(f"folder:{images}", None, "train", 8, seed=3, image_size=32)
+    figure = show_script.draw_grid(rows, size)
+    shown = shown_arrays(figure)
+    # Two rows (the folder's two images), each the original at its own shape, then its two views.
+    assert len(shown) == 2
+    assert {row[0].tobytes() for row in shown} == {image.tobytes() for image in originals}
+    for (original, views), (shown_original, view_1, view_2) in zip(rows, shown):
+        np.testing.assert_array_equal(shown_original, original)
+        np.testing.assert_array_equal(view_1, views[0])
+        np.testing.assert_array_equal(view_2, views[1])
+        assert view_1.shape == view_2.shape == (32, 32, 3)
+        assert not np.array_equal(view_1, view_2)
+    assert [axis.get_title() for axis in figure.get_axes()[:3]] == ["original", "view 1 (32 px)", "view 2 (32 px)"]
+    # The same seed gives the same views.
+    again, _ = show_script.augmentation_rows(f"folder:{images}", None, "train", 8, seed=3, image_size=32)
+    for (_, views), (_, views_again) in zip(rows, again):
+        np.testing.assert_array_equal(views, views_again)

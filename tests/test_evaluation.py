@@ -430,3 +430,12 @@ def test_finetune_script_end_to_end(data_dir, saved_encoder, tmp_path):
     original = keras.saving.load_model(saved_encoder, safe_mode=True)
     tuned = classifier.get_layer("resnet20")
     assert any(not np.allclose(a, b) for a, b in zip(original.get_weights(), tuned.get_weights()))
+
+
+def test_a_data_dir_starting_with_a_tilde_is_the_home_directory(data_dir, monkeypatch):
+    # A shell leaves the `~` of `--data_dir=~/tensorflow_datasets` alone.
+    monkeypatch.setenv("HOME", os.path.dirname(data_dir))
+    tilde = "~/" + os.path.basename(data_dir)
+    data.ensure_prepared("cifar10", tilde, download=False)
+    assert data.num_examples("cifar10", tilde, "test") == 256
+    assert len(list(data.load_split("cifar10", tilde, "test").take(3))) == 3
