@@ -19,3 +19,5 @@ def test_the_shared_flags_are_key_flags_of_the_calling_script():
     # Key flags of a module are what absl's --help lists for it.
     assert {flag.name for flag in values.get_key_flags_for_module(sys.modules[__name__])} == shared
     assert not values.get_key_flags_for_module(encoder_flags)
+    # A missing tfds dataset is downloaded unless --nodownload.
+    assert values["download"].default is True
