@@ -222,3 +222,19 @@ def test_compare_methods_runs_a_study_end_to_end(tmp_path):
     assert floor["knn"]["train_examples"] == 256
     text = (results_dir / comparison_report.TABLE_FILENAME).read_text()
     assert "| DirectCopy, Frobenius, eps 0.3 | 0 |" in text and "| random init (no training) | 0 |" in text
+
+
+def test_round_two_table_in_the_readme_is_what_its_result_files_give(tmp_path):
+    """Round 2 (a study.json folder): the committed table, and the README's
+    copy of it, are what the committed run files give."""
+    results_dir = SCRIPTS / "results" / "cifar10_comparison_round2"
+    copy = tmp_path / "results"
+    shutil.copytree(results_dir, copy)
+    text = comparison_report.write_report(str(copy))
+    assert (results_dir / comparison_report.TABLE_FILENAME).read_text() == text
+    assert text.strip() in (SCRIPTS.parent / "README.md").read_text()
+    # Every arm with a finished run is in the table, under its study label.
+    study = json.loads((results_dir / "study.json").read_text())
+    finished = {folder.name.rsplit("_seed", 1)[0] for folder in results_dir.glob("*_seed*")}
+    for arm in finished:
+        assert f"| {study['arms'][arm]['label']} |" in text
