@@ -224,7 +224,8 @@ def build_optimizer(config, steps_per_epoch, total_steps):
 
 def save_encoder(encoder, output_dir):
     """Writes `encoder.keras`, `encoder.weights.h5` and the architecture
-    `encoder.config.json`, each atomically.
+    `encoder.config.json`, each atomically, always in float32 (see
+    `float32_copy`).
 
     The architecture file (`backbones.write_architecture`) ships with the
     weights when the encoder becomes a preset (`scripts/register_preset.py`,
@@ -233,9 +234,31 @@ def save_encoder(encoder, output_dir):
     """
     from keras_directcopy.backbones import ARCHITECTURE_FILENAME, write_architecture
 
+    encoder = float32_copy(encoder)
     atomic_save(os.path.join(output_dir, "encoder.keras"), encoder.save)
     atomic_save(os.path.join(output_dir, "encoder.weights.h5"), encoder.save_weights)
     write_architecture(encoder, os.path.join(output_dir, ARCHITECTURE_FILENAME))
+
+
+def float32_copy(encoder):
+    """`encoder` itself if every layer computes in float32, else a float32
+    clone holding the same weights.
+
+    An encoder trained under a mixed-precision policy (`--mixed_precision`)
+    keeps float32 variables but computes, and returns features, in
+    float16/bfloat16; saved as it is, every later user would get that
+    policy (slow on CPUs, and a precision the evaluation never chose). The
+    policy is a training choice, so what is saved is float32.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in encoder.layers):
+        return encoder
+
+    def float32_layer(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(encoder, clone_function=float32_layer)
+    copy.set_weights(encoder.get_weights())
+    return copy
 
 
 def hardware_summary():

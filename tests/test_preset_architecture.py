@@ -440,3 +440,32 @@ def test_the_shipped_cifar10_architecture_is_what_trained_it():
     # Weights and outputs as loading the weights into that architecture gives.
     trained.load_weights(REPO_ROOT / "zoo" / preset["name"] / preset["weights"]["filename"])
     np.testing.assert_array_equal(loaded(images(32)), trained(images(32)))
+
+
+def test_an_encoder_trained_in_mixed_precision_is_saved_in_float32(tmp_path):
+    """The policy is a training choice: what is saved, and loaded from the
+    architecture file, computes and returns float32 with the same weights."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        encoder = kdc.resnet20((32, 32, 3), width_multiplier=0.25)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert encoder.output.dtype == "float16"
+    save_encoder(encoder, str(tmp_path))
+
+    for loaded in (
+        keras.saving.load_model(tmp_path / "encoder.keras", safe_mode=True),
+        backbones.read_architecture(tmp_path / ARCHITECTURE_FILENAME),
+    ):
+        assert {layer.dtype_policy.name for layer in loaded.layers} == {"float32"}
+        assert loaded.output.dtype == "float32"
+    saved = keras.saving.load_model(tmp_path / "encoder.keras", safe_mode=True)
+    for original, kept in zip(encoder.get_weights(), saved.get_weights()):
+        np.testing.assert_array_equal(original, kept)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    # float16 computation against float32: close, not equal.
+    np.testing.assert_allclose(
+        saved.predict(images, verbose=0), encoder.predict(images, verbose=0).astype(np.float32),
+        atol=0.05, rtol=0.05,
+    )

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import pytest
 from absl import flags
 
@@ -194,6 +195,9 @@ def test_pretrain_mixed_precision_trains_and_saves_a_float32_encoder(data_dir, t
         dtypes = set()
         weights.visititems(lambda _, item: dtypes.add(str(item.dtype)) if hasattr(item, "dtype") else None)
     assert dtypes == {"float32"}  # variables stay float32 under a mixed policy
+    # ... and the saved encoder computes in float32: the policy was a training choice.
+    encoder = keras.saving.load_model(tmp_path / "encoder.keras", safe_mode=True)
+    assert {layer.dtype_policy.name for layer in encoder.layers} == {"float32"}
 
 
 def test_pretrain_multi_worker_on_localhost(data_dir, tmp_path):
