@@ -10,7 +10,7 @@ resident set size (which includes the TensorFlow runtime, ~1 GB).
 
 Throughput is image pairs per second over the timed steps, after warm-up
 steps that include compilation. "real" input is the augmented CIFAR-10
-pipeline of `keras_directcopy.data` (prepared with scripts/prepare_data.py);
+pipeline of `keras_directcopy.data.datasets` (prepared with scripts/prepare_data.py);
 "synthetic" is one random batch repeated, which costs nothing to produce.
 The predictor update (running correlation plus W_p) is timed alone, compiled
 the same way as the train step, and reported as a percentage of a step.
@@ -18,7 +18,7 @@ the same way as the train step, and reported as a percentage of a step.
 Targets: real input at least 90% of synthetic throughput, and the DirectCopy
 update under 1% of a step. The table marks every row that misses one.
 
-`--augmenter_only` times `keras_directcopy.augment.TwoViewAugmenter` with the
+`--augmenter_only` times `keras_directcopy.data.augment.TwoViewAugmenter` with the
 preset of `--dataset` on random uint8 images held in memory (`--input_size`
 px, by default the view size), mapped with `num_parallel_calls=AUTOTUNE` and
 batched by 256, and prints pairs per second of wall time and per CPU-second
@@ -27,10 +27,8 @@ batched by 256, and prints pairs per second of wall time and per CPU-second
 
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -66,99 +64,12 @@ flags.DEFINE_integer("images", 20_000, "--augmenter_only: images per timed pass.
 flags.DEFINE_integer("repeats", 3, "--augmenter_only: timed passes.", lower_bound=1)
 
 FLAGS = flags.FLAGS
-DIRECT = ("directcopy", "directpred", "directset")
-
-
-def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, steps, dataset, data_dir):
-    """Runs one configuration in this process; returns a dict of results."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from keras_directcopy import augment, data
-    from keras_directcopy.backbones import build_backbone
-    from keras_directcopy.models import NonContrastiveModel
-
-    keras.utils.set_random_seed(0)
-    size = data.get_dataset_spec(dataset).image_size
-    model = NonContrastiveModel(build_backbone(backbone, (size, size, 3)), predictor=predictor)
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=xla)
-    if input_kind == "synthetic":
-        batch = np.random.default_rng(0).integers(0, 256, (batch_size, 2, size, size, 3), np.uint8)
-        inputs = tf.data.Dataset.from_tensors(batch).repeat()
-    else:
-        augmenter = augment.TwoViewAugmenter(augment.get_preset(dataset))
-        inputs = data.pretrain_dataset(dataset, data_dir, batch_size, augmenter).repeat()
-
-    times = []
-    timer = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: times.append(time.perf_counter()))
-    model.fit(inputs, epochs=1, steps_per_epoch=warmup_steps + steps, callbacks=[timer], verbose=0)
-    step_seconds = (times[-1] - times[warmup_steps - 1]) / steps
-
-    update_percent = None
-    if predictor in DIRECT:
-        features = tf.random.normal((2 * batch_size, model.predictor.correlation.shape[0]))
-        update = tf.function(model.predictor.update, jit_compile=xla)
-        for _ in range(3):
-            update(features)
-        repeats = 50
-        start = time.perf_counter()
-        for _ in range(repeats):
-            update(features)
-        update_percent = 100 * (time.perf_counter() - start) / repeats / step_seconds
-
-    if tf.config.list_physical_devices("GPU"):
-        peak_mb = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-        memory_kind = "GPU peak"
-    else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        memory_kind = "process peak RSS"
-    return dict(
-        backbone=backbone, predictor=predictor, input=input_kind, xla=xla,
-        pairs_per_s=batch_size / step_seconds, step_ms=1000 * step_seconds,
-        update_percent=update_percent, peak_mb=peak_mb, memory_kind=memory_kind,
-    )
-
-
-def augmenter_throughput(augmenter, input_size, images, repeats):
-    """Times `augmenter` in a parallel `tf.data` map over random uint8 images.
-
-    Args:
-        augmenter: callable, one uint8 `(H, W, 3)` image to its two views.
-        input_size: side of the square source images.
-        images: images per timed pass.
-        repeats: timed passes, after an untimed warm-up (tracing, autotuning).
-
-    Returns:
-        One dict per pass: `pairs_per_s` (wall time) and `pairs_per_cpu_s`
-        (CPU time of this process).
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    sources = np.random.default_rng(0).integers(0, 256, (512, input_size, input_size, 3), np.uint8)
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(sources)
-        .repeat()
-        .take(images)
-        .map(augmenter, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(256)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    for _ in dataset.take(4):
-        pass
-    results = []
-    for _ in range(repeats):
-        start_wall, start_cpu = time.perf_counter(), time.process_time()
-        pairs = sum(int(batch.shape[0]) for batch in dataset)
-        wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
-        results.append(dict(pairs_per_s=pairs / wall, pairs_per_cpu_s=pairs / cpu))
-    return results
 
 
 def report_augmenter_throughput(preset, input_size, images, repeats):
     """Prints `augmenter_throughput` of `preset`'s seeded augmenter, one line per pass."""
-    from keras_directcopy import augment
+    from keras_directcopy.data import augment
+    from keras_directcopy.training.benchmark import augmenter_throughput
 
     config = augment.get_preset(preset)
     side = input_size or config.image_size
@@ -194,35 +105,6 @@ def run_in_subprocess(config):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def table(results):
-    """Markdown table of the results, with the targets checked."""
-    synthetic = {
-        (r["backbone"], r["predictor"], r["xla"]): r["pairs_per_s"]
-        for r in results if r["input"] == "synthetic"
-    }
-    rows = [
-        "| backbone | predictor | input | XLA | pairs/s | ms/step | real/synthetic | predictor update (% of step) | peak memory (MB) | targets |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        notes = []
-        ratio = ""
-        reference = synthetic.get((r["backbone"], r["predictor"], r["xla"]))
-        if r["input"] == "real" and reference:
-            ratio = f"{100 * r['pairs_per_s'] / reference:.0f}%"
-            if r["pairs_per_s"] < 0.9 * reference:
-                notes.append("MISSED: real < 90% of synthetic")
-        update = "" if r["update_percent"] is None else f"{r['update_percent']:.2f}%"
-        if r["predictor"] == "directcopy" and r["update_percent"] is not None and r["update_percent"] >= 1:
-            notes.append("MISSED: DirectCopy update >= 1%")
-        rows.append(
-            f"| {r['backbone']} | {r['predictor']} | {r['input']} | {'on' if r['xla'] else 'off'} "
-            f"| {r['pairs_per_s']:.1f} | {r['step_ms']:.0f} | {ratio} | {update} "
-            f"| {r['peak_mb']:.0f} | {'; '.join(notes) or 'ok'} |"
-        )
-    return "\n".join(rows)
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -230,6 +112,8 @@ def main(argv):
         report_augmenter_throughput(FLAGS.dataset, FLAGS.input_size, FLAGS.images, FLAGS.repeats)
         return
     if FLAGS.single:
+        from keras_directcopy.training.benchmark import measure
+
         config = json.loads(FLAGS.single)
         result = measure(
             config["backbone"], config["predictor"], config["input"], config["xla"],
@@ -237,18 +121,19 @@ def main(argv):
         )
         print("RESULT " + json.dumps(result))
         return
-    import platform
-
     import tensorflow as tf
+
+    from keras_directcopy.training.benchmark import table
+    from keras_directcopy.utils.provenance import cpu_model
 
     results = []
     for config in configurations():
         results.append(run_in_subprocess(config))
         print(json.dumps(results[-1]), flush=True)
     gpus = tf.config.list_physical_devices("GPU")
-    hardware = (
-        f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
-    )
+    cpu = cpu_model()
+    avx512 = {True: "with AVX-512", False: "without AVX-512", None: "AVX-512 unknown"}[cpu["avx512"]]
+    hardware = f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores ({cpu['model']}, {avx512})"
     header = (
         f"Hardware: {hardware}; TensorFlow {tf.__version__}. Batch {FLAGS.batch_size}, "
         f"{FLAGS.steps} timed steps after {FLAGS.warmup_steps} warm-up steps. Memory: "

@@ -58,7 +58,7 @@ def load_arms(results_dir):
 def load_results(results_dir):
     """`{arm: [run, ...]}`, each run a dict with `seed`, `run`, `eval` and
     `history` (the per-epoch records; empty for the random-init arm)."""
-    from keras_directcopy.run_log import read_history
+    from keras_directcopy.training.run_log import read_history
 
     results = {}
     for name in sorted(os.listdir(results_dir)):
@@ -182,7 +182,7 @@ def plot_knn_over_epochs(results, path, labels):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    from keras_directcopy.io_utils import atomic_save
+    from keras_directcopy.utils.files import atomic_save
 
     series = knn_series(results)
     colors = plt.get_cmap("tab10").colors
@@ -223,7 +223,7 @@ def plot_knn_over_epochs(results, path, labels):
 def write_report(results_dir):
     """Writes `results.md` and `knn_over_epochs.png` in `results_dir`;
     returns the Markdown (table plus protocol sentence)."""
-    from keras_directcopy.io_utils import atomic_write_text
+    from keras_directcopy.utils.files import atomic_write_text
 
     results = load_results(results_dir)
     labels = {name: arm["label"] for name, arm in load_arms(results_dir).items()}
@@ -237,7 +237,7 @@ def write_report(results_dir):
 
 def _encoder_size(config):
     """`(parameters, feature dim)` of a run's encoder, rebuilt from its config."""
-    from keras_directcopy.backbones import build_backbone
+    from keras_directcopy.models.backbones import build_backbone
 
     encoder = build_backbone(config["backbone"], width_multiplier=config["width_multiplier"])
     return encoder.count_params(), int(encoder.output_shape[-1])
@@ -287,7 +287,7 @@ def pilot_table(pilot_dir):
 
 def write_pilot_table(pilot_dir):
     """Writes `pilot.md` in `pilot_dir` and returns its table."""
-    from keras_directcopy.io_utils import atomic_write_text
+    from keras_directcopy.utils.files import atomic_write_text
 
     table = pilot_table(pilot_dir)
     atomic_write_text(os.path.join(pilot_dir, PILOT_TABLE_FILENAME), table + "\n")

@@ -9,7 +9,7 @@
 The encoder stays frozen. kNN: k = 200 neighbours, cosine similarity,
 temperature 0.1. Linear probe: a linear layer on standardized, unaugmented
 features, and the test accuracy after its final epoch (the protocol is in
-keras_directcopy/evaluation.py). The metrics JSON is written atomically.
+keras_directcopy/evaluation/linear_probe.py). The metrics JSON is written atomically.
 """
 
 import json
@@ -20,7 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 from encoder_flags import (  # noqa: E402 (this folder)
-    check_encoder_flags, data_dir, define_encoder_flags, load_encoder_and_dataset,
+    check_encoder_flags,
+    data_dir,
+    define_encoder_flags,
+    load_encoder_and_dataset,
 )
 
 define_encoder_flags()
@@ -51,14 +54,14 @@ def main(argv):
         check_flags()
         import keras
 
-        from keras_directcopy.data import ensure_prepared
+        from keras_directcopy.data.datasets import ensure_prepared
         from keras_directcopy.evaluation import evaluate_encoder
 
         if FLAGS.random_init:
             keras.utils.set_random_seed(FLAGS.seed)
         if FLAGS.backbone:
-            from keras_directcopy.backbones import build_backbone
-            from keras_directcopy.data import get_dataset_spec
+            from keras_directcopy.data.datasets import get_dataset_spec
+            from keras_directcopy.models.backbones import build_backbone
 
             size = get_dataset_spec(FLAGS.dataset).image_size
             encoder = build_backbone(
@@ -85,8 +88,9 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 
-    from keras_directcopy.io_utils import atomic_save, atomic_write_text, sha256_file
-    from keras_directcopy.zoo import is_registry_name
+    from keras_directcopy.evaluation.evaluate import compare_with_recorded_knn
+    from keras_directcopy.presets.zoo import is_registry_name
+    from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
 
     if FLAGS.output:
         atomic_write_text(os.path.expanduser(FLAGS.output), json.dumps(metrics, indent=2))
@@ -109,25 +113,7 @@ def main(argv):
         + (f"; metrics in {FLAGS.output}" if FLAGS.output else "")
     )
     if preset and not FLAGS.random_init and is_registry_name(preset):
-        print(recorded_knn_comparison(preset, knn))
-
-
-def recorded_knn_comparison(preset, knn):
-    """A line setting the measured kNN beside the one the registry (and the
-    model card) records for the registry preset `preset`, when both used the
-    same protocol."""
-    from keras_directcopy.zoo import get_preset
-
-    recorded = (get_preset(preset).get("metrics") or {}).get("knn")
-    if not recorded:
-        return f"The registry records no kNN accuracy for {preset} yet."
-    protocol = ("k", "temperature", "train_split", "test_split", "train_examples", "test_examples")
-    if any(recorded.get(key) != knn.get(key) for key in protocol):
-        return (f"The model card's kNN top-1 ({100 * recorded['top1']:.2f}%) was measured on "
-                f"{recorded['train_examples']} train / {recorded['test_examples']} test images with "
-                f"k={recorded['k']}; this run used another protocol, so the two are not comparable.")
-    return (f"Model card of {preset}: kNN top-1 {100 * recorded['top1']:.2f}%; measured now: "
-            f"{100 * knn['top1']:.2f}% (difference {100 * (knn['top1'] - recorded['top1']):+.2f} points).")
+        print(compare_with_recorded_knn(preset, knn))
 
 
 def check_flags():

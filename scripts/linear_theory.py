@@ -2,7 +2,7 @@
 
     python scripts/linear_theory.py --output_dir=scripts/figures
 
-Runs the experiments of `keras_directcopy.theory` (seeded, CPU, NumPy) and
+Runs the experiments of `keras_directcopy.theory.linear_network` (seeded, CPU, NumPy) and
 writes, in `--output_dir`:
 
 * `theory_trajectories.png`: `||W u_i||` over training, coloured by the
@@ -40,9 +40,8 @@ from absl import app, flags  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from keras_directcopy import theory  # noqa: E402
-from keras_directcopy.io_utils import atomic_save, atomic_write_text  # noqa: E402
-
+from keras_directcopy.theory import linear_network  # noqa: E402
+from keras_directcopy.utils.files import atomic_save, atomic_write_text  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -79,7 +78,7 @@ METHOD_LABELS = {"directcopy": "DirectCopy", "directpred": "DirectPred"}
 def run_trajectories(eps, weight_decay, seed, quick):
     """(a) `||W u_i||` over training for each predictor rule."""
     sigma2 = np.linspace(0.0, 5.5, 6 if quick else 12)
-    setting = theory.make_setting(1.0, sigma2, seed=seed)
+    setting = linear_network.make_setting(1.0, sigma2, seed=seed)
     horizon = 100.0 if quick else 1000.0  # gradient-flow time
     normalized_horizon = 30.0  # the normalized rule decays ~10 decades by then
     runs = {}
@@ -89,18 +88,18 @@ def run_trajectories(eps, weight_decay, seed, quick):
         ("directcopy_spectral", "directcopy", "spectral", normalized_horizon),
         ("directpred_spectral", "directpred", "spectral", normalized_horizon),
     ]:
-        lr = 0.5 * theory.stable_learning_rate(
+        lr = 0.5 * linear_network.stable_learning_rate(
             1.0, sigma2, weight_decay, eps, method, normalization, 1e-3
         )
         steps = int(np.ceil(length / lr))
-        result = theory.simulate_population(
+        result = linear_network.simulate_population(
             setting, method, weight_decay, eps, normalization, learning_rate=lr,
             steps=steps, init_scale=1e-3, record_every=max(1, steps // 200), seed=seed,
         )
         runs[name] = result
     predicted = {
-        method: theory.predicted_final_norms(1.0, sigma2, weight_decay, eps, method, 1e-3)
-        for method in theory.METHODS
+        method: linear_network.predicted_final_norms(1.0, sigma2, weight_decay, eps, method, 1e-3)
+        for method in linear_network.METHODS
     }
     return sigma2, runs, predicted
 
@@ -109,21 +108,21 @@ def run_thresholds(eps, weight_decays, seed, quick):
     """(b) final norms against `sigma^2` for several weight decays."""
     # An offset grid, so that no predicted threshold falls on a direction.
     sigma2 = 0.03 + (0.3 if quick else 0.1) * np.arange(20 if quick else 60)
-    setting = theory.make_setting(1.0, sigma2, seed=seed)
+    setting = linear_network.make_setting(1.0, sigma2, seed=seed)
     # A small start keeps p(0) = eps + O(init) close to the eps of the growth
     # condition (DirectPred's p is linear in the norm).
     init = 1e-5
     horizon = 100.0 if quick else 1000.0
     runs = []
-    for method in theory.METHODS:
+    for method in linear_network.METHODS:
         for eta in weight_decays:
-            lr = 0.5 * theory.stable_learning_rate(1.0, sigma2, eta, eps, method, "none", init)
+            lr = 0.5 * linear_network.stable_learning_rate(1.0, sigma2, eta, eps, method, "none", init)
             steps = int(np.ceil(horizon / lr))
-            result = theory.simulate_population(
+            result = linear_network.simulate_population(
                 setting, method, eta, eps, learning_rate=lr, steps=steps,
                 init_scale=init, record_every=steps, seed=seed,
             )
-            predicted = theory.predicted_final_norms(1.0, sigma2, eta, eps, method, init)
+            predicted = linear_network.predicted_final_norms(1.0, sigma2, eta, eps, method, init)
             kept = result.final_norms > init  # grew: the sign of g(p(0))
             predicted_kept = predicted > 0
             runs.append(
@@ -132,10 +131,10 @@ def run_thresholds(eps, weight_decays, seed, quick):
                     weight_decay=eta,
                     steps=steps,
                     learning_rate=lr,
-                    growth_threshold=_rounded(float(theory.growth_threshold(1.0, eta, eps))),
+                    growth_threshold=_rounded(float(linear_network.growth_threshold(1.0, eta, eps))),
                     # None for eta = 0: a fixed point exists for every sigma^2.
-                    fixed_point_threshold=_rounded(_finite(theory.fixed_point_threshold(1.0, eta))),
-                    empirical_threshold=_rounded(theory.empirical_threshold(sigma2, kept)),
+                    fixed_point_threshold=_rounded(_finite(linear_network.fixed_point_threshold(1.0, eta))),
+                    empirical_threshold=_rounded(linear_network.empirical_threshold(sigma2, kept)),
                     num_kept=int(kept.sum()),
                     final_norms=result.final_norms.tolist(),
                     predicted_final_norms=predicted.tolist(),
@@ -144,7 +143,7 @@ def run_thresholds(eps, weight_decays, seed, quick):
                     max_relative_error_kept=_max_relative_error(
                         result.final_norms, predicted,
                         predicted_kept
-                        & (sigma2 < theory.growth_threshold(1.0, eta, eps) - 0.5),
+                        & (sigma2 < linear_network.growth_threshold(1.0, eta, eps) - 0.5),
                     ),
                     max_norm_discarded=float(
                         result.final_norms[~predicted_kept].max(initial=0.0)
@@ -162,9 +161,9 @@ def run_sample_complexity(eps, weight_decay, seed, quick):
     # that variance alone (PCA) would pick the nuisance.
     data_variance = np.r_[np.ones(num_signal), 2.0 * np.ones(num_nuisance)]
     sigma2 = np.r_[0.5 * np.ones(num_signal), 8.0 * np.ones(num_nuisance)]
-    setting = theory.make_setting(data_variance, sigma2, seed=seed + 1)
+    setting = linear_network.make_setting(data_variance, sigma2, seed=seed + 1)
     steps = 500 if quick else 2500
-    result = theory.simulate_sgd(
+    result = linear_network.simulate_sgd(
         setting, "directcopy", weight_decay, eps, steps=steps, batch_size=256,
         record_every=max(1, steps // 100), seed=seed + 2,
     )
@@ -180,11 +179,11 @@ def run_sample_complexity(eps, weight_decay, seed, quick):
     ]
     representations = {"raw": np.eye(setting.dim), "learned": result.weights, "pca": pca}
     trials = 20 if quick else 100
-    errors = theory.sample_complexity(
+    errors = linear_network.sample_complexity(
         setting, representations, coefficients, sample_sizes,
         trials=trials, noise_std=noise_std, seed=seed + 4,
     )
-    predicted = theory.predicted_final_norms(
+    predicted = linear_network.predicted_final_norms(
         data_variance, sigma2, weight_decay, eps, "directcopy", 1e-3
     )
     return dict(
@@ -204,7 +203,7 @@ def run_sample_complexity(eps, weight_decay, seed, quick):
         std_error={k: v[1].tolist() for k, v in errors.items()},
         trials=trials,
         samples_to_error_0_2={
-            k: theory.samples_to_reach(sample_sizes, v[0], 0.2) for k, v in errors.items()
+            k: linear_network.samples_to_reach(sample_sizes, v[0], 0.2) for k, v in errors.items()
         },
     )
 
@@ -269,7 +268,7 @@ def figure_trajectories(sigma2, runs, eps, weight_decay, path):
         `{"augmentation_variance", "growth_threshold", "panels": {run name:
         {"title", "time", "norms"}}}`; `norms[:, i]` is direction `i`'s line.
     """
-    threshold = float(theory.growth_threshold(1.0, weight_decay, eps))
+    threshold = float(linear_network.growth_threshold(1.0, weight_decay, eps))
     titles = {
         "directcopy": "DirectCopy: $W_p = F + \\epsilon I$",
         "directpred": "DirectPred: $W_p = F^{1/2} + \\epsilon I$",
@@ -324,11 +323,11 @@ def figure_thresholds(sigma2, init, runs, eps, path):
     etas = sorted({run["weight_decay"] for run in runs})
     fine = np.linspace(np.min(sigma2), np.max(sigma2), 600)
     series = {"init_scale": init}
-    for method in theory.METHODS:
+    for method in linear_network.METHODS:
         series[method] = {}
         for eta in etas:
             run = next(r for r in runs if r["method"] == method and r["weight_decay"] == eta)
-            curve = theory.predicted_final_norms(1.0, fine, eta, eps, method, init)
+            curve = linear_network.predicted_final_norms(1.0, fine, eta, eps, method, init)
             series[method][eta] = dict(
                 augmentation_variance=np.asarray(sigma2).tolist(),
                 final_norms=list(run["final_norms"]),
@@ -338,7 +337,7 @@ def figure_thresholds(sigma2, init, runs, eps, path):
             )
     with plt.rc_context(STYLE):
         figure, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True, layout="constrained")
-        for ax, method in zip(axes, theory.METHODS):
+        for ax, method in zip(axes, linear_network.METHODS):
             ax.axhline(init, color=START_COLOR, linewidth=1, linestyle=":")
             for index, eta in enumerate(etas):
                 data, color = series[method][eta], PALETTE[index % len(PALETTE)]
@@ -450,7 +449,7 @@ def main(argv):
             weight_decay=FLAGS.trajectory_weight_decay,
             augmentation_variance=sigma2_a.tolist(),
             growth_threshold=float(
-                theory.growth_threshold(1.0, FLAGS.trajectory_weight_decay, eps)
+                linear_network.growth_threshold(1.0, FLAGS.trajectory_weight_decay, eps)
             ),
             init_scale=1e-3,
             runs={

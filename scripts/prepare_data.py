@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from keras_directcopy import offline_data  # noqa: E402
+from keras_directcopy.data import offline as offline_data  # noqa: E402
 
 # The shared data lives next to the repository, not inside it.
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,8 +87,8 @@ def default_source_dir(dataset):
     if name == "cifar100":
         raise ValueError(
             "--dataset=cifar100 needs --source_dir: there is no shared copy of its arrays. "
-            f"Build them once on this machine by the three steps of {CIFAR100_README}: fetch "
-            "github:Taragon123/Taragon123.github.io (the tool library's fetch tool), extract "
+            f"Build them once on this machine by the three steps of {CIFAR100_README}: clone "
+            "the public GitHub repository Taragon123/Taragon123.github.io, extract "
             "its cifar-100-binary folder at commit d5157869e733890c946d52efadee335f8fef5729 "
             "into ~/c100src (git archive), and run `python3 "
             f"{os.path.join(_SHARED_DATA, 'cifar100', 'build_cifar100.py')} "

@@ -5,7 +5,7 @@
 
 `--config` picks a full recipe (see keras_directcopy/configs.py for each and
 its source); the flag of each `PretrainConfig` field, made from the field
-(`configs.define_flags`), overrides that field of it. Re-running the same
+(`config_flags.define_flags`), overrides that field of it. Re-running the same
 command after an interruption resumes from `<output_dir>/backup`.
 """
 
@@ -18,13 +18,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 from encoder_flags import define_download_flag  # noqa: E402 (this folder)
 
-from keras_directcopy import configs  # noqa: E402
-from keras_directcopy.strategies import STRATEGY_NAMES  # noqa: E402
+from keras_directcopy import configs
+from keras_directcopy.training import config_flags  # noqa: E402
+from keras_directcopy.training.strategies import STRATEGY_NAMES  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):
     """Defines the script's own flags in `flag_values`, then one override
-    flag per `PretrainConfig` field (`configs.define_flags`: name, type and
+    flag per `PretrainConfig` field (`config_flags.define_flags`: name, type and
     help text from the field), so importing the script defines none."""
     flags.DEFINE_enum(
         "config", "quickstart", list(configs.CONFIGS), "Named recipe; the field flags override it.",
@@ -49,7 +50,7 @@ def define_flags(flag_values=flags.FLAGS):
         "verbose", "auto", ["auto", "0", "1", "2"], "Keras fit() verbosity.", flag_values=flag_values
     )
     define_download_flag(flag_values)
-    configs.define_flags(flag_values)
+    config_flags.define_flags(flag_values)
 
 
 FLAGS = flags.FLAGS
@@ -66,12 +67,12 @@ def main(argv):
             tf.config.list_physical_devices("CPU")[0],
             [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus,
         )
-    from keras_directcopy.callbacks import NonFiniteLossError
-    from keras_directcopy.data import ensure_prepared
-    from keras_directcopy.training import pretrain
+    from keras_directcopy.data.datasets import ensure_prepared
+    from keras_directcopy.training.callbacks import NonFiniteLossError
+    from keras_directcopy.training.loop import pretrain
 
     try:
-        config = configs.config_from_flags(FLAGS.config, FLAGS)
+        config = config_flags.config_from_flags(FLAGS.config, FLAGS)
         ensure_prepared(config.dataset, config.data_dir, download=FLAGS.download)
         run = pretrain(
             config, os.path.expanduser(FLAGS.output_dir), strategy=FLAGS.strategy,

@@ -13,7 +13,7 @@ token in `$HF_TOKEN`. The folder is also a model in Keras' saving format
 (`config.json` and `model.weights.h5`), so plain Keras loads the published
 repository without this package: `keras.saving.load_model("hf://ORG/NAME")`.
 Weights come from `--weights`, or else from where the registry says they are
-published (`keras_directcopy.zoo.resolve_file`, sha256-verified); the
+published (`keras_directcopy.presets.zoo.resolve_file`, sha256-verified); the
 architecture file from `--architecture`, or else from next to `--weights`
 (where `scripts/pretrain.py` writes it), or else from the registry.
 """
@@ -54,7 +54,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # Imported here so that --help and flag errors do not wait for TensorFlow.
-    from keras_directcopy import hub, zoo
+    from keras_directcopy.presets import hub, zoo
 
     try:
         preset = zoo.get_preset(FLAGS.preset)

@@ -18,8 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from keras_directcopy import augment, data  # noqa: E402
-from keras_directcopy.io_utils import atomic_save  # noqa: E402
+from keras_directcopy.data import augment  # noqa: E402
+from keras_directcopy.data import datasets as data
+from keras_directcopy.utils.files import atomic_save  # noqa: E402
 
 TILE_INCHES = 1.6  # side of one image in the figure
 DPI = 150

@@ -16,8 +16,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import flags
 
-from keras_directcopy import augment
-from keras_directcopy.augment import (
+from keras_directcopy.data import augment
+from keras_directcopy.data.augment import (
     PRESET_NAMES,
     AugmentationConfig,
     TwoViewAugmenter,

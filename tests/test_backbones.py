@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_directcopy.backbones import (
+from keras_directcopy.models.backbones import (
     BACKBONE_NAMES,
     build_backbone,
     read_architecture,

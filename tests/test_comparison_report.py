@@ -192,7 +192,7 @@ def test_compare_methods_runs_a_study_end_to_end(tmp_path):
     import os
     import subprocess
 
-    from keras_directcopy import offline_data
+    from keras_directcopy.data import offline as offline_data
 
     data_dir = tmp_path / "tfds"
     shared = SCRIPTS.parent.parent / "shared" / "data" / "cifar10"

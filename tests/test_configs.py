@@ -10,8 +10,9 @@ from absl import flags
 
 from keras_directcopy import configs
 from keras_directcopy.configs import CONFIGS, PretrainConfig, get_config
-from keras_directcopy.predictors import PREDICTOR_NAMES, DirectPredictor, LinearPredictor
-from keras_directcopy.training import build_model, build_optimizer
+from keras_directcopy.models.predictors import PREDICTOR_NAMES, DirectPredictor, LinearPredictor
+from keras_directcopy.training import config_flags
+from keras_directcopy.training.loop import build_model, build_optimizer
 
 # The reference code's behaviour (facebookresearch/luckmatters,
 # ssl/real-dataset), field by field; see keras_directcopy/configs.py.
@@ -110,7 +111,7 @@ ABSL_FLAG_TYPES = {bool: "bool", int: "int", float: "float", str: "string"}
 
 def field_flags():
     values = flags.FlagValues()
-    configs.define_flags(values)
+    config_flags.define_flags(values)
     return values
 
 
@@ -122,7 +123,7 @@ def test_every_field_has_one_flag_of_its_type_whose_help_is_the_field_documentat
     for field in fields:
         flag = values[field.name]
         value_type, = set(typing.get_args(field.type) or [field.type]) - {type(None)}
-        documentation = configs.FIELD_DOCS[field.name]
+        documentation = config_flags.FIELD_DOCS[field.name]
         assert documentation and f"{field.name}: {documentation}" in attributes
         choices = configs.field_choices(field.name)
         if choices:
@@ -143,7 +144,7 @@ def test_parsed_flags_override_only_their_fields_of_the_recipe():
     values(["pretrain.py", "--eps=0.2", "--ema_schedule=cosine", "--nolinear_symmetric"])
     recipe = CONFIGS["cifar10_resnet18"]
     assert (recipe.eps, recipe.ema_schedule, recipe.linear_symmetric) != (0.2, "cosine", False)
-    config = configs.config_from_flags("cifar10_resnet18", values)
+    config = config_flags.config_from_flags("cifar10_resnet18", values)
     assert config == dataclasses.replace(recipe, eps=0.2, ema_schedule="cosine", linear_symmetric=False)
 
 
@@ -151,7 +152,7 @@ def test_flag_values_are_checked_as_the_field_and_choices_by_the_flag():
     values = field_flags()
     values(["pretrain.py", "--lr=-0.1"])
     with pytest.raises(ValueError, match=r"--lr=-0\.1 is invalid: it must be a number > 0\."):
-        configs.config_from_flags("quickstart", values)
+        config_flags.config_from_flags("quickstart", values)
     with pytest.raises(flags.IllegalFlagValueError, match=r"value should be one of <resnet18\|"):
         field_flags()(["pretrain.py", "--backbone=resnet19"])
 
@@ -169,11 +170,11 @@ def test_a_field_without_documentation_or_of_a_type_no_flag_parses_is_refused():
         download: bool = False
 
     with pytest.raises(TypeError, match=r"undocumented \['download'\]"):
-        configs._field_docs(Undocumented)
+        config_flags._field_docs(Undocumented)
 
     @dataclasses.dataclass(frozen=True)
     class Listed:
         seeds: list[int] | None = None
 
     with pytest.raises(TypeError, match=r"Listed\.seeds is a list\[int\] \| None; a flag can set only"):
-        configs.field_value_types(Listed)
+        config_flags.field_value_types(Listed)

@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from keras_directcopy import data
-from keras_directcopy.augment import TwoViewAugmenter, get_preset
-from keras_directcopy.knn import knn_predict
+from keras_directcopy.data import datasets as data
+from keras_directcopy.data.augment import TwoViewAugmenter, get_preset
+from keras_directcopy.evaluation.knn import knn_predict
 
 
 @pytest.mark.parametrize(

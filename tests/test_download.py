@@ -19,7 +19,9 @@ import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import downloader
 
-from keras_directcopy import data, offline_data, resnet20
+from keras_directcopy import resnet20
+from keras_directcopy.data import datasets as data
+from keras_directcopy.data import offline as offline_data
 from tests.cifar_archives import write_cifar10_archive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

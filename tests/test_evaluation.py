@@ -15,8 +15,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_directcopy import data, evaluation, knn, offline_data, resnet20, zoo
-from keras_directcopy.io_utils import sha256_file
+from keras_directcopy import evaluation, resnet20
+from keras_directcopy.data import datasets as data
+from keras_directcopy.data import offline as offline_data
+from keras_directcopy.evaluation import knn, linear_probe
+from keras_directcopy.evaluation.evaluate import compare_with_recorded_knn
+from keras_directcopy.models.heads import build_linear_head
+from keras_directcopy.presets import zoo
+from keras_directcopy.utils.files import sha256_file
 from tests.helpers import IMAGE_SIZE, tiny_encoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +86,7 @@ def cifar_features(encoder, data_dir, split):
     )
 
 
-# kNN (keras_directcopy.knn)
+# kNN (keras_directcopy.evaluation.knn)
 
 def test_knn_scores_separable_features_perfectly():
     rng = np.random.default_rng(0)
@@ -111,7 +117,7 @@ def test_linear_probe_separates_toy_classes_and_reports_the_final_head():
     encoder = mean_colour_encoder()
     train_images, train_labels = colour_images(512, seed=0)
     test_images, test_labels = colour_images(256, seed=1)
-    result = evaluation.linear_probe(
+    result = linear_probe.linear_probe(
         encoder, batches(train_images, train_labels), batches(test_images, test_labels), 4,
         epochs=20, batch_size=64, learning_rate=1e-2, return_head=True,
     )
@@ -139,7 +145,7 @@ def test_linear_probe_accuracy_matches_an_independent_evaluation_when_imperfect(
     train_labels, test_labels = rng.integers(0, 5, 600), rng.integers(0, 5, 300)
     train = (means[train_labels] + 3.0 * rng.normal(size=(600, 20))) * 30 + 100
     test = (means[test_labels] + 3.0 * rng.normal(size=(300, 20))) * 30 + 100
-    result = evaluation.linear_probe_on_features(
+    result = linear_probe.linear_probe_on_features(
         train, train_labels, test, test_labels, 5, epochs=10, batch_size=50, learning_rate=1e-2,
         return_head=True,
     )
@@ -147,7 +153,7 @@ def test_linear_probe_accuracy_matches_an_independent_evaluation_when_imperfect(
     independent = np.mean(np.argmax(logits, axis=1) == test_labels)
     assert 0.4 < result["top1"] < 0.95
     assert result["top1"] == independent
-    again = evaluation.linear_probe_on_features(
+    again = linear_probe.linear_probe_on_features(
         train, train_labels, test, test_labels, 5, epochs=10, batch_size=50, learning_rate=1e-2,
     )
     assert again["top1"] == result["top1"] and again["train_top1"] == result["train_top1"]
@@ -156,7 +162,7 @@ def test_linear_probe_accuracy_matches_an_independent_evaluation_when_imperfect(
 def test_linear_probe_rejects_out_of_range_labels():
     features = np.ones((4, 3), np.float32)
     with pytest.raises(ValueError, match="Labels must be in"):
-        evaluation.linear_probe_on_features(features, [0, 1, 2, 3], features, [0, 1, 2, 3], 3)
+        linear_probe.linear_probe_on_features(features, [0, 1, 2, 3], features, [0, 1, 2, 3], 3)
 
 
 # Classifiers
@@ -207,7 +213,7 @@ def test_frozen_classifier_stays_frozen_after_save_and_reload(tmp_path):
 def test_encoder_with_probe_head_reloads_in_safe_mode_with_the_same_logits(tmp_path):
     encoder = tiny_encoder(batch_norm=True)
     train_images, train_labels = colour_images(128, seed=6)
-    probe = evaluation.linear_probe(
+    probe = linear_probe.linear_probe(
         encoder, batches(train_images, train_labels), batches(train_images, train_labels), 4,
         epochs=2, return_head=True,
     )
@@ -222,7 +228,7 @@ def test_encoder_with_probe_head_reloads_in_safe_mode_with_the_same_logits(tmp_p
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-5)
     # The head's weights file holds the standardization too: a rebuilt head reloads it fully.
     head.save_weights(tmp_path / "head.weights.h5")
-    rebuilt = evaluation.build_linear_head(6, 4)
+    rebuilt = build_linear_head(6, 4)
     rebuilt.load_weights(tmp_path / "head.weights.h5")
     features = encoder(images, training=False)
     np.testing.assert_allclose(rebuilt(features), head(features), atol=1e-5)
@@ -230,7 +236,7 @@ def test_encoder_with_probe_head_reloads_in_safe_mode_with_the_same_logits(tmp_p
 
 def test_build_classifier_rejects_a_head_of_the_wrong_size():
     with pytest.raises(ValueError, match="needs"):
-        evaluation.build_classifier(tiny_encoder(), 4, head=evaluation.build_linear_head(6, 3))
+        evaluation.build_classifier(tiny_encoder(), 4, head=build_linear_head(6, 3))
 
 
 def test_fine_tuning_a_tiny_encoder_lowers_the_loss_and_moves_its_weights():
@@ -314,72 +320,86 @@ def test_evaluate_script_end_to_end(data_dir, saved_encoder, tmp_path):
     digest = re.search(r"sha256 ([0-9a-f]{64})", result.stdout).group(1)
     assert digest == hashlib.sha256(head_path.read_bytes()).hexdigest()
     # The saved head, on the saved encoder's features, scores the reported final-epoch accuracy.
-    head = evaluation.build_linear_head(16, 10)
+    head = build_linear_head(16, 10)
     head.load_weights(head_path)
     encoder = keras.saving.load_model(saved_encoder, safe_mode=True)
     features, labels = cifar_features(encoder, data_dir, "test[:100]")
-    assert evaluation.top1_accuracy(head, features, labels) == pytest.approx(probe["top1"])
+    assert linear_probe.top1_accuracy(head, features, labels) == pytest.approx(probe["top1"])
 
-    # kNN alone (the quickstart's check of a shipped encoder) gives the same kNN number.
+    # kNN alone (the quickstart's check of a shipped encoder), through a
+    # registry preset of the same weights: the same kNN number, and the script
+    # says what the registry records for it.
+    registry = registered_copy(saved_encoder, tmp_path / "registry")
     knn_only_output = tmp_path / "knn_only.json"
     knn_only = run_script(
-        "evaluate.py", f"--encoder={saved_encoder}", "--dataset=cifar10", f"--data_dir={data_dir}",
+        "evaluate.py", "--preset=tiny_registered", f"--data_dir={data_dir}",
         "--knn_k=20", "--batch_size=64", "--max_train_examples=200", "--max_test_examples=100",
-        "--nolinear_probe", f"--output={knn_only_output}",
+        "--nolinear_probe", f"--output={knn_only_output}", env={zoo.REGISTRY_ENV: str(registry)},
     )
     assert knn_only.returncode == 0, knn_only.stderr[-3000:]
     knn_only_metrics = json.loads(knn_only_output.read_text())
-    assert knn_only_metrics["linear_probe"] is None
+    assert knn_only_metrics["linear_probe"] is None and knn_only_metrics["preset"] == "tiny_registered"
     assert knn_only_metrics["knn"]["top1"] == knn_metrics["top1"]
     assert "linear probe" not in knn_only.stdout
+    assert "The registry records no kNN accuracy for tiny_registered yet." in knn_only.stdout
 
 
-def test_evaluate_script_sets_the_registry_knn_beside_the_measured_one(data_dir, saved_encoder, tmp_path):
-    """On a registry preset, evaluate.py prints the kNN accuracy its model
-    card records next to the one it measured, when the protocols match."""
-    registry = tmp_path / "registry"
-    (registry / "tiny_registered").mkdir(parents=True)
+TINY_PRESET = {
+    "name": "tiny_registered", "aliases": [], "dataset": "cifar10", "method": "directcopy",
+    "backbone": "resnet20", "backbone_kwargs": {"width_multiplier": 0.25},
+    "input_shape": [32, 32, 3], "num_classes": 10, "epochs": 1,
+    "train_command": "python scripts/pretrain.py --config=quickstart --output_dir=runs/tiny",
+    "hub": {"repo_id": "someorg/tiny-registered", "revision": "main"},
+    "head": None, "metrics": None, "run": None, "reduced_scale": True, "notes": "",
+}
+
+
+def registered_copy(saved_encoder, registry, metrics=None):
+    """A registry directory holding `saved_encoder`'s weights as preset `tiny_registered`."""
+    (registry / "tiny_registered").mkdir(parents=True, exist_ok=True)
     weights = registry / "tiny_registered" / "encoder.weights.h5"
     keras.saving.load_model(saved_encoder, safe_mode=True).save_weights(weights)
-    preset = {
-        "name": "tiny_registered", "aliases": [], "dataset": "cifar10", "method": "directcopy",
-        "backbone": "resnet20", "backbone_kwargs": {"width_multiplier": 0.25},
-        "input_shape": [32, 32, 3], "num_classes": 10, "epochs": 1,
-        "train_command": "python scripts/pretrain.py --config=quickstart --output_dir=runs/tiny",
-        "hub": {"repo_id": "someorg/tiny-registered", "revision": "main"},
-        "weights": {"filename": "encoder.weights.h5", "sha256": sha256_file(weights), "bundled": True},
-        "head": None, "metrics": None, "run": None, "reduced_scale": True, "notes": "",
-    }
+    preset = {**TINY_PRESET, "metrics": metrics,
+              "weights": {"filename": "encoder.weights.h5", "sha256": sha256_file(weights), "bundled": True}}
     (registry / "tiny_registered.json").write_text(json.dumps(preset))
-    env = {zoo.REGISTRY_ENV: str(registry)}
-    output = tmp_path / "metrics.json"
-    flags = ["--preset=tiny_registered", f"--data_dir={data_dir}", "--nolinear_probe", "--batch_size=64",
-             "--max_train_examples=200", "--max_test_examples=100"]
+    return registry
 
-    unrecorded = run_script("evaluate.py", *flags, "--knn_k=20", f"--output={output}", env=env)
-    assert unrecorded.returncode == 0, unrecorded.stderr[-3000:]
-    assert "The registry records no kNN accuracy for tiny_registered yet." in unrecorded.stdout
-    measured = json.loads(output.read_text())
+
+def test_the_registry_knn_is_set_beside_the_measured_one(data_dir, saved_encoder, tmp_path, monkeypatch):
+    """On a registry preset, the kNN accuracy its model card records is set
+    beside the one measured, when the protocols match."""
+    registry = registered_copy(saved_encoder, tmp_path / "registry")
+    monkeypatch.setenv(zoo.REGISTRY_ENV, str(registry))
+
+    def measure_knn(k, preset="tiny_registered", dataset=None):
+        encoder, name, preset_dataset = evaluation.load_encoder(preset=preset)
+        metrics = evaluation.evaluate_encoder(
+            encoder, dataset or preset_dataset, data_dir, knn_k=k, linear_probe=False, batch_size=64,
+            max_train_examples=200, max_test_examples=100, preset=name,
+        )
+        return metrics
+
+    measured = measure_knn(20)
     assert measured["preset"] == "tiny_registered"
-    (registry / "tiny_registered.json").write_text(json.dumps({**preset, "metrics": measured}))
+    assert compare_with_recorded_knn("tiny_registered", measured["knn"]) == (
+        "The registry records no kNN accuracy for tiny_registered yet.")
+    registered_copy(saved_encoder, registry, metrics=measured)
 
-    same = run_script("evaluate.py", *flags, "--knn_k=20", env=env)
-    assert same.returncode == 0, same.stderr[-3000:]
     recorded = f"{100 * measured['knn']['top1']:.2f}%"
-    assert f"Model card of tiny_registered: kNN top-1 {recorded}; measured now: {recorded}" in same.stdout
-    assert "(difference +0.00 points)" in same.stdout
+    same = compare_with_recorded_knn("tiny_registered", measure_knn(20)["knn"])
+    assert f"Model card of tiny_registered: kNN top-1 {recorded}; measured now: {recorded}" in same
+    assert "(difference +0.00 points)" in same
+    other_k = compare_with_recorded_knn("tiny_registered", measure_knn(10)["knn"])
+    assert "another protocol, so the two are not comparable" in other_k
 
-    other_k = run_script("evaluate.py", *flags, "--knn_k=10", env=env)
-    assert other_k.returncode == 0, other_k.stderr[-3000:]
-    assert "another protocol, so the two are not comparable" in other_k.stdout
-
-    # A folder has no registry record: the metrics are printed, with nothing to compare.
+    # A folder has no registry record (the script compares registry presets
+    # only); it loads the same weights.
     folder = registry / "tiny_registered"
-    (folder / "config.json").write_text(json.dumps(preset))
-    by_folder = run_script("evaluate.py", f"--preset={folder}", "--dataset=cifar10", *flags[1:],
-                           "--knn_k=20", env=env)
-    assert by_folder.returncode == 0, by_folder.stderr[-3000:]
-    assert f"top-1 {recorded}" in by_folder.stdout and "Model card" not in by_folder.stdout
+    (folder / "config.json").write_text(json.dumps({**TINY_PRESET, "weights": {
+        "filename": "encoder.weights.h5", "sha256": sha256_file(folder / "encoder.weights.h5")}}))
+    assert not zoo.is_registry_name(str(folder))
+    by_folder = measure_knn(20, preset=str(folder), dataset="cifar10")
+    assert by_folder["knn"]["top1"] == measured["knn"]["top1"]
 
 
 def test_evaluate_script_random_init_floor(data_dir, tmp_path):

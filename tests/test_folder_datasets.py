@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_directcopy import data
-from keras_directcopy.augment import TwoViewAugmenter, get_preset
+from keras_directcopy.data import datasets as data
+from keras_directcopy.data.augment import TwoViewAugmenter, get_preset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("cat", "dog", "fox")
@@ -162,20 +162,20 @@ def run_script(name, *flags, timeout=300):
     )
 
 
-def test_evaluate_script_on_a_labelled_folder(tree, tmp_path):
-    output = tmp_path / "eval.json"
-    result = run_script(
-        "evaluate.py", "--random_init", "--backbone=resnet20", "--width_multiplier=0.25",
-        f"--dataset=folder:{tree}", "--knn_k=3", "--linear_epochs=2", "--batch_size=4",
-        f"--output={output}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads(output.read_text())
+def test_evaluation_on_a_labelled_folder(tree):
+    """kNN and the linear probe on train/ and val/ (in-process: the script's
+    wiring is tested end to end on CIFAR-10 in tests/test_evaluation.py)."""
+    from keras_directcopy.evaluation import evaluate_encoder
+    from keras_directcopy.models.backbones import build_backbone
+
+    dataset = f"folder:{tree}"
+    size = data.get_dataset_spec(dataset).image_size
+    encoder = build_backbone("resnet20", (size, size, 3), width_multiplier=0.25)
+    metrics = evaluate_encoder(encoder, dataset, None, knn_k=3, linear_epochs=2, batch_size=4)
     knn, probe = metrics["knn"], metrics["linear_probe"]
     assert (knn["train_examples"], knn["test_examples"], knn["k"]) == (12, 6, 3)
     assert (knn["train_split"], knn["test_split"]) == ("train", "val")
     assert 0.0 <= knn["top1"] <= 1.0 and 0.0 <= probe["top1"] <= 1.0 and probe["epochs"] == 2
-    assert "Image size 20 px" in result.stdout
 
 
 def test_pretrain_script_on_a_labelled_folder_computes_knn(tree, tmp_path):
@@ -191,14 +191,24 @@ def test_pretrain_script_on_a_labelled_folder_computes_knn(tree, tmp_path):
     assert 0.0 <= run["final_metrics"]["knn_accuracy"] <= 1.0
 
 
-def test_finetune_script_on_a_labelled_folder(tree, tmp_path):
-    from keras_directcopy.backbones import build_backbone
+def test_finetuning_on_a_labelled_folder(tree, tmp_path):
+    """In-process, as above; tests/test_evaluation.py runs finetune.py itself."""
+    from keras_directcopy.evaluation.finetune import FinetuneConfig, finetune
+    from keras_directcopy.models.backbones import build_backbone
 
-    encoder = tmp_path / "encoder.keras"
-    build_backbone("resnet20", (20, 20, 3), width_multiplier=0.25).save(encoder)
-    result = run_script(
-        "finetune.py", f"--encoder={encoder}", f"--dataset=folder:{tree}", "--epochs=1",
-        "--batch_size=4", f"--output_dir={tmp_path / 'finetune'}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Final-epoch test top-1 accuracy" in result.stdout
+    encoder = build_backbone("resnet20", (20, 20, 3), width_multiplier=0.25)
+    results = finetune(encoder, f"folder:{tree}", None, str(tmp_path / "finetune"),
+                       FinetuneConfig(epochs=1, batch_size=4), verbose=0)
+    assert (results["train_split"], results["test_split"], results["train_examples"]) == ("train", "val", 12)
+    assert results["steps"] == 3 and 0.0 <= results["test_top1"] <= 1.0
+    assert (tmp_path / "finetune" / "classifier.keras").exists()
+    assert json.loads((tmp_path / "finetune" / "finetune.json").read_text()) == results
+
+
+def test_a_bad_finetune_recipe_is_refused():
+    from keras_directcopy.evaluation.finetune import FinetuneConfig
+
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\); got 1.0"):
+        FinetuneConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        FinetuneConfig(epochs=0)

@@ -1,4 +1,4 @@
-"""Model cards, repository folders and publishing (keras_directcopy.hub,
+"""Model cards, repository folders and publishing (keras_directcopy.presets.hub,
 scripts/publish.py), with tiny real ResNet-20 weights.
 
 The Hugging Face Hub cannot be reached from the test machine, so the upload
@@ -25,10 +25,10 @@ import pytest
 from huggingface_hub import CommitInfo, ModelCard, RepoUrl
 
 import keras_directcopy as kdc
-from keras_directcopy import hub, zoo
-from keras_directcopy.backbones import ARCHITECTURE_FILENAME
 from keras_directcopy.configs import CONFIGS, get_config
-from keras_directcopy.training import save_encoder
+from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME
+from keras_directcopy.presets import hub, zoo
+from keras_directcopy.training.loop import save_encoder
 from tests.test_zoo import fill_hf_cache
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -617,7 +617,7 @@ def test_publish_refuses_a_repo_id_without_namespace(tiny_weights):
 
 def test_publish_script_dry_run_through_the_registry(tiny_weights, tmp_path):
     """A bundled preset in a private registry: the script finds it and its
-    weights through keras_directcopy.zoo, lists the folder; a preset without
+    weights through keras_directcopy.presets.zoo, lists the folder; a preset without
     metrics is refused with the fix."""
     _, weights, sha256 = tiny_weights
     registry = tmp_path / "registry"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_directcopy.io_utils import atomic_save, atomic_write_text, sha256_array, sha256_file
+from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_array, sha256_file
 
 
 def test_atomic_write_replaces_the_file(tmp_path):

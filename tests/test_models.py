@@ -18,7 +18,7 @@ from keras_directcopy import (
     collapse_std,
     target_momentum,
 )
-from keras_directcopy.predictors import LinearPredictor
+from keras_directcopy.models.predictors import LinearPredictor
 from tests.helpers import tiny_encoder, two_view_images
 from tests.test_predictor_matrices import reference_directset
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import keras_directcopy as kdc
-from keras_directcopy import zoo
+from keras_directcopy.presets import zoo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What a source distribution holds: everything setup.cfg packages.
@@ -59,7 +59,7 @@ def test_a_wheel_installed_elsewhere_loads_the_bundled_encoder(tmp_path):
     np.save(tmp_path / "images.npy", images)
     script = (
         "import json, sys, numpy as np, keras_directcopy as kdc\n"
-        "from keras_directcopy import zoo\n"
+        "from keras_directcopy.presets import zoo\n"
         "encoder = kdc.load_pretrained('cifar10')\n"
         "features = encoder.predict(np.load(sys.argv[1]), verbose=0)\n"
         "print(json.dumps({'package': kdc.__file__, 'registry': zoo.registry_dirs(),"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_directcopy.predictors import (
+from keras_directcopy.models.predictor_matrices import (
     directcopy_matrix,
     directpred_matrix,
     directset_matrix,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_directcopy.predictors import (
+from keras_directcopy.models.predictors import (
     PREDICTOR_NAMES,
     DirectPredictor,
     LinearPredictor,

@@ -1,4 +1,4 @@
-"""Offline TFDS preparation: `keras_directcopy.offline_data` and
+"""Offline TFDS preparation: `keras_directcopy.data.offline` and
 `scripts/prepare_data.py` write `cifar10` and `cifar100` directories that
 `tfds.load(..., download=False)` reads: CIFAR-10 from the shared `.npz` files,
 CIFAR-100 from small synthetic sources in build_cifar100.py's layout (the
@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from keras_directcopy import data, offline_data
-from keras_directcopy.io_utils import sha256_file
+from keras_directcopy.data import datasets as data
+from keras_directcopy.data import offline as offline_data
+from keras_directcopy.utils.files import sha256_file
 from tests.cifar_archives import write_cifar10_archive, write_cifar100_archive
 from tests.helpers import write_corrupted_copy
 

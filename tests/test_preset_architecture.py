@@ -18,16 +18,17 @@ import numpy as np
 import pytest
 
 import keras_directcopy as kdc
-from keras_directcopy import backbones, hub, zoo
-from keras_directcopy.backbones import (
+from keras_directcopy.configs import get_config
+from keras_directcopy.models import backbones
+from keras_directcopy.models.backbones import (
     ARCHITECTURE_FILENAME,
-    NORMALIZATION_STATS,
+    INPUT_NORMALIZATION_STATS,
     build_backbone,
     resolve_architecture_kwargs,
 )
-from keras_directcopy.configs import get_config
-from keras_directcopy.io_utils import sha256_file
-from keras_directcopy.training import save_encoder
+from keras_directcopy.presets import hub, zoo
+from keras_directcopy.training.loop import save_encoder
+from keras_directcopy.utils.files import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 0.125  # small ResNet-18s keep the tests fast
@@ -114,10 +115,10 @@ def assert_loads_as_trained(loaded, encoder, size):
 def test_one_rule_resolves_stem_and_normalization(size, stem, normalization):
     shape = (size, size, 3)
     assert resolve_architecture_kwargs("resnet18", shape) == {
-        "width_multiplier": 1.0, "stem": stem, "normalization": normalization,
+        "width_multiplier": 1.0, "stem": stem, "input_normalization": normalization,
     }
     assert resolve_architecture_kwargs("resnet20", shape) == {
-        "width_multiplier": 1.0, "normalization": normalization,
+        "width_multiplier": 1.0, "input_normalization": normalization,
     }
     # The builders use that rule: pinning its result changes nothing.
     default = build_backbone("resnet18", shape, width_multiplier=WIDTH)
@@ -125,17 +126,17 @@ def test_one_rule_resolves_stem_and_normalization(size, stem, normalization):
     pinned = build_backbone("resnet18", shape, **resolved)
     assert plain(default.get_config()) == plain(pinned.get_config())
     mean = default.get_layer("normalize").get_config()["mean"]
-    np.testing.assert_allclose(mean, NORMALIZATION_STATS[normalization][0])
+    np.testing.assert_allclose(mean, INPUT_NORMALIZATION_STATS[normalization][0])
 
 
 def test_explicit_arguments_are_kept_and_bad_ones_named():
-    assert resolve_architecture_kwargs("resnet18", (224, 224, 3), stem="cifar", normalization="cifar10") == {
-        "width_multiplier": 1.0, "stem": "cifar", "normalization": "cifar10",
+    assert resolve_architecture_kwargs("resnet18", (224, 224, 3), stem="cifar", input_normalization="cifar10") == {
+        "width_multiplier": 1.0, "stem": "cifar", "input_normalization": "cifar10",
     }
     with pytest.raises(ValueError, match="Unknown stem 'tiny'. Valid stems: cifar, imagenet"):
         resolve_architecture_kwargs("resnet18", (32, 32, 3), stem="tiny")
-    with pytest.raises(ValueError, match="Unknown normalization 'mnist'. Valid: auto, imagenet, cifar10"):
-        resolve_architecture_kwargs("resnet18", (32, 32, 3), normalization="mnist")
+    with pytest.raises(ValueError, match="Unknown input_normalization 'mnist'. Valid: auto, imagenet, cifar10"):
+        resolve_architecture_kwargs("resnet18", (32, 32, 3), input_normalization="mnist")
     with pytest.raises(ValueError, match="resnet20 has a fixed CIFAR stem"):
         resolve_architecture_kwargs("resnet20", (32, 32, 3), stem="imagenet")
 
@@ -160,7 +161,7 @@ def test_the_resnet20_loads_as_trained_from_its_repository_folder(tmp_path):
 def test_a_96px_encoder_keeps_the_cifar_statistics_it_was_trained_with(tmp_path):
     encoder, folder = repo_folder(tmp_path, "resnet18", 96, width_multiplier=WIDTH)
     loaded = kdc.load_pretrained(folder)
-    cifar_mean, cifar_std = NORMALIZATION_STATS["cifar10"]
+    cifar_mean, cifar_std = INPUT_NORMALIZATION_STATS["cifar10"]
     normalize = loaded.get_layer("normalize").get_config()
     np.testing.assert_allclose(normalize["mean"], cifar_mean)
     np.testing.assert_allclose(normalize["variance"], np.square(cifar_std))
@@ -198,7 +199,7 @@ def test_a_96px_preset_registered_and_bundled_loads_as_trained(tmp_path, monkeyp
     )
     assert result.returncode == 0, result.stderr[-3000:]
     registered = json.loads((zoo_dir / "tiny_stl10.json").read_text())
-    assert registered["backbone_kwargs"] == {"width_multiplier": WIDTH, "stem": "imagenet", "normalization": "cifar10"}
+    assert registered["backbone_kwargs"] == {"width_multiplier": WIDTH, "stem": "imagenet", "input_normalization": "cifar10"}
     assert sorted(os.listdir(zoo_dir / "tiny_stl10")) == [ARCHITECTURE_FILENAME, "encoder.weights.h5"]
     monkeypatch.setenv(zoo.REGISTRY_ENV, str(zoo_dir))
     assert_loads_as_trained(kdc.load_pretrained("tiny_stl10"), encoder, 96)
@@ -265,7 +266,7 @@ def test_another_input_shape_keeps_the_trained_architecture(size, other, stem, n
     assert resized.input_shape == (None, *other)
     assert resized.get_layer("stem_conv").kernel_size == ((3, 3) if stem == "cifar" else (7, 7))
     np.testing.assert_allclose(
-        resized.get_layer("normalize").get_config()["mean"], NORMALIZATION_STATS[normalization][0]
+        resized.get_layer("normalize").get_config()["mean"], INPUT_NORMALIZATION_STATS[normalization][0]
     )
     assert [layer.name for layer in resized.layers] == [layer.name for layer in encoder.layers]
     for a, b in zip(resized.weights, encoder.weights):
@@ -291,7 +292,7 @@ def test_a_registry_entry_that_does_not_describe_its_architecture_file_is_refuse
     _, folder = repo_folder(tmp_path, "resnet18", 96, width_multiplier=WIDTH)
     config_path = Path(folder, "config.json")
     config = json.loads(config_path.read_text())
-    config["backbone_kwargs"]["normalization"] = "imagenet"
+    config["backbone_kwargs"]["input_normalization"] = "imagenet"
     config_path.write_text(json.dumps(config))
     with pytest.raises(ValueError) as error:
         kdc.load_pretrained(folder)

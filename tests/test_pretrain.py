@@ -16,8 +16,10 @@ import keras
 import pytest
 from absl import flags
 
-from keras_directcopy import configs, offline_data
-from keras_directcopy.run_log import read_history
+from keras_directcopy import configs
+from keras_directcopy.data import offline as offline_data
+from keras_directcopy.training import config_flags
+from keras_directcopy.training.run_log import read_history
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10"
@@ -67,12 +69,12 @@ def test_the_script_has_its_own_flags_and_the_flag_of_every_config_field(pretrai
     fields = [field.name for field in dataclasses.fields(configs.PretrainConfig)]
     assert set(fields) < set(values) and {"config", "output_dir", "strategy"} <= set(values)
     for name in fields:
-        assert values[name].help.endswith(configs.FIELD_DOCS[name])
+        assert values[name].help.endswith(config_flags.FIELD_DOCS[name])
     # --help lists the key flags of the script: the field flags are among them.
     listed = {flag.name for flag in values.get_key_flags_for_module("pretrain_script")}
     assert listed == set(values)
     values(["pretrain.py", "--output_dir=unused", "--config=stl10_resnet18", "--eps=0.2"])
-    config = configs.config_from_flags(values.config, values)
+    config = config_flags.config_from_flags(values.config, values)
     assert config == dataclasses.replace(configs.CONFIGS["stl10_resnet18"], eps=0.2)
 
 
@@ -150,17 +152,24 @@ def test_resume_after_kill_minus_nine(data_dir, tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_message(data_dir, tmp_path):
-    result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
-                          "--epochs=2", "--lr=1e30", "--warmup_epochs=0", "--knn_every=0")
-    assert result.returncode == 1
-    assert "the loss became" in result.stderr and "Lower --lr" in result.stderr
+    """In-process: `pretrain` raises the error the script prints (its error
+    path is run end to end by the bad-value test below)."""
+    from keras_directcopy.training.callbacks import NonFiniteLossError
+    from keras_directcopy.training.loop import pretrain
+
+    config = configs.get_config(
+        "quickstart", backbone="resnet20", width_multiplier=0.25, batch_size=32, knn_k=20,
+        dataset="cifar10", data_dir=data_dir, epochs=2, lr=1e30, warmup_epochs=0.0, knn_every=0,
+    )
+    with pytest.raises(NonFiniteLossError) as error:
+        pretrain(config, str(tmp_path), verbose=0)
+    assert "the loss became" in str(error.value) and "Lower --lr" in str(error.value)
     assert not (tmp_path / "encoder.keras").exists()
 
 
 @pytest.mark.parametrize(
     "flag, message",
     [
-        ("--dataset=cifar11", "Unknown dataset 'cifar11'. Valid datasets: cifar10"),
         ("--backbone=resnet19", "value should be one of <resnet18|resnet34|resnet50|resnet20>"),
         ("--strategy=horovod", "value should be one of <default|one_device|mirrored|multi_worker|tpu>"),
         ("--predictor=directcpy", "value should be one of <directcopy|directpred"),
@@ -173,10 +182,21 @@ def test_non_finite_loss_stops_with_a_clear_message(data_dir, tmp_path):
         ("--mixed_precision=float8", "value should be one of <mixed_float16|mixed_bfloat16>"),
     ],
 )
-def test_bad_flags_are_rejected_clearly(data_dir, tmp_path, flag, message):
-    result = run_pretrain(f"--data_dir={data_dir}", f"--output_dir={tmp_path}", flag)
-    assert result.returncode != 0
-    assert message in result.stderr
+def test_bad_flags_are_rejected_clearly(pretrain_script, flag, message):
+    """The script's flags, parsed in-process: an enum flag fails in absl's
+    parser, a field value in the recipe's check, both before any data is read."""
+    values = flags.FlagValues()
+    pretrain_script.define_flags(values)
+    with pytest.raises((flags.Error, ValueError)) as error:
+        values(["pretrain.py", "--output_dir=unused", flag])
+        config_flags.config_from_flags(values.config, values)
+    assert message in str(error.value)
+
+
+def test_the_script_reports_a_bad_value_in_one_line_and_writes_nothing(data_dir, tmp_path):
+    result = run_pretrain(f"--data_dir={data_dir}", f"--output_dir={tmp_path}", "--dataset=cifar11")
+    assert result.returncode == 1
+    assert "Unknown dataset 'cifar11'. Valid datasets: cifar10" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run.json").exists() and not (tmp_path / "backup").exists()
 

@@ -1,10 +1,9 @@
-"""scripts/register_preset.py: a finished run becomes a preset's weights, run
+"""scripts/register_preset.py (`keras_directcopy.presets.registration`): a finished run becomes a preset's weights, run
 record, metrics and model card; anything inconsistent is refused and leaves
 the registry untouched."""
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +12,11 @@ import numpy as np
 import pytest
 
 import keras_directcopy as kdc
-from keras_directcopy import zoo
-from keras_directcopy.backbones import ARCHITECTURE_FILENAME
 from keras_directcopy.configs import get_config
-from keras_directcopy.training import save_encoder
-from keras_directcopy.io_utils import sha256_file
+from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME
+from keras_directcopy.presets import registration, zoo
+from keras_directcopy.training.loop import save_encoder
+from keras_directcopy.utils.files import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME = "directcopy_tinyresnet_cifar10"
@@ -86,7 +85,7 @@ def test_register_run_then_metrics(registry, tmp_path, monkeypatch):
     assert preset["architecture"] == {"filename": ARCHITECTURE_FILENAME,
                                       "sha256": sha256_file(run_dir / ARCHITECTURE_FILENAME)}
     assert sha256_file(zoo_dir / NAME / ARCHITECTURE_FILENAME) == preset["architecture"]["sha256"]
-    assert preset["backbone_kwargs"] == {"width_multiplier": 0.25, "normalization": "cifar10"}
+    assert preset["backbone_kwargs"] == {"width_multiplier": 0.25, "input_normalization": "cifar10"}
     assert preset["run"]["cpu_time_s"] == 180.0 and preset["epochs"] == 2
     assert preset["train_command"].startswith("python scripts/pretrain.py --config=quickstart")
     assert preset["metrics"] is None and not list(cards.iterdir())
@@ -98,8 +97,7 @@ def test_register_run_then_metrics(registry, tmp_path, monkeypatch):
 
     metrics_path = tmp_path / "metrics.json"
     metrics_path.write_text(json.dumps(metrics_for(NAME)))
-    result = run_script(f"--preset={NAME}", f"--metrics={metrics_path}", *dirs)
-    assert result.returncode == 0, result.stderr[-3000:]
+    registration.register(NAME, str(zoo_dir), str(cards), metrics=str(metrics_path))
     preset = json.loads((zoo_dir / f"{NAME}.json").read_text())
     assert preset["metrics"]["knn"]["top1"] == 0.4321
     card = (cards / f"{NAME}.md").read_text()
@@ -109,20 +107,20 @@ def test_register_run_then_metrics(registry, tmp_path, monkeypatch):
 def test_unfinished_run_and_foreign_metrics_are_refused(registry, tmp_path):
     zoo_dir, run_dir, cards, _ = registry
     before = (zoo_dir / f"{NAME}.json").read_text()
-    dirs = [f"--zoo_dir={zoo_dir}", f"--cards_dir={cards}"]
+    dirs = (str(zoo_dir), str(cards))
 
     run = json.loads((run_dir / "run.json").read_text())
     (run_dir / "run.json").write_text(json.dumps({**run, "epochs_done": 1}))
-    unfinished = run_script(f"--preset={NAME}", f"--run_dir={run_dir}", "--bundle", *dirs)
-    assert unfinished.returncode != 0 and "has run 1 of its 2 epochs" in unfinished.stderr
+    with pytest.raises(ValueError, match="has run 1 of its 2 epochs"):
+        registration.register(NAME, *dirs, run_dir=str(run_dir), bundle=True)
 
     metrics_path = tmp_path / "metrics.json"
     metrics_path.write_text(json.dumps(metrics_for("another_preset")))
-    foreign = run_script(f"--preset={NAME}", f"--metrics={metrics_path}", *dirs)
-    assert foreign.returncode != 0 and f"--preset={NAME}" in foreign.stderr
+    with pytest.raises(ValueError, match=f"--preset={NAME}"):
+        registration.register(NAME, *dirs, metrics=str(metrics_path))
 
-    unknown = run_script("--preset=nope", f"--run_dir={run_dir}", *dirs)
-    assert unknown.returncode != 0 and "No preset file" in unknown.stderr
+    with pytest.raises(FileNotFoundError, match="No preset file"):
+        registration.register("nope", *dirs, run_dir=str(run_dir))
     assert (zoo_dir / f"{NAME}.json").read_text() == before
     assert not (zoo_dir / NAME).exists() and not list(cards.iterdir())
 
@@ -133,15 +131,14 @@ def test_a_run_without_its_architecture_or_of_another_architecture_is_refused(re
     64 px for a 32-px preset) is refused; the registry stays untouched."""
     zoo_dir, run_dir, cards, _ = registry
     before = (zoo_dir / f"{NAME}.json").read_text()
-    dirs = [f"--zoo_dir={zoo_dir}", f"--cards_dir={cards}"]
+    dirs = (str(zoo_dir), str(cards))
     (run_dir / ARCHITECTURE_FILENAME).rename(run_dir / "saved.json")
-    missing = run_script(f"--preset={NAME}", f"--run_dir={run_dir}", "--bundle", *dirs)
-    assert missing.returncode != 0
-    assert f"has no {ARCHITECTURE_FILENAME}" in missing.stderr and "write_architecture(" in missing.stderr
+    with pytest.raises(ValueError, match=f"has no {ARCHITECTURE_FILENAME}") as missing:
+        registration.register(NAME, *dirs, run_dir=str(run_dir), bundle=True)
+    assert "write_architecture(" in str(missing.value)
 
     save_encoder(kdc.build_backbone("resnet20", (64, 64, 3), width_multiplier=0.25), str(run_dir))
-    other = run_script(f"--preset={NAME}", f"--run_dir={run_dir}", "--bundle", *dirs)
-    assert other.returncode != 0
-    assert f"is not the architecture preset {NAME!r} records" in other.stderr
-    assert "layer 'images' differs in batch_shape" in other.stderr
+    with pytest.raises(ValueError, match=f"is not the architecture preset {NAME!r} records") as other:
+        registration.register(NAME, *dirs, run_dir=str(run_dir), bundle=True)
+    assert "layer 'images' differs in batch_shape" in str(other.value)
     assert (zoo_dir / f"{NAME}.json").read_text() == before and not (zoo_dir / NAME).exists()

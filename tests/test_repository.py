@@ -26,7 +26,7 @@ def test_readme_preset_table_names_every_preset_and_where_its_weights_live():
     repository; a row says "not trained yet" exactly when the registry has
     no weights and is not in training, and "bundled" exactly when its
     weights ship in zoo/."""
-    from keras_directcopy import zoo
+    from keras_directcopy.presets import zoo
 
     rows = {
         line.split("|")[1].strip(" `"): line

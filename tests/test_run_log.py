@@ -7,8 +7,8 @@ import subprocess
 import keras
 import numpy as np
 
-from keras_directcopy.run_log import HISTORY_FILENAME, PROGRESS_FILENAME, RunLog, read_history
-from keras_directcopy.training import git_commit
+from keras_directcopy.training.run_log import HISTORY_FILENAME, PROGRESS_FILENAME, RunLog, read_history
+from keras_directcopy.utils.provenance import git_commit
 
 
 def fit_with(run_log, epochs):

@@ -1,6 +1,6 @@
 """The linear-network theory lab against its closed-form predictions.
 
-Notation of `keras_directcopy.theory`: data variance `x_i`, augmentation
+Notation of `keras_directcopy.theory.linear_network`: data variance `x_i`, augmentation
 variance `sigma_i^2`, weight decay `eta`, predictor regularizer `eps`, growth
 rate `g(p) = p x - p^2 (x + sigma^2) - eta`.
 """
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_directcopy import theory
+from keras_directcopy.theory import linear_network
 
 ROOT = Path(__file__).resolve().parents[1]
 EPS = 0.2
-METHODS = theory.METHODS
+METHODS = linear_network.METHODS
 
 
 def random_psd(dim, seed):
@@ -36,47 +36,47 @@ def test_predictor_rules_of_the_lab():
     identity = np.eye(6)
     # Float64 throughout: only rounding separates the rules from their formulas.
     np.testing.assert_allclose(
-        theory.predictor_matrix(F, "directcopy", 0.3), F + 0.3 * identity, atol=1e-12
+        linear_network.predictor_matrix(F, "directcopy", 0.3), F + 0.3 * identity, atol=1e-12
     )
     np.testing.assert_allclose(
-        theory.predictor_matrix(F, "directpred", 0.3),
+        linear_network.predictor_matrix(F, "directpred", 0.3),
         (u * np.sqrt(s)) @ u.T + 0.3 * identity,
         atol=1e-10,
     )
     # The normalized DirectCopy finds lambda_max by power iteration, which
     # stops at a 1e-7 relative change: hence the looser tolerance.
     np.testing.assert_allclose(
-        theory.predictor_matrix(F, "directcopy", 0.3, "spectral"),
+        linear_network.predictor_matrix(F, "directcopy", 0.3, "spectral"),
         F / s[-1] + 0.3 * identity,
         atol=1e-6,
     )
     for method in METHODS:
-        top = np.linalg.eigvalsh(theory.predictor_matrix(F, method, 0.3, "spectral"))[-1]
+        top = np.linalg.eigvalsh(linear_network.predictor_matrix(F, method, 0.3, "spectral"))[-1]
         assert top == pytest.approx(1.3, abs=1e-6)
     np.testing.assert_array_equal(
-        theory.predictor_matrix(np.zeros((3, 3)), "directpred", 0.3), 0.3 * np.eye(3)
+        linear_network.predictor_matrix(np.zeros((3, 3)), "directpred", 0.3), 0.3 * np.eye(3)
     )
 
 
 def test_thresholds_are_the_roots_of_the_growth_rate():
     x = np.array([0.5, 1.0, 2.0])
     for eta in [0.0, 0.02, 0.05]:
-        sigma2 = theory.growth_threshold(x, eta, EPS)
-        np.testing.assert_allclose(theory.growth_rate(EPS, x, sigma2, eta), 0.0, atol=1e-12)
+        sigma2 = linear_network.growth_threshold(x, eta, EPS)
+        np.testing.assert_allclose(linear_network.growth_rate(EPS, x, sigma2, eta), 0.0, atol=1e-12)
     eta = 0.05
-    bound = theory.fixed_point_threshold(x, eta)
-    p_minus, p_plus = theory.fixed_points(x, bound, eta)
+    bound = linear_network.fixed_point_threshold(x, eta)
+    p_minus, p_plus = linear_network.fixed_points(x, bound, eta)
     np.testing.assert_allclose(p_minus, p_plus, rtol=1e-6)  # double root at the bound
-    p_minus, p_plus = theory.fixed_points(x, bound - 0.1, eta)
-    np.testing.assert_allclose(theory.growth_rate(p_plus, x, bound - 0.1, eta), 0.0, atol=1e-12)
-    np.testing.assert_allclose(theory.growth_rate(p_minus, x, bound - 0.1, eta), 0.0, atol=1e-12)
-    assert np.all(np.isnan(theory.fixed_points(x, bound + 0.1, eta)[1]))
-    assert np.all(np.isinf(theory.fixed_point_threshold(x, 0.0)))
+    p_minus, p_plus = linear_network.fixed_points(x, bound - 0.1, eta)
+    np.testing.assert_allclose(linear_network.growth_rate(p_plus, x, bound - 0.1, eta), 0.0, atol=1e-12)
+    np.testing.assert_allclose(linear_network.growth_rate(p_minus, x, bound - 0.1, eta), 0.0, atol=1e-12)
+    assert np.all(np.isnan(linear_network.fixed_points(x, bound + 0.1, eta)[1]))
+    assert np.all(np.isinf(linear_network.fixed_point_threshold(x, 0.0)))
     p = EPS + np.array([0.01, 0.3, 1.0])
     for method in METHODS:
-        norms = theory.norm_from_predictor_eigenvalue(p, x, 1.5, EPS, method)
+        norms = linear_network.norm_from_predictor_eigenvalue(p, x, 1.5, EPS, method)
         np.testing.assert_allclose(
-            theory.predictor_eigenvalue(norms, x, 1.5, EPS, method), p, rtol=1e-12
+            linear_network.predictor_eigenvalue(norms, x, 1.5, EPS, method), p, rtol=1e-12
         )
 
 
@@ -89,12 +89,12 @@ def test_full_matrix_flow_follows_the_eigenbasis_equation(method, target_momentu
     """From an aligned W, the (d_out, d) matrix flow in a rotated basis is the
     per-direction equation dw_i/dt = w_i g_i(p_i), step for step."""
     sigma2 = np.array([0.0, 0.7, 1.4, 2.1, 2.8, 3.5, 4.2, 4.9])
-    setting = theory.make_setting(1.0, sigma2, seed=1)
-    result = theory.simulate_population(
+    setting = linear_network.make_setting(1.0, sigma2, seed=1)
+    result = linear_network.simulate_population(
         setting, method, 0.05, EPS, steps=600, output_dim=10,
         target_momentum=target_momentum, record_every=50,
     )
-    steps, expected = theory.eigen_dynamics(
+    steps, expected = linear_network.eigen_dynamics(
         setting.data_variance, sigma2, 0.05, EPS, method, 1e-3, result.learning_rate, 600,
         target_momentum=target_momentum, record_every=50,
     )
@@ -105,7 +105,7 @@ def test_full_matrix_flow_follows_the_eigenbasis_equation(method, target_momentu
     np.testing.assert_allclose(result.norms, expected, rtol=1e-8, atol=1e-12)
     # Both behaviours occur in the run: growth inside the threshold, decay outside.
     np.testing.assert_array_equal(
-        expected[-1] > 1e-3, sigma2 < theory.growth_threshold(1.0, 0.05, EPS)
+        expected[-1] > 1e-3, sigma2 < linear_network.growth_threshold(1.0, 0.05, EPS)
     )
 
 
@@ -115,17 +115,17 @@ def test_directions_are_kept_or_discarded_with_a_margin(method):
     condition by 0.5 in sigma^2 reaches its fixed point, every one outside by
     0.5 is driven to ~0, and W keeps exactly the span of the former."""
     eta = 0.05
-    threshold = theory.growth_threshold(1.0, eta, EPS)  # 2.75
+    threshold = linear_network.growth_threshold(1.0, eta, EPS)  # 2.75
     inside = np.array([0.0, 0.4, 0.8, 1.2, 1.6, 2.25])
     outside = np.array([3.25, 3.6, 4.0, 4.5, 5.0, 5.5])
     assert inside.max() <= threshold - 0.5 and outside.min() >= threshold + 0.5
     sigma2 = np.r_[inside, outside]
-    setting = theory.make_setting(1.0, sigma2, seed=2)
-    result = theory.simulate_population(
+    setting = linear_network.make_setting(1.0, sigma2, seed=2)
+    result = linear_network.simulate_population(
         setting, method, eta, EPS, steps=4800, init="gaussian", record_every=4800, seed=3
     )
     kept = np.arange(len(sigma2)) < len(inside)
-    predicted = theory.predicted_final_norms(1.0, sigma2, eta, EPS, method, 1e-3)
+    predicted = linear_network.predicted_final_norms(1.0, sigma2, eta, EPS, method, 1e-3)
     assert np.all(predicted[kept] > 0.02) and np.all(predicted[~kept] == 0)
     # Kept: the slowest (sigma^2 = 2.25) grows at rate >= eps^2 * 0.5 = 0.02
     # and then converges at rate ~0.05; t = 4800 * lr ~ 800 leaves it far
@@ -135,7 +135,7 @@ def test_directions_are_kept_or_discarded_with_a_margin(method):
     # ~1e-10; 1e-6 leaves room for the transient of the unaligned start.
     assert np.all(result.final_norms[~kept] < 1e-6)
     learned = result.learned_subspace(level=1e-4)
-    assert theory.subspace_distance(learned, setting.basis[:, kept]) < 1e-5
+    assert linear_network.subspace_distance(learned, setting.basis[:, kept]) < 1e-5
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -144,16 +144,16 @@ def test_empirical_threshold_matches_the_growth_condition(method, eta):
     spacing = 0.1
     # Offset grid: no direction sits on a predicted threshold (3.5, 2.75, 1.5).
     sigma2 = 0.03 + spacing * np.arange(60)
-    setting = theory.make_setting(1.0, sigma2, seed=4)
+    setting = linear_network.make_setting(1.0, sigma2, seed=4)
     init = 1e-6
-    result = theory.simulate_population(
+    result = linear_network.simulate_population(
         setting, method, eta, EPS, steps=1000, init_scale=init, record_every=1000
     )
     # From an aligned start each p_i moves monotonically with the sign of
     # g_i(p_i), so "ended above its start" is exactly "grew".
     kept = result.final_norms > init
-    empirical = theory.empirical_threshold(sigma2, kept)
-    predicted = theory.growth_threshold(1.0, eta, EPS)
+    empirical = linear_network.empirical_threshold(sigma2, kept)
+    predicted = linear_network.growth_threshold(1.0, eta, EPS)
     assert empirical is not None, "kept directions are not exactly the low-variance ones"
     # The formula is for p(0) = eps; the start has p(0) - eps <= 1e-6 * sqrt(7)
     # (DirectPred), which moves the threshold by at most
@@ -171,15 +171,15 @@ def test_without_weight_decay_high_variance_directions_survive(method):
     2.75) but meets it at eta = 0 (threshold x (1 - eps) / eps = 4)."""
     sigma2 = np.array([0.5, 1.5, 3.0, 3.25, 3.5, 4.5, 5.0])
     high = (sigma2 >= 3.0) & (sigma2 <= 3.5)
-    assert np.all(sigma2[high] > theory.growth_threshold(1.0, 0.05, EPS))
-    assert np.all(sigma2[high] <= theory.growth_threshold(1.0, 0.0, EPS) - 0.5 + 1e-12)
-    setting = theory.make_setting(1.0, sigma2, seed=5)
-    result = theory.simulate_population(setting, method, 0.0, EPS, steps=1600, record_every=1600)
-    predicted = theory.predicted_final_norms(1.0, sigma2, 0.0, EPS, method, 1e-3)
+    assert np.all(sigma2[high] > linear_network.growth_threshold(1.0, 0.05, EPS))
+    assert np.all(sigma2[high] <= linear_network.growth_threshold(1.0, 0.0, EPS) - 0.5 + 1e-12)
+    setting = linear_network.make_setting(1.0, sigma2, seed=5)
+    result = linear_network.simulate_population(setting, method, 0.0, EPS, steps=1600, record_every=1600)
+    predicted = linear_network.predicted_final_norms(1.0, sigma2, 0.0, EPS, method, 1e-3)
     # Without weight decay the fixed point is p_+ = x / (x + sigma^2).
     p_plus = 1.0 / (1.0 + sigma2[high])
     np.testing.assert_allclose(
-        theory.predictor_eigenvalue(predicted[high], 1.0, sigma2[high], EPS, method), p_plus
+        linear_network.predictor_eigenvalue(predicted[high], 1.0, sigma2[high], EPS, method), p_plus
     )
     # Rate >= eps^2 * 0.5 = 0.02 over t = 1600 * lr = 600 (lr = 0.375):
     # converged to far better than 1e-3.
@@ -195,20 +195,20 @@ def test_fixed_points_exist_only_below_their_bound(method):
     decays to 0 above it."""
     eps, eta = 0.02, 0.05
     sigma2 = np.array([0.0, 1.0, 2.0, 3.0, 5.0, 6.0])
-    below = sigma2 < theory.fixed_point_threshold(1.0, eta)
-    setting = theory.make_setting(1.0, sigma2, seed=6)
+    below = sigma2 < linear_network.fixed_point_threshold(1.0, eta)
+    setting = linear_network.make_setting(1.0, sigma2, seed=6)
     # Start at p = x / (x + sigma^2) + eps, above every p_+ (<= x / (x + sigma^2)).
-    start = theory.norm_from_predictor_eigenvalue(
+    start = linear_network.norm_from_predictor_eigenvalue(
         1.0 / (1.0 + sigma2) + eps, 1.0, sigma2, eps, method
     )
-    large = theory.simulate_population(
+    large = linear_network.simulate_population(
         setting, method, eta, eps, steps=3000, init_scale=start, record_every=3000
     )
-    small = theory.simulate_population(
+    small = linear_network.simulate_population(
         setting, method, eta, eps, steps=500, init_scale=1e-3, record_every=500
     )
     assert np.all(small.final_norms < 1e-3)  # g(eps) < 0 everywhere
-    predicted = theory.predicted_final_norms(1.0, sigma2, eta, eps, method, start)
+    predicted = linear_network.predicted_final_norms(1.0, sigma2, eta, eps, method, start)
     assert np.all(predicted[below] > 0) and np.all(predicted[~below] == 0)
     np.testing.assert_allclose(large.final_norms[below], predicted[below], rtol=1e-6)
     # Above the bound g < 0 for every p, at least -0.014 near the vertex and
@@ -223,10 +223,10 @@ def test_normalized_predictor_decays_every_direction(method, eta):
     g_top <= -eps (1 + eps) x - eta: the largest s_i = w_i^2 (x_i + sigma_i^2)
     falls monotonically, at least as fast as that rate, even with eta = 0."""
     sigma2 = np.linspace(0.0, 5.5, 8)
-    setting = theory.make_setting(1.0, sigma2, seed=7)
-    lr = 0.5 * theory.stable_learning_rate(1.0, sigma2, eta, EPS, method, "spectral")
+    setting = linear_network.make_setting(1.0, sigma2, seed=7)
+    lr = 0.5 * linear_network.stable_learning_rate(1.0, sigma2, eta, EPS, method, "spectral")
     steps = int(30 / lr)
-    result = theory.simulate_population(
+    result = linear_network.simulate_population(
         setting, method, eta, EPS, "spectral", learning_rate=lr, steps=steps, record_every=1
     )
     largest = (result.norms**2 * (1.0 + sigma2)).max(axis=1)
@@ -242,11 +242,11 @@ def test_normalized_predictor_decays_every_direction(method, eta):
 def test_sgd_on_samples_keeps_the_predicted_directions():
     eta = 0.05
     sigma2 = np.r_[0.5 * np.ones(4), 5.0 * np.ones(6)]  # threshold 2.75
-    setting = theory.make_setting(1.0, sigma2, seed=8)
-    result = theory.simulate_sgd(
+    setting = linear_network.make_setting(1.0, sigma2, seed=8)
+    result = linear_network.simulate_sgd(
         setting, "directcopy", eta, EPS, steps=1000, batch_size=256, record_every=1000, seed=9
     )
-    predicted = theory.predicted_final_norms(1.0, sigma2, eta, EPS, "directcopy", 1e-3)
+    predicted = linear_network.predicted_final_norms(1.0, sigma2, eta, EPS, "directcopy", 1e-3)
     kept = predicted > 0
     assert kept.sum() == 4
     # SGD fluctuates around the population fixed point: F is a running mean
@@ -285,7 +285,7 @@ def test_ridge_leave_one_out_matches_refitting():
     expected = np.linalg.solve(
         features.T @ features / 12 + best * scale * np.eye(5), features.T @ labels / 12
     )
-    np.testing.assert_allclose(theory.ridge_fit(features, labels, candidates), expected,
+    np.testing.assert_allclose(linear_network.ridge_fit(features, labels, candidates), expected,
                                rtol=1e-10)
 
 
@@ -294,8 +294,8 @@ def test_learned_features_need_fewer_labelled_samples():
     num_signal, num_nuisance = 6, 24
     data_variance = np.r_[np.ones(num_signal), 2.0 * np.ones(num_nuisance)]
     sigma2 = np.r_[0.5 * np.ones(num_signal), 8.0 * np.ones(num_nuisance)]
-    setting = theory.make_setting(data_variance, sigma2, seed=11)
-    learned = theory.simulate_population(
+    setting = linear_network.make_setting(data_variance, sigma2, seed=11)
+    learned = linear_network.simulate_population(
         setting, "directcopy", eta, EPS, steps=600, record_every=600
     )
     # The label's directions are exactly the kept ones.
@@ -304,7 +304,7 @@ def test_learned_features_need_fewer_labelled_samples():
     coefficients = np.r_[np.random.default_rng(12).standard_normal(num_signal),
                          np.zeros(num_nuisance)]
     sizes = [4, 8, 12, 16]
-    errors = theory.sample_complexity(
+    errors = linear_network.sample_complexity(
         setting, {"raw": np.eye(setting.dim), "learned": learned.weights}, coefficients,
         sizes, trials=50, noise_std=0.3, seed=13,
     )
@@ -361,7 +361,7 @@ def test_theory_figures_plot_the_simulated_numbers(lab_script, tmp_path):
     for name, panel in series["panels"].items():
         np.testing.assert_array_equal(panel["norms"], runs[name].norms)
         np.testing.assert_array_equal(panel["time"], runs[name].times)
-    assert series["growth_threshold"] == theory.growth_threshold(1.0, eta, EPS) == 2.75
+    assert series["growth_threshold"] == linear_network.growth_threshold(1.0, eta, EPS) == 2.75
 
     sigma2, init, runs = lab_script.run_thresholds(EPS, [0.0, 0.1], seed=0, quick=True)
     series = lab_script.figure_thresholds(sigma2, init, runs, EPS, tmp_path / "b.png")
@@ -370,8 +370,8 @@ def test_theory_figures_plot_the_simulated_numbers(lab_script, tmp_path):
         plotted = series[run["method"]][run["weight_decay"]]
         assert plotted["final_norms"] == run["final_norms"] and len(run["final_norms"]) == len(sigma2)
         assert plotted["growth_threshold"] == pytest.approx(
-            theory.growth_threshold(1.0, run["weight_decay"], EPS))
-        curve = theory.predicted_final_norms(
+            linear_network.growth_threshold(1.0, run["weight_decay"], EPS))
+        curve = linear_network.predicted_final_norms(
             1.0, np.asarray(plotted["fine_variance"]), run["weight_decay"], EPS, run["method"], init)
         np.testing.assert_array_equal(plotted["fixed_point"], np.where(curve > 0, curve, np.nan))
 

@@ -8,14 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
 import keras_directcopy as kdc
-from keras_directcopy import zoo
-from keras_directcopy.backbones import ARCHITECTURE_FILENAME, resolve_architecture_kwargs
-from keras_directcopy.io_utils import sha256_file
+from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME, resolve_architecture_kwargs
+from keras_directcopy.presets import zoo
+from keras_directcopy.utils.files import sha256_file
 from tests.helpers import write_corrupted_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +113,7 @@ def test_keras_applications_arguments(tmp_path):
 
 
 def test_include_top_adds_the_shipped_linear_head(tmp_path):
-    from keras_directcopy.evaluation import build_linear_head, set_feature_statistics
+    from keras_directcopy.models.heads import build_linear_head, set_feature_statistics
 
     encoder, config = tiny_model_folder(tmp_path / "model")
     head = build_linear_head(16, 10)
@@ -134,7 +133,7 @@ def test_include_top_adds_the_shipped_linear_head(tmp_path):
 
 def test_resnet18_preset_keeps_its_cifar_stem_at_another_input_size():
     kwargs = resolve_architecture_kwargs("resnet18", [32, 32, 3])
-    assert kwargs == {"width_multiplier": 1.0, "stem": "cifar", "normalization": "cifar10"}
+    assert kwargs == {"width_multiplier": 1.0, "stem": "cifar", "input_normalization": "cifar10"}
     model = kdc.build_backbone("resnet18", (96, 96, 3), **{**kwargs, "width_multiplier": 0.125})
     assert model.get_layer("stem_conv").kernel_size == (3, 3)
 
@@ -253,7 +252,7 @@ def test_a_corrupted_copy_of_shipped_weights_is_refused(name, key, tmp_path, mon
 def test_shipped_preset_card_and_hub_folder_match_the_registry(name, tmp_path):
     """The committed model card is the one the registry entry generates, and
     the folder scripts/publish.py --dry_run builds loads to the same encoder."""
-    from keras_directcopy import hub
+    from keras_directcopy.presets import hub
 
     preset = zoo.get_preset(name)
     assert (REPO_ROOT / "model_cards" / f"{name}.md").read_text() == hub.build_model_card(preset)

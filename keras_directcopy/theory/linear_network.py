@@ -105,7 +105,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from keras_directcopy.predictors import directcopy_matrix, directpred_matrix
+from keras_directcopy.models.predictor_matrices import directcopy_matrix, directpred_matrix
 
 METHODS = ("directcopy", "directpred")
 NORMALIZATIONS = ("none", "spectral")

@@ -41,7 +41,7 @@ import time
 import numpy as np
 from absl import logging
 
-from keras_directcopy.io_utils import atomic_save, sha256_array, sha256_file
+from keras_directcopy.utils.files import atomic_save, sha256_array, sha256_file
 
 CIFAR10_CHECKSUMS_FILE = "SHA256SUMS"
 CIFAR10_TRAIN_FILES = ("cifar10_part1of3.npz", "cifar10_part2of3.npz")
@@ -193,7 +193,7 @@ CIFAR100 = CifarSource(
 SOURCES = {source.name: source for source in (CIFAR10, CIFAR100)}
 SUPPORTED_DATASETS = tuple(SOURCES)
 # The `prepared_by` of the `metadata.json` written here.
-PREPARED_BY = "keras_directcopy.offline_data"
+PREPARED_BY = "keras_directcopy.data.offline"
 
 
 class SourceDataError(ValueError):

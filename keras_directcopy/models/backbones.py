@@ -15,9 +15,9 @@ images with values in 0..255 (uint8 or float), shape `(N, H, W, 3)`, and get
   of three basic blocks with 16/32/64 channels and parameter-free "option A"
   shortcuts, about 0.27M parameters.
 
-Inputs of at most `CIFAR_NORMALIZATION_MAX_SIZE` px are normalized with
+Inputs of at most `CIFAR_INPUT_NORMALIZATION_MAX_SIZE` px are normalized with
 CIFAR-10's statistics, larger ones with ImageNet's. Both defaults, the stem
-and the normalization, are resolved in one place,
+and the input normalization, are resolved in one place,
 `resolve_architecture_kwargs`, which the builders, the zoo's loader and the
 preset tools all use, so an encoder is rebuilt exactly as it was trained.
 
@@ -32,16 +32,16 @@ import numbers
 
 import keras
 
-from keras_directcopy.io_utils import atomic_write_text
+from keras_directcopy.utils.files import atomic_write_text
 
 CIFAR_STEM_MAX_SIZE = 64
 # CIFAR (32 px) and STL-10 (96 px) images are normalized with CIFAR-10's
 # statistics, as in the DirectPred reference code; larger ones with ImageNet's.
-CIFAR_NORMALIZATION_MAX_SIZE = 96
+CIFAR_INPUT_NORMALIZATION_MAX_SIZE = 96
 STEMS = ("cifar", "imagenet")
 # Per-channel statistics on the 0..1 scale. ImageNet's are the usual
 # torchvision values; CIFAR-10's are measured on its training set.
-NORMALIZATION_STATS = {
+INPUT_NORMALIZATION_STATS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
@@ -75,7 +75,7 @@ def build_backbone(name, input_shape=(32, 32, 3), **kwargs):
         name: the backbone.
         input_shape: `(H, W, 3)`.
         **kwargs: the builder's arguments (see `resnet`, `resnet20`); the
-            stem and normalization default as `resolve_architecture_kwargs`
+            stem and input normalization default as `resolve_architecture_kwargs`
             says.
 
     Raises:
@@ -98,27 +98,27 @@ def resolve_architecture_kwargs(name, input_shape, **kwargs):
     * `stem` (resnet18/34/50 only; resnet20 has a fixed CIFAR stem):
       `"cifar"` when the largest known side is at most `CIFAR_STEM_MAX_SIZE`
       px, `"imagenet"` otherwise (also when both sides are None);
-    * `normalization`: `"cifar10"` when the largest known side is at most
-      `CIFAR_NORMALIZATION_MAX_SIZE` px, `"imagenet"` otherwise;
+    * `input_normalization`: `"cifar10"` when the largest known side is at most
+      `CIFAR_INPUT_NORMALIZATION_MAX_SIZE` px, `"imagenet"` otherwise;
     * `width_multiplier`: 1.0.
 
-    An explicit `stem` or `normalization` is kept (after a check), so pinning
+    An explicit `stem` or `input_normalization` is kept (after a check), so pinning
     the resolved values of one shape rebuilds that architecture at another.
 
     Args:
         name: one of `BACKBONE_NAMES`.
         input_shape: `(H, W, 3)`; H and W may be None for resnet18/34/50
             (see `check_input_shape`).
-        **kwargs: builder arguments; `stem=None` and `normalization="auto"`
+        **kwargs: builder arguments; `stem=None` and `input_normalization="auto"`
             (or None) mean the default. Others (e.g. `synchronized_bn`)
             are passed through unchanged.
 
     Returns:
-        A new dict: `kwargs` with `width_multiplier`, `normalization` and,
+        A new dict: `kwargs` with `width_multiplier`, `input_normalization` and,
         except for resnet20, `stem` set.
 
     Raises:
-        ValueError: on an unknown backbone, stem or normalization, a stem
+        ValueError: on an unknown backbone, stem or input normalization, a stem
             for resnet20, or an invalid `input_shape`; the message names the
             argument and the valid values.
     """
@@ -142,17 +142,17 @@ def resolve_architecture_kwargs(name, input_shape, **kwargs):
         if stem not in STEMS:
             raise ValueError(f"Unknown stem {stem!r}. Valid stems: {', '.join(STEMS)}.")
         resolved["stem"] = stem
-    normalization = resolved.get("normalization")
-    if normalization in (None, "auto"):
-        normalization = (
-            "cifar10" if _is_small(input_shape, CIFAR_NORMALIZATION_MAX_SIZE) else "imagenet"
+    input_normalization = resolved.get("input_normalization")
+    if input_normalization in (None, "auto"):
+        input_normalization = (
+            "cifar10" if _is_small(input_shape, CIFAR_INPUT_NORMALIZATION_MAX_SIZE) else "imagenet"
         )
-    if normalization not in NORMALIZATION_STATS:
+    if input_normalization not in INPUT_NORMALIZATION_STATS:
         raise ValueError(
-            f"Unknown normalization {normalization!r}. Valid: auto, "
-            f"{', '.join(NORMALIZATION_STATS)}."
+            f"Unknown input_normalization {input_normalization!r}. Valid: auto, "
+            f"{', '.join(INPUT_NORMALIZATION_STATS)}."
         )
-    resolved["normalization"] = normalization
+    resolved["input_normalization"] = input_normalization
     return resolved
 
 
@@ -259,7 +259,7 @@ def check_architecture_config(config, origin="the architecture"):
         raise ValueError(
             f"{origin} does not describe a functional Keras model (found {found!r}); an "
             "architecture file holds keras.saving.serialize_keras_object(encoder) of a backbone "
-            "of keras_directcopy.backbones. Nothing was loaded."
+            "of keras_directcopy.models.backbones. Nothing was loaded."
         )
     body = config.get("config")
     layers = body.get("layers") if isinstance(body, dict) else None
@@ -308,7 +308,7 @@ def resnet(
     *,
     width_multiplier=1.0,
     stem=None,
-    normalization="auto",
+    input_normalization="auto",
     synchronized_bn=False,
     name=None,
 ):
@@ -321,9 +321,9 @@ def resnet(
         stem: `"cifar"` or `"imagenet"`; None for the default of
             `resolve_architecture_kwargs` (`"cifar"` up to
             `CIFAR_STEM_MAX_SIZE` px).
-        normalization: key of `NORMALIZATION_STATS`, or `"auto"` for the
+        input_normalization: key of `INPUT_NORMALIZATION_STATS`, or `"auto"` for the
             default of `resolve_architecture_kwargs` (CIFAR-10's statistics
-            up to `CIFAR_NORMALIZATION_MAX_SIZE` px, ImageNet's above).
+            up to `CIFAR_INPUT_NORMALIZATION_MAX_SIZE` px, ImageNet's above).
         synchronized_bn: synchronize BatchNorm across `tf.distribute` replicas.
         name: model name, `depth_name` by default.
 
@@ -333,12 +333,12 @@ def resnet(
     """
     block_kind, blocks_per_stage = _STAGES[depth_name]
     resolved = resolve_architecture_kwargs(
-        depth_name, input_shape, stem=stem, normalization=normalization
+        depth_name, input_shape, stem=stem, input_normalization=input_normalization
     )
     stem = resolved["stem"]
     bn = _batch_norm_factory(synchronized_bn)
     inputs = keras.Input(tuple(input_shape), name="images")
-    x = _preprocessing(inputs, resolved["normalization"])
+    x = _preprocessing(inputs, resolved["input_normalization"])
     stem_width = _scaled(64, width_multiplier)
     if stem == "cifar":
         x = keras.layers.Conv2D(stem_width, 3, padding="same", use_bias=False, name="stem_conv")(x)
@@ -363,7 +363,7 @@ def resnet20(
     input_shape=(32, 32, 3),
     *,
     width_multiplier=1.0,
-    normalization="auto",
+    input_normalization="auto",
     synchronized_bn=False,
     name="resnet20",
 ):
@@ -373,7 +373,7 @@ def resnet20(
         input_shape: `(H, W, 3)` with integer H and W (the option-A
             shortcut reshapes to fixed sizes).
         width_multiplier: scales the 16/32/64 channel counts.
-        normalization: key of `NORMALIZATION_STATS`, or `"auto"` (see
+        input_normalization: key of `INPUT_NORMALIZATION_STATS`, or `"auto"` (see
             `resolve_architecture_kwargs`).
         synchronized_bn: synchronize BatchNorm across `tf.distribute` replicas.
         name: model name.
@@ -382,10 +382,10 @@ def resnet20(
         A functional `keras.Model`: `(N, H, W, 3)` 0..255 images to
         `(N, 64 * width)` features.
     """
-    resolved = resolve_architecture_kwargs("resnet20", input_shape, normalization=normalization)
+    resolved = resolve_architecture_kwargs("resnet20", input_shape, input_normalization=input_normalization)
     bn = _batch_norm_factory(synchronized_bn)
     inputs = keras.Input(tuple(input_shape), name="images")
-    x = _preprocessing(inputs, resolved["normalization"])
+    x = _preprocessing(inputs, resolved["input_normalization"])
     x = keras.layers.Conv2D(
         _scaled(16, width_multiplier), 3, padding="same", use_bias=False, name="stem_conv"
     )(x)
@@ -461,10 +461,10 @@ def _zero_pad_shortcut(x, width, strides, name):
     return keras.layers.Reshape((height, width_px, width), name=f"{name}_shortcut_squeeze")(x)
 
 
-def _preprocessing(inputs, normalization):
-    """0..255 RGB to standardized values, with the statistics of `normalization`
-    (a key of `NORMALIZATION_STATS`, already resolved)."""
-    mean, std = NORMALIZATION_STATS[normalization]
+def _preprocessing(inputs, input_normalization):
+    """0..255 RGB to standardized values, with the statistics of `input_normalization`
+    (a key of `INPUT_NORMALIZATION_STATS`, already resolved)."""
+    mean, std = INPUT_NORMALIZATION_STATS[input_normalization]
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
     return keras.layers.Normalization(
         mean=mean, variance=[s * s for s in std], name="normalize"

@@ -6,20 +6,21 @@
 import dataclasses
 import json
 import os
-import platform
-import subprocess
 
 import keras
 import tensorflow as tf
 
-from keras_directcopy import augment, data, strategies
-from keras_directcopy.backbones import build_backbone
-from keras_directcopy.callbacks import LearningRateLogger, ResumableBackup, StopOnNonFiniteLoss
-from keras_directcopy.io_utils import atomic_save, atomic_write_text
-from keras_directcopy.knn import KNNMonitor, knn_accuracy
-from keras_directcopy.models import NonContrastiveModel
-from keras_directcopy.predictors import DIRECT_METHODS
-from keras_directcopy.run_log import RunLog
+from keras_directcopy.data import augment
+from keras_directcopy.data import datasets as data
+from keras_directcopy.evaluation.knn import KNNMonitor, knn_accuracy
+from keras_directcopy.models.backbones import build_backbone
+from keras_directcopy.models.non_contrastive import NonContrastiveModel
+from keras_directcopy.models.predictors import DIRECT_METHODS
+from keras_directcopy.training import strategies
+from keras_directcopy.training.callbacks import LearningRateLogger, ResumableBackup, StopOnNonFiniteLoss
+from keras_directcopy.training.run_log import RunLog
+from keras_directcopy.utils.files import atomic_save, atomic_write_text
+from keras_directcopy.utils.provenance import git_commit, hardware_summary
 
 EVAL_BATCH_SIZE = 256
 
@@ -232,7 +233,7 @@ def save_encoder(encoder, output_dir):
     `scripts/publish.py`), so `load_pretrained` rebuilds exactly the trained
     encoder rather than re-deriving it from the code's defaults.
     """
-    from keras_directcopy.backbones import ARCHITECTURE_FILENAME, write_architecture
+    from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME, write_architecture
 
     encoder = float32_copy(encoder)
     atomic_save(os.path.join(output_dir, "encoder.keras"), encoder.save)
@@ -259,19 +260,6 @@ def float32_copy(encoder):
     copy = keras.models.clone_model(encoder, clone_function=float32_layer)
     copy.set_weights(encoder.get_weights())
     return copy
-
-
-def hardware_summary():
-    """CPU, accelerators and library versions of this machine."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _remaining_fits(done_steps, steps_per_epoch, epochs):
@@ -305,23 +293,3 @@ def _save_freq(value):
 def _plain(value):
     value = keras.ops.convert_to_numpy(value)
     return float(value.reshape(-1)[0]) if value.size else None
-
-
-def git_commit(directory=None):
-    """The commit of the checkout holding `directory` (default: this
-    package), with `-dirty` appended when tracked files differ from it, so a
-    run record never names a commit whose code did not run; `"unknown"`
-    outside a git checkout (an installed wheel)."""
-    directory = directory or os.path.dirname(os.path.abspath(__file__))
-
-    def git(*arguments):
-        return subprocess.run(
-            ["git", *arguments], cwd=directory, capture_output=True, text=True, check=True,
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-

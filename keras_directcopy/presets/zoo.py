@@ -16,7 +16,7 @@ preset records, as `build_backbone` builds it with the preset's
 `backbone_kwargs` at its `input_shape` (so the registry describes what it
 ships, and another `input_shape` can be built). Presets and folders from
 before the architecture file are rebuilt with `build_backbone` and the
-stem and normalization `backbones.resolve_architecture_kwargs` gives at the
+stem and input normalization `backbones.resolve_architecture_kwargs` gives at the
 trained input shape, the rule training uses. Only weights are read from
 `.weights.h5` files, after their sha256 is verified.
 
@@ -37,19 +37,19 @@ import os
 
 import keras
 
-from keras_directcopy.backbones import (
+from keras_directcopy.models.backbones import (
     BACKBONE_NAMES,
     build_backbone,
     check_input_shape,
     read_architecture,
     resolve_architecture_kwargs,
 )
-from keras_directcopy.io_utils import sha256_file
+from keras_directcopy.utils.files import sha256_file
 
 HF_PREFIX = "hf://"
 CONFIG_FILENAME = "config.json"
 # Architecture arguments a preset or a downloaded config.json may set.
-ALLOWED_BACKBONE_KWARGS = ("width_multiplier", "stem", "normalization")
+ALLOWED_BACKBONE_KWARGS = ("width_multiplier", "stem", "input_normalization")
 POOLINGS = ("avg", "max", None)
 
 
@@ -198,7 +198,7 @@ def load_pretrained(name, include_top=False, pooling="avg", input_shape=None, we
             )
     encoder = build_encoder(spec, source, input_shape=input_shape, weights=weights)
     if include_top:
-        from keras_directcopy.evaluation import build_linear_head
+        from keras_directcopy.models.heads import build_linear_head
 
         head = build_linear_head(int(encoder.output_shape[-1]), int(spec["num_classes"]))
         if weights:
@@ -220,7 +220,7 @@ def build_encoder(spec, source=None, input_shape=None, weights=True):
     nothing executed) and checked to be exactly what `build_backbone` builds
     from `spec["backbone"]`, its `backbone_kwargs` and `input_shape`;
     otherwise (older presets, `weights=False`) the encoder is built that
-    way, with the stem and normalization `resolve_architecture_kwargs` gives
+    way, with the stem and input normalization `resolve_architecture_kwargs` gives
     at the trained input shape, as training does.
 
     Args:
@@ -230,7 +230,7 @@ def build_encoder(spec, source=None, input_shape=None, weights=True):
         input_shape: `(H, W, 3)` to build for; default (or equal):
             `spec["input_shape"]`, and the loaded model is returned as it is.
             Another shape gets the same architecture (trained stem and
-            normalization) with the loaded weights copied in.
+            input normalization) with the loaded weights copied in.
         weights: load the weights (sha256-verified).
 
     Returns:
@@ -299,7 +299,7 @@ def _check_arguments(include_top, pooling, input_shape, weights):
 
 def _architecture_kwargs(spec):
     """The preset's complete architecture arguments at its trained input
-    shape: the recorded ones, with any missing stem or normalization
+    shape: the recorded ones, with any missing stem or input normalization
     resolved by the rule training used (`resolve_architecture_kwargs`)."""
     return resolve_architecture_kwargs(
         spec["backbone"], spec["input_shape"], **(spec.get("backbone_kwargs") or {})
@@ -321,7 +321,7 @@ def _shipped_architecture(spec, source, kwargs):
             f"The architecture file {spec['architecture']['filename']} of {spec['name']} ({path}) "
             f"is not the {spec['backbone']} its entry records ({kwargs}, input_shape "
             f"{trained_shape}): {difference}. Record the backbone_kwargs and input_shape the "
-            "encoder was trained with (as keras_directcopy.backbones.resolve_architecture_kwargs "
+            "encoder was trained with (as keras_directcopy.models.backbones.resolve_architecture_kwargs "
             "resolves them); nothing was loaded."
         )
     return shipped

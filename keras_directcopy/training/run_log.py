@@ -24,7 +24,7 @@ import time
 import keras
 import numpy as np
 
-from keras_directcopy.io_utils import atomic_write_text
+from keras_directcopy.utils.files import atomic_write_text
 
 HISTORY_FILENAME = "history.jsonl"
 PROGRESS_FILENAME = "progress.json"

@@ -35,7 +35,8 @@ read from the preset, its metrics or its run record, or from the recipes of
 Typical use, through `scripts/publish.py`:
 
 ```python
-from keras_directcopy import hub, zoo
+from keras_directcopy.presets import hub
+from keras_directcopy.presets import zoo
 
 preset = zoo.get_preset("directcopy_resnet20_cifar10")
 folder = hub.publish(
@@ -56,8 +57,9 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from keras_directcopy.configs import CONFIGS
-from keras_directcopy.io_utils import atomic_save, atomic_write_text, sha256_file
-from keras_directcopy.predictors import DEFAULT_EPS
+from keras_directcopy.models.predictors import DEFAULT_EPS
+from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
+from keras_directcopy.version import __version__
 
 CONFIG_FILENAME = "config.json"
 METRICS_FILENAME = "metrics.json"
@@ -435,7 +437,7 @@ def prepare_repo_folder(
             function wrote.
     """
     # Imported here: zoo builds Keras models, which the card alone never needs.
-    from keras_directcopy import zoo
+    from keras_directcopy.presets import zoo
 
     check_publishable(preset)
     repo_id = repo_id or preset["hub"]["repo_id"]
@@ -536,7 +538,6 @@ def repo_config(preset, *, repo_id=None):
     Returns:
         A JSON-serializable dict.
     """
-    import keras_directcopy
 
     head, architecture = preset.get("head"), preset.get("architecture")
     return {
@@ -544,7 +545,7 @@ def repo_config(preset, *, repo_id=None):
         "format_version": CONFIG_FORMAT_VERSION,
         "name": preset["name"],
         "library": "keras-directcopy",
-        "library_version": keras_directcopy.__version__,
+        "library_version": __version__,
         "method": preset["method"],
         "dataset": preset["dataset"],
         "num_classes": preset.get("num_classes"),
@@ -607,7 +608,6 @@ def publish(
             `repo_id`, a missing token, or any error of
             `prepare_repo_folder`.
     """
-    import keras_directcopy
 
     check_publishable(preset)
     try:
@@ -638,7 +638,7 @@ def publish(
             temporary_root = None  # the caller inspects the folder
             return folder
         api = api or HfApi(
-            token=token, library_name="keras-directcopy", library_version=keras_directcopy.__version__
+            token=token, library_name="keras-directcopy", library_version=__version__
         )
         api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
         commit = api.upload_folder(
@@ -646,7 +646,7 @@ def publish(
             folder_path=folder,
             repo_type="model",
             commit_message=(
-                f"Upload {preset['name']} (keras-directcopy {keras_directcopy.__version__})"
+                f"Upload {preset['name']} (keras-directcopy {__version__})"
             ),
         )
         return getattr(commit, "commit_url", None) or str(commit)
@@ -713,7 +713,7 @@ def _add_keras_format(encoder, folder, config):
     import keras
     import numpy as np
 
-    from keras_directcopy.backbones import check_architecture_config
+    from keras_directcopy.models.backbones import check_architecture_config
 
     with tempfile.TemporaryDirectory(prefix=".keras-format-", dir=folder) as keras_folder:
         keras.saving.save_model(encoder, keras_folder, zipped=False)
@@ -737,7 +737,7 @@ def _add_keras_format(encoder, folder, config):
         raise ValueError(
             f"Keras' serialization of the encoder has keys {shared} that config.json already "
             "uses, so the two cannot share the file; rename those fields of "
-            "keras_directcopy.hub.repo_config."
+            "keras_directcopy.presets.hub.repo_config."
         )
     _write_json(os.path.join(folder, CONFIG_FILENAME), {**config, **keras_config})
 
@@ -784,7 +784,7 @@ def _check_replaceable(out_dir):
         ours = False
     if not ours:
         raise FileExistsError(
-            f"{out_dir} exists and is not a repository folder written by keras_directcopy.hub; "
+            f"{out_dir} exists and is not a repository folder written by keras_directcopy.presets.hub; "
             "choose another out_dir (nothing was changed)."
         )
 

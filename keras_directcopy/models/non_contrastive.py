@@ -28,14 +28,14 @@ saves with `model.save(path)` and reloads with `keras.saving.load_model`.
 import keras
 import tensorflow as tf
 
-from keras_directcopy import distribute
-from keras_directcopy.heads import build_projector, default_projector_dims
-from keras_directcopy.predictors import (
+from keras_directcopy.models import distribute
+from keras_directcopy.models.heads import build_projector, default_projector_dims
+from keras_directcopy.models.predictors import (
     DirectPredictor,
     build_predictor,
     check_predictor_name,
 )
-from keras_directcopy.schedules import check_ema_schedule, target_momentum
+from keras_directcopy.models.schedules import check_ema_schedule, target_momentum
 
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 # How the target network starts:

@@ -5,7 +5,7 @@ import os
 
 import keras
 
-from keras_directcopy.io_utils import atomic_save
+from keras_directcopy.utils.files import atomic_save
 
 
 class NonFiniteLossError(RuntimeError):

@@ -1,0 +1,152 @@
+"""Registering a finished pretraining run, and its metrics, as a zoo preset
+(`scripts/register_preset.py`).
+
+A run is recorded with the sha256 of its weights and of its architecture file
+(`encoder.config.json`, the trained encoder as Keras serializes it), the stem
+and input normalization it was built with (`backbone_kwargs`, as
+`models.backbones.resolve_architecture_kwargs` resolves them), and its run
+record. The run's encoder is loaded exactly as `load_pretrained` will load
+the preset, so a run whose architecture is not the preset's is refused.
+Metrics are those of `scripts/evaluate.py` on the registered preset; they
+also render the model card.
+"""
+
+import json
+import os
+import shutil
+
+from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME, resolve_architecture_kwargs
+from keras_directcopy.presets import hub, zoo
+from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
+
+
+def register(preset_name, zoo_dir, cards_dir, run_dir=None, metrics=None, bundle=False):
+    """Records a finished run and/or its metrics in the preset file
+    `<zoo_dir>/<preset_name>.json`, after every check passed.
+
+    Writes atomically, the preset file last: with `bundle`, the run's
+    architecture and weights files into `<zoo_dir>/<preset_name>/`; with
+    `metrics`, the model card `<cards_dir>/<preset_name>.md`.
+
+    Args:
+        preset_name: the preset (its file name in `zoo_dir`).
+        zoo_dir: the registry directory.
+        cards_dir: where model cards go.
+        run_dir: a finished `scripts/pretrain.py` output directory.
+        metrics: a metrics JSON of `scripts/evaluate.py` on this preset.
+        bundle: copy the weights into the registry (small encoders only).
+
+    Returns:
+        The updated preset dict.
+
+    Raises:
+        FileNotFoundError: no such preset file.
+        ValueError: see `register_run` and `register_metrics`; nothing is written.
+    """
+    path = os.path.join(zoo_dir, f"{preset_name}.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No preset file {path}; the preset names are the files in {zoo_dir}.")
+    if not (run_dir or metrics):
+        raise ValueError("Pass --run_dir (weights and run record) and/or --metrics.")
+    with open(path) as file:
+        preset = json.load(file)
+    run_files = register_run(preset, run_dir, bundle) if run_dir else None
+    card = register_metrics(preset, metrics) if metrics else None
+    # Every check passed: write the files, the registry entry last.
+    if run_files and bundle:
+        for source, entry in run_files:
+            destination = os.path.join(zoo_dir, preset["name"], entry["filename"])
+            atomic_save(destination, lambda temporary, source=source: shutil.copyfile(source, temporary))
+    if card:
+        atomic_write_text(os.path.join(cards_dir, f"{preset['name']}.md"), card)
+    atomic_write_text(path, json.dumps(preset, indent=2) + "\n")
+    return preset
+
+
+MAX_BUNDLED_BYTES = 4 * 2**20
+
+
+RUN_WEIGHTS_FILENAME = "encoder.weights.h5"  # as scripts/pretrain.py writes it
+
+
+def register_run(preset, run_dir, bundle):
+    """Sets the preset's weights and architecture sha256, resolved
+    architecture arguments and run record from `run_dir`.
+
+    Returns:
+        `[(source path, preset entry)]`: the run's architecture and weights
+        files, to bundle (copy) when `bundle` is true.
+
+    Raises:
+        ValueError: if the run is unfinished, trained something else, has no
+            architecture file, or does not load as the preset's architecture.
+    """
+    with open(os.path.join(run_dir, "run.json")) as file:
+        run = json.load(file)
+    config = run["config"]
+    if run["epochs_done"] < config["epochs"]:
+        raise ValueError(
+            f"{run_dir} has run {run['epochs_done']} of its {config['epochs']} epochs: finish it "
+            "(re-run its command, which resumes) before registering it."
+        )
+    expected = (preset["dataset"], preset["backbone"], preset.get("backbone_kwargs", {}).get("width_multiplier", 1.0))
+    actual = (config["dataset"], config["backbone"], config["width_multiplier"])
+    if expected != actual or config["predictor"] != preset["method"]:
+        raise ValueError(
+            f"{run_dir} trained {config['predictor']} on {actual} (dataset, backbone, width), but "
+            f"preset {preset['name']!r} is {preset['method']} on {expected}."
+        )
+    if len(set(run["commands"])) != 1:
+        raise ValueError(f"{run_dir} was resumed with different commands: {run['commands']}.")
+    weights = os.path.join(run_dir, RUN_WEIGHTS_FILENAME)
+    architecture = os.path.join(run_dir, ARCHITECTURE_FILENAME)
+    if not os.path.exists(architecture):
+        raise ValueError(
+            f"{run_dir} has no {ARCHITECTURE_FILENAME}, the architecture scripts/pretrain.py "
+            "writes next to the weights (runs from before it do not have one). Write it from the "
+            "run's own encoder.keras, then register again:\n  python -c \"import keras; from "
+            "keras_directcopy.models.backbones import write_architecture; write_architecture("
+            f"keras.saving.load_model('{run_dir}/encoder.keras', safe_mode=True), "
+            f"'{architecture}')\""
+        )
+    size = os.path.getsize(weights)
+    if bundle and size > MAX_BUNDLED_BYTES:
+        raise ValueError(
+            f"{weights} is {size / 2**20:.1f} MB; only encoders up to {MAX_BUNDLED_BYTES >> 20} MB "
+            "are bundled. Publish it to the preset's Hub repository instead (scripts/publish.py)."
+        )
+    preset["weights"].update(sha256=sha256_file(weights), bundled=bool(bundle))
+    preset["architecture"] = {"filename": ARCHITECTURE_FILENAME, "sha256": sha256_file(architecture)}
+    # The stem and input normalization are recorded as resolved at the preset's
+    # input shape, so the entry states them rather than leaving them to a rule.
+    preset["backbone_kwargs"] = resolve_architecture_kwargs(
+        preset["backbone"], preset["input_shape"], **(preset.get("backbone_kwargs") or {})
+    )
+    # Loaded as load_pretrained will load the registered preset: the
+    # architecture file is checked (built-in layers only, and the backbone the
+    # entry records at its input shape) and the weights must fit it.
+    run_spec = {**preset, "weights": {**preset["weights"], "filename": RUN_WEIGHTS_FILENAME}}
+    try:
+        zoo.build_encoder(run_spec, ("dir", run_dir))
+    except ValueError as error:
+        raise ValueError(
+            f"The encoder of {run_dir} is not the architecture preset {preset['name']!r} "
+            f"records ({preset['backbone']}, {preset['backbone_kwargs']}, input "
+            f"{preset['input_shape']}): {error}"
+        ) from error
+    # New weights void the metrics measured on the old ones.
+    preset.update(epochs=run["epochs_done"], train_command=run["commands"][0], run=run, metrics=None)
+    return [(architecture, preset["architecture"]), (weights, preset["weights"])]
+
+
+def register_metrics(preset, metrics_path):
+    """Sets the preset's metrics; returns its model card."""
+    with open(metrics_path) as file:
+        metrics = json.load(file)
+    if metrics.get("preset") != preset["name"]:
+        raise ValueError(
+            f"{metrics_path} was measured on {metrics.get('preset') or metrics.get('encoder')!r}, "
+            f"not on the registered preset: run scripts/evaluate.py --preset={preset['name']}."
+        )
+    preset["metrics"] = metrics
+    return hub.build_model_card(preset)  # also checks that the preset is publishable

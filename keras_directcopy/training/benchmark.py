@@ -1,0 +1,146 @@
+"""Throughput of the pretraining step and of the two-view augmentation, on
+this machine (`scripts/benchmark.py`).
+
+Speeds differ several-fold between machines of the same kind, so compare
+configurations measured side by side, and read them with the CPU model and
+AVX-512 support that `utils.provenance.cpu_model` records.
+"""
+
+import resource
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_directcopy.data import augment
+from keras_directcopy.data import datasets as data
+from keras_directcopy.models.backbones import build_backbone
+from keras_directcopy.models.non_contrastive import NonContrastiveModel
+from keras_directcopy.models.predictors import DIRECT_METHODS
+
+
+def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, steps, dataset, data_dir):
+    """Times the pretraining step of one configuration in this process.
+
+    Args:
+        backbone: a backbone name.
+        predictor: a predictor mode (`models.predictors.PREDICTOR_NAMES`).
+        input_kind: `"synthetic"` (one random batch, repeated: costs nothing
+            to produce) or `"real"` (the augmented pipeline of `dataset`).
+        xla: compile the train step with XLA.
+        batch_size: global batch size.
+        warmup_steps: untimed steps first (compilation included).
+        steps: timed steps.
+        dataset, data_dir: the dataset of the image size and of real input.
+
+    Returns:
+        A dict: the configuration, `pairs_per_s`, `step_ms`, `update_percent`
+        (the direct predictor's update timed alone, compiled the same way, as a
+        percentage of a step; None for other predictors), `peak_mb` and
+        `memory_kind` (the GPU allocator's peak, or the process's peak
+        resident set size on a CPU, which includes the TensorFlow runtime).
+    """
+    keras.utils.set_random_seed(0)
+    size = data.get_dataset_spec(dataset).image_size
+    model = NonContrastiveModel(build_backbone(backbone, (size, size, 3)), predictor=predictor)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=xla)
+    if input_kind == "synthetic":
+        batch = np.random.default_rng(0).integers(0, 256, (batch_size, 2, size, size, 3), np.uint8)
+        inputs = tf.data.Dataset.from_tensors(batch).repeat()
+    else:
+        augmenter = augment.TwoViewAugmenter(augment.get_preset(dataset))
+        inputs = data.pretrain_dataset(dataset, data_dir, batch_size, augmenter).repeat()
+
+    times = []
+    timer = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: times.append(time.perf_counter()))
+    model.fit(inputs, epochs=1, steps_per_epoch=warmup_steps + steps, callbacks=[timer], verbose=0)
+    step_seconds = (times[-1] - times[warmup_steps - 1]) / steps
+
+    update_percent = None
+    if predictor in DIRECT_METHODS:
+        features = tf.random.normal((2 * batch_size, model.predictor.correlation.shape[0]))
+        update = tf.function(model.predictor.update, jit_compile=xla)
+        for _ in range(3):
+            update(features)
+        repeats = 50
+        start = time.perf_counter()
+        for _ in range(repeats):
+            update(features)
+        update_percent = 100 * (time.perf_counter() - start) / repeats / step_seconds
+
+    if tf.config.list_physical_devices("GPU"):
+        peak_mb = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+        memory_kind = "GPU peak"
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        memory_kind = "process peak RSS"
+    return dict(
+        backbone=backbone, predictor=predictor, input=input_kind, xla=xla,
+        pairs_per_s=batch_size / step_seconds, step_ms=1000 * step_seconds,
+        update_percent=update_percent, peak_mb=peak_mb, memory_kind=memory_kind,
+    )
+
+
+def augmenter_throughput(augmenter, input_size, images, repeats):
+    """Times `augmenter` in a parallel `tf.data` map over random uint8 images.
+
+    Args:
+        augmenter: callable, one uint8 `(H, W, 3)` image to its two views.
+        input_size: side of the square source images.
+        images: images per timed pass.
+        repeats: timed passes, after an untimed warm-up (tracing, autotuning).
+
+    Returns:
+        One dict per pass: `pairs_per_s` (wall time) and `pairs_per_cpu_s`
+        (CPU time of this process).
+    """
+    sources = np.random.default_rng(0).integers(0, 256, (512, input_size, input_size, 3), np.uint8)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(sources)
+        .repeat()
+        .take(images)
+        .map(augmenter, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(256)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    for _ in dataset.take(4):
+        pass
+    results = []
+    for _ in range(repeats):
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        pairs = sum(int(batch.shape[0]) for batch in dataset)
+        wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
+        results.append(dict(pairs_per_s=pairs / wall, pairs_per_cpu_s=pairs / cpu))
+    return results
+
+
+def table(results):
+    """A Markdown table of `measure` results, each row checked against the
+    targets: real input at least 90% of synthetic throughput, and the
+    DirectCopy update under 1% of a step."""
+    synthetic = {
+        (r["backbone"], r["predictor"], r["xla"]): r["pairs_per_s"]
+        for r in results if r["input"] == "synthetic"
+    }
+    rows = [
+        "| backbone | predictor | input | XLA | pairs/s | ms/step | real/synthetic | predictor update (% of step) | peak memory (MB) | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        notes = []
+        ratio = ""
+        reference = synthetic.get((r["backbone"], r["predictor"], r["xla"]))
+        if r["input"] == "real" and reference:
+            ratio = f"{100 * r['pairs_per_s'] / reference:.0f}%"
+            if r["pairs_per_s"] < 0.9 * reference:
+                notes.append("MISSED: real < 90% of synthetic")
+        update = "" if r["update_percent"] is None else f"{r['update_percent']:.2f}%"
+        if r["predictor"] == "directcopy" and r["update_percent"] is not None and r["update_percent"] >= 1:
+            notes.append("MISSED: DirectCopy update >= 1%")
+        rows.append(
+            f"| {r['backbone']} | {r['predictor']} | {r['input']} | {'on' if r['xla'] else 'off'} "
+            f"| {r['pairs_per_s']:.1f} | {r['step_ms']:.0f} | {ratio} | {update} "
+            f"| {r['peak_mb']:.0f} | {'; '.join(notes) or 'ok'} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,131 @@
+"""The package layout: imports point down the pipeline, no module imports
+another that imports it back, and loading a preset does not import the
+training stack."""
+
+import ast
+import json
+import pathlib
+import subprocess
+import sys
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_directcopy"
+
+# What each part of the package may import from the package (besides itself
+# and the leaves `utils` and `version`, which import nothing from it and serve
+# every part). The order of data flow: models <- data <- training; presets and
+# evaluation use models, never training.
+LEAVES = {"utils", "version"}
+ALLOWED_IMPORTS = {
+    "utils": set(),
+    "version": set(),
+    "models": set(),
+    "data": set(),
+    "configs": {"models"},
+    "presets": {"models", "configs"},
+    "evaluation": {"models", "data", "presets"},
+    "training": {"models", "data", "configs", "evaluation"},
+    "theory": {"models"},
+    # The package's __init__ exposes the public API: models and presets.
+    "__init__": {"models", "presets"},
+}
+
+
+def module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_imports(path):
+    """Every `keras_directcopy` module `path` imports, at module level or
+    inside a function, as dotted names."""
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name.startswith("keras_directcopy"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("keras_directcopy"):
+            if node.module == "keras_directcopy":  # `from keras_directcopy import X`: X may be a module
+                names.update(f"keras_directcopy.{alias.name}" for alias in node.names)
+            else:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def part_of(name):
+    """`keras_directcopy.models.heads` -> `models`; the package itself -> `__init__`."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_every_import_points_down_the_pipeline():
+    upward = []
+    for name, path in MODULES.items():
+        own = part_of(name) if path.name != "__init__.py" or name.count(".") else "__init__"
+        for imported in package_imports(path):
+            target = part_of(imported)
+            if imported not in MODULES and imported.rsplit(".", 1)[0] in MODULES:
+                target = part_of(imported.rsplit(".", 1)[0])  # a name imported from a module
+            if target != own and target not in ALLOWED_IMPORTS[own] | LEAVES:
+                upward.append(f"{name} imports {imported}")
+    assert not upward, "Imports against the layout:\n" + "\n".join(upward)
+
+
+def test_no_import_cycles_between_modules():
+    graph = {}
+    for name, path in MODULES.items():
+        targets = set()
+        for imported in package_imports(path):
+            while imported not in MODULES and "." in imported:
+                imported = imported.rsplit(".", 1)[0]  # a name inside a module: the module
+            if imported != name and imported in MODULES and not MODULES[imported].name == "__init__.py":
+                targets.add(imported)
+        graph[name] = targets
+
+    cycles, state = [], {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+            elif target not in state:
+                visit(target, stack + [target])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "Import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_layout_check_sees_a_violation(tmp_path):
+    """The checker itself: a models module importing training is reported."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from keras_directcopy.training.loop import pretrain\n")
+    imported = package_imports(bad)
+    assert "keras_directcopy.training.loop" in imported
+    assert part_of("keras_directcopy.training.loop") not in ALLOWED_IMPORTS["models"]
+
+
+def test_loading_a_preset_does_not_import_the_training_stack():
+    """In a fresh interpreter; the classifier head of `include_top=True` is
+    `models.heads`, which the layout test above keeps below presets."""
+    code = (
+        "import json, sys\n"
+        "import keras_directcopy\n"
+        "keras_directcopy.load_pretrained('cifar10')\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    modules = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "keras_directcopy.models.backbones" in modules  # the check sees what was imported
+    unwanted = [
+        name for name in modules
+        if name.startswith(("keras_directcopy.training", "keras_directcopy.data", "keras_directcopy.evaluation",
+                            "tensorflow_datasets", "keras_cv"))
+    ]
+    assert not unwanted, f"load_pretrained imported {unwanted}"
