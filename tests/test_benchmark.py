@@ -6,9 +6,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.test_pretrain import REPO_ROOT, data_dir  # noqa: F401  (fixture)
 
 
+@pytest.mark.slow
 def test_benchmark_prints_a_table(data_dir, tmp_path):  # noqa: F811
     output = tmp_path / "benchmark.md"
     result = subprocess.run(
@@ -48,6 +51,7 @@ def test_the_table_checks_the_targets():
     assert cells[2][7] == "" and cells[2][-1] == "ok"  # no update to time
 
 
+@pytest.mark.slow
 def test_augmenter_only_prints_pairs_per_second():
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--augmenter_only",

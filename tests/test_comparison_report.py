@@ -94,6 +94,7 @@ def test_the_command_line_prints_the_report_of_a_results_folder(tmp_path, capsys
         comparison_report.main(*parse_command_line(str(tmp_path), str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_the_pilot_command_of_its_readme_writes_the_committed_table(tmp_path):
     """`python scripts/comparison_report.py --pilot DIR`, as the pilot's README
     runs it (on a copy), and with the flag after the folder."""
@@ -185,6 +186,7 @@ def test_a_study_arm_name_or_flags_that_cannot_work_are_refused(tmp_path):
         comparison_report.load_arms(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_compare_methods_runs_a_study_end_to_end(tmp_path):
     """scripts/compare_methods.py on a two-arm study, for real: pretraining
     (one tiny epoch), evaluation, collection and the report, on a 256-image

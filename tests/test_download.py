@@ -182,6 +182,7 @@ def encoder_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["pretrain.py", "evaluate.py", "finetune.py"])
 def test_each_script_with_nodownload_names_prepare_data(script, encoder_file, tmp_path):
     """The flag reaches `data.ensure_prepared` in every script (its default,

@@ -294,6 +294,7 @@ def test_evaluate_encoder_knn_agrees_with_knn_accuracy(data_dir, saved_encoder):
     assert metrics["knn"]["train_examples"] == 200 and metrics["knn"]["test_examples"] == 100
 
 
+@pytest.mark.slow
 def test_evaluate_script_end_to_end(data_dir, saved_encoder, tmp_path):
     output, head_path = tmp_path / "out" / "metrics.json", tmp_path / "head.weights.h5"
     result = run_script(
@@ -402,6 +403,7 @@ def test_the_registry_knn_is_set_beside_the_measured_one(data_dir, saved_encoder
     assert by_folder["knn"]["top1"] == measured["knn"]["top1"]
 
 
+@pytest.mark.slow
 def test_evaluate_script_random_init_floor(data_dir, tmp_path):
     output = tmp_path / "metrics.json"
     result = run_script(
@@ -417,6 +419,7 @@ def test_evaluate_script_random_init_floor(data_dir, tmp_path):
     assert "random initialization" in result.stdout
 
 
+@pytest.mark.slow
 def test_evaluate_script_reports_bad_flags(saved_encoder, tmp_path):
     # Missing data: tests/test_download.py runs each script with --nodownload.
     both = run_script("evaluate.py", f"--encoder={saved_encoder}", "--preset=cifar10",
@@ -424,6 +427,7 @@ def test_evaluate_script_reports_bad_flags(saved_encoder, tmp_path):
     assert both.returncode == 1 and "exactly one of --preset" in both.stderr
 
 
+@pytest.mark.slow
 def test_finetune_script_end_to_end(data_dir, saved_encoder, tmp_path):
     result = run_script(
         "finetune.py", f"--encoder={saved_encoder}", "--dataset=cifar10", f"--data_dir={data_dir}",

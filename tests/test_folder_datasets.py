@@ -178,6 +178,7 @@ def test_evaluation_on_a_labelled_folder(tree):
     assert 0.0 <= knn["top1"] <= 1.0 and 0.0 <= probe["top1"] <= 1.0 and probe["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_pretrain_script_on_a_labelled_folder_computes_knn(tree, tmp_path):
     result = run_script(
         "pretrain.py", "--config=quickstart", f"--dataset=folder:{tree}", "--backbone=resnet20",

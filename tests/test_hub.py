@@ -325,6 +325,7 @@ PLAIN_KERAS_LOAD = (
 )
 
 
+@pytest.mark.slow
 def test_folder_loads_with_plain_keras_from_the_offline_hub_cache(tiny_weights, tmp_path):
     """keras.saving.load_model("hf://ORG/NAME") (Keras' own Hub support,
     huggingface_hub.snapshot_download) gives the features load_pretrained
@@ -615,6 +616,7 @@ def test_publish_refuses_a_repo_id_without_namespace(tiny_weights):
 # -- scripts/publish.py ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_publish_script_dry_run_through_the_registry(tiny_weights, tmp_path):
     """A bundled preset in a private registry: the script finds it and its
     weights through keras_directcopy.presets.zoo, lists the folder; a preset without

@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_directcopy"
 
 # What each part of the package may import from the package (besides itself
@@ -111,6 +113,7 @@ def test_the_layout_check_sees_a_violation(tmp_path):
     assert part_of("keras_directcopy.training.loop") not in ALLOWED_IMPORTS["models"]
 
 
+@pytest.mark.slow
 def test_loading_a_preset_does_not_import_the_training_stack():
     """In a fresh interpreter; the classifier head of `include_top=True` is
     `models.heads`, which the layout test above keeps below presets."""

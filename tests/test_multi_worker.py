@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +24,7 @@ def free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 def test_two_workers_end_with_identical_weights(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes, outputs = [], []

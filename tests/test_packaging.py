@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import keras_directcopy as kdc
 from keras_directcopy.presets import zoo
@@ -37,6 +38,7 @@ def build_wheel(tmp_path):
     return wheel
 
 
+@pytest.mark.slow
 def test_a_wheel_installed_elsewhere_loads_the_bundled_encoder(tmp_path):
     wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:

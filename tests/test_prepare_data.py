@@ -118,6 +118,7 @@ def test_files_are_byte_identical_to_the_upstream_builder(prepared, tmp_path, mo
     _assert_same_files_as_upstream("cifar10", dataset_dir, archive, tmp_path, monkeypatch)
 
 
+@pytest.mark.slow
 def test_script_with_default_source_dir_prints_the_load_call(tmp_path):
     data_dir = tmp_path / "tfds"
     result = subprocess.run(
@@ -146,6 +147,7 @@ def test_script_with_default_source_dir_prints_the_load_call(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_script_reports_unsupported_dataset_without_traceback(tmp_path):
     result = subprocess.run(
         [
@@ -790,6 +792,7 @@ def _run_script(*args, cwd=None):
     )
 
 
+@pytest.mark.slow
 def test_script_cifar100_without_source_dir_says_how_to_build(tmp_path):
     result = _run_script("--dataset=cifar100", f"--data_dir={tmp_path / 'tfds'}")
     assert result.returncode == 1
@@ -808,6 +811,7 @@ def test_script_cifar100_without_source_dir_says_how_to_build(tmp_path):
     assert not (tmp_path / "tfds").exists()
 
 
+@pytest.mark.slow
 def test_script_cifar100_reports_a_checksum_mismatch_in_one_line(c100_source, tmp_path):
     """The script uses the real digests, which synthetic arrays do not match."""
     result = _run_script(

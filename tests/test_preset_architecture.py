@@ -26,7 +26,7 @@ from keras_directcopy.models.backbones import (
     build_backbone,
     resolve_architecture_kwargs,
 )
-from keras_directcopy.presets import hub, zoo
+from keras_directcopy.presets import hub, registration, zoo
 from keras_directcopy.training.loop import save_encoder
 from keras_directcopy.utils.files import sha256_file
 
@@ -174,8 +174,9 @@ def test_a_96px_encoder_keeps_the_cifar_statistics_it_was_trained_with(tmp_path)
 
 
 def test_a_96px_preset_registered_and_bundled_loads_as_trained(tmp_path, monkeypatch):
-    """The STL-10 flow end to end: scripts/register_preset.py --bundle, then
-    load_pretrained through a private registry."""
+    """The STL-10 flow end to end: registering with --bundle (what
+    scripts/register_preset.py calls), then load_pretrained through a private
+    registry."""
     zoo_dir, run_dir = tmp_path / "zoo", tmp_path / "run"
     zoo_dir.mkdir()
     encoder = trained_run(run_dir, "resnet18", 96, width_multiplier=WIDTH)
@@ -192,12 +193,7 @@ def test_a_96px_preset_registered_and_bundled_loads_as_trained(tmp_path, monkeyp
         "config": {**config.__dict__}, "commands": [command], "epochs_done": 1,
         "steps": 1, "steps_per_epoch": 1,
     }))
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "register_preset.py"), "--preset=tiny_stl10",
-         f"--run_dir={run_dir}", "--bundle", f"--zoo_dir={zoo_dir}", f"--cards_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    registration.register("tiny_stl10", str(zoo_dir), str(tmp_path), run_dir=str(run_dir), bundle=True)
     registered = json.loads((zoo_dir / "tiny_stl10.json").read_text())
     assert registered["backbone_kwargs"] == {"width_multiplier": WIDTH, "stem": "imagenet", "input_normalization": "cifar10"}
     assert sorted(os.listdir(zoo_dir / "tiny_stl10")) == [ARCHITECTURE_FILENAME, "encoder.weights.h5"]
@@ -205,6 +201,7 @@ def test_a_96px_preset_registered_and_bundled_loads_as_trained(tmp_path, monkeyp
     assert_loads_as_trained(kdc.load_pretrained("tiny_stl10"), encoder, 96)
 
 
+@pytest.mark.slow
 def test_a_96px_encoder_loads_as_trained_through_the_hub_cache(tmp_path):
     """hf://ORG/REPO offline from the real huggingface_hub cache."""
     encoder, folder = repo_folder(tmp_path, "resnet18", 96, width_multiplier=WIDTH)

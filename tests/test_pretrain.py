@@ -78,6 +78,7 @@ def test_the_script_has_its_own_flags_and_the_flag_of_every_config_field(pretrai
     assert config == dataclasses.replace(configs.CONFIGS["stl10_resnet18"], eps=0.2)
 
 
+@pytest.mark.slow
 def test_pretrain_one_device(data_dir, tmp_path):
     result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
                           "--epochs=2", "--knn_every=1", "--strategy=one_device", "--jit_compile=true")
@@ -104,6 +105,7 @@ def test_pretrain_one_device(data_dir, tmp_path):
     assert not list(tmp_path.rglob(".partial*"))
 
 
+@pytest.mark.slow
 def test_pretrain_mirrored_over_two_logical_cpus(data_dir, tmp_path):
     result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
                           "--strategy=mirrored", "--logical_cpus=2", "--epochs=1",
@@ -115,6 +117,7 @@ def test_pretrain_mirrored_over_two_logical_cpus(data_dir, tmp_path):
     assert run["final_metrics"]["pred_eig_max"] == pytest.approx(1.01, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_minus_nine(data_dir, tmp_path):
     flags = [*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
              "--epochs=3", "--save_freq=2", "--knn_every=0", "--jit_compile=false"]
@@ -193,6 +196,7 @@ def test_bad_flags_are_rejected_clearly(pretrain_script, flag, message):
     assert message in str(error.value)
 
 
+@pytest.mark.slow
 def test_the_script_reports_a_bad_value_in_one_line_and_writes_nothing(data_dir, tmp_path):
     result = run_pretrain(f"--data_dir={data_dir}", f"--output_dir={tmp_path}", "--dataset=cifar11")
     assert result.returncode == 1
@@ -201,6 +205,7 @@ def test_the_script_reports_a_bad_value_in_one_line_and_writes_nothing(data_dir,
     assert not (tmp_path / "run.json").exists() and not (tmp_path / "backup").exists()
 
 
+@pytest.mark.slow
 def test_pretrain_mixed_precision_trains_and_saves_a_float32_encoder(data_dir, tmp_path):
     result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
                           "--epochs=1", "--steps_per_epoch=3", "--knn_every=0",
@@ -220,6 +225,7 @@ def test_pretrain_mixed_precision_trains_and_saves_a_float32_encoder(data_dir, t
     assert {layer.dtype_policy.name for layer in encoder.layers} == {"float32"}
 
 
+@pytest.mark.slow
 def test_pretrain_multi_worker_on_localhost(data_dir, tmp_path):
     from tests.test_multi_worker import free_ports
 

@@ -70,6 +70,7 @@ def metrics_for(name, knn=0.4321, linear=0.4567):
     }
 
 
+@pytest.mark.slow
 def test_register_run_then_metrics(registry, tmp_path, monkeypatch):
     zoo_dir, run_dir, cards, encoder = registry
     dirs = [f"--zoo_dir={zoo_dir}", f"--cards_dir={cards}"]

@@ -6,6 +6,7 @@ import subprocess
 
 import keras
 import numpy as np
+import pytest
 
 from keras_directcopy.training.run_log import HISTORY_FILENAME, PROGRESS_FILENAME, RunLog, read_history
 from keras_directcopy.utils.provenance import git_commit
@@ -58,6 +59,7 @@ def test_read_history_keeps_the_last_record_of_a_redone_epoch(tmp_path):
     assert [(r["epoch"], r["loss"]) for r in history] == [(1, 3.0), (2, 1.5), (3, 1.0)]
 
 
+@pytest.mark.slow
 def test_git_commit_marks_a_checkout_with_changed_tracked_files(tmp_path):
     def git(*arguments):
         return subprocess.run(["git", "-C", str(tmp_path), *arguments], check=True,

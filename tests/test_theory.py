@@ -321,6 +321,7 @@ def test_learned_features_need_fewer_labelled_samples():
 # --- The script -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_theory_lab_script_writes_figures_and_numbers(tmp_path):
     completed = subprocess.run(
         [sys.executable, os.fspath(ROOT / "scripts" / "linear_theory.py"), "--quick",
