@@ -53,6 +53,15 @@ flags.DEFINE_string(
 flags.DEFINE_string("data_dir", None, "tfds data directory of the real input.")
 flags.DEFINE_string("output", None, "Also write the Markdown table here.")
 flags.DEFINE_string("single", None, "Internal: run one configuration (JSON) and print its result.")
+flags.DEFINE_enum(
+    "peer", None, ["torch"],
+    "Also time a PyTorch implementation of the same DirectCopy step (scripts/torch_peer.py; "
+    "pip install -e '.[bench]'), alternating with ours, and print the ratio per backbone.",
+)
+flags.DEFINE_list("peer_modes", ["channels_last", "compile"], "--peer=torch: PyTorch modes to time.")
+flags.DEFINE_integer("rounds", 2, "--peer: alternating rounds of ours and the peer's.", lower_bound=1)
+flags.DEFINE_string("peer_recipe", "cifar10_resnet20", "--peer: the recipe both steps follow.")
+flags.DEFINE_string("single_peer", None, "Internal: time one PyTorch peer configuration (JSON).")
 flags.DEFINE_bool(
     "augmenter_only", False,
     "Time only the two-view augmentation of --dataset's preset on random images in memory.",
@@ -92,10 +101,10 @@ def configurations():
                     yield dict(backbone=backbone, predictor=predictor, input=input_kind, xla=xla == "on")
 
 
-def run_in_subprocess(config):
-    command = [sys.executable, os.path.abspath(__file__), f"--single={json.dumps(config)}",
+def run_in_subprocess(config, flag="single"):
+    command = [sys.executable, os.path.abspath(__file__), f"--{flag}={json.dumps(config)}",
                f"--batch_size={FLAGS.batch_size}", f"--warmup_steps={FLAGS.warmup_steps}",
-               f"--steps={FLAGS.steps}", f"--dataset={FLAGS.dataset}"]
+               f"--steps={FLAGS.steps}", f"--dataset={FLAGS.dataset}", f"--peer_recipe={FLAGS.peer_recipe}"]
     if FLAGS.data_dir:
         command.append(f"--data_dir={FLAGS.data_dir}")
     result = subprocess.run(command, capture_output=True, text=True)
@@ -103,6 +112,77 @@ def run_in_subprocess(config):
     if result.returncode or not lines:
         raise RuntimeError(f"benchmark of {config} failed:\n{result.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def measure_peer(backbone, mode):
+    """The PyTorch peer's step with `--peer_recipe`'s settings, in this process."""
+    import torch_peer  # this folder
+
+    from keras_directcopy import configs
+    from keras_directcopy.data.datasets import get_dataset_spec
+    from keras_directcopy.models.backbones import INPUT_NORMALIZATION_STATS, resolve_architecture_kwargs
+    from keras_directcopy.models.heads import default_projector_dims
+    from keras_directcopy.models.predictors import DEFAULT_EPS
+
+    config = configs.get_config(FLAGS.peer_recipe, backbone=backbone)
+    size = get_dataset_spec(config.dataset).image_size
+    if config.predictor != "directcopy" or config.normalization != "spectral":
+        raise ValueError(f"The PyTorch peer implements DirectCopy with the spectral norm; "
+                         f"--peer_recipe={FLAGS.peer_recipe} trains {config.predictor}.")
+    statistics = resolve_architecture_kwargs(backbone, (size, size, 3))["input_normalization"]
+    mean, std = INPUT_NORMALIZATION_STATS[statistics]
+    return torch_peer.measure(
+        backbone, mode, FLAGS.batch_size, FLAGS.warmup_steps, FLAGS.steps, mean, std, size=size,
+        projector_dims=(config.projector_hidden_dim or default_projector_dims(size)[0],
+                        config.projection_dim or default_projector_dims(size)[1]),
+        lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, tau=config.ema,
+        rho=config.rho, eps=DEFAULT_EPS["directcopy"] if config.eps is None else config.eps,
+    )
+
+
+def compare_with_peer():
+    """Ours (every --xla setting) and the PyTorch peer (every --peer_modes
+    mode), alternating for --rounds rounds, each in its own process, on the
+    same synthetic batch size; prints and writes the table."""
+    from keras_directcopy.training.benchmark import peer_table
+
+    rows = []
+    for backbone in FLAGS.backbones:
+        ours, theirs = [], []
+        for _ in range(FLAGS.rounds):
+            for xla in FLAGS.xla:
+                ours.append(run_in_subprocess(dict(backbone=backbone, predictor="directcopy", input="synthetic",
+                                                   xla=xla == "on", recipe=FLAGS.peer_recipe)))
+                print(json.dumps(ours[-1]), flush=True)
+            for mode in FLAGS.peer_modes:
+                theirs.append(run_in_subprocess({"backbone": backbone, "mode": mode}, flag="single_peer"))
+                print(json.dumps(theirs[-1]), flush=True)
+        rows.append((backbone, ours, theirs))
+    text = (f"{hardware_line()} Batch {FLAGS.batch_size}, {FLAGS.steps} timed steps after "
+            f"{FLAGS.warmup_steps} warm-up steps, synthetic input, recipe {FLAGS.peer_recipe}.\n"
+            f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n" + peer_table(rows))
+    print(text)
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as file:
+            file.write(text + "\n")
+
+
+def hardware_line():
+    """The machine: GPUs, or the CPU's model, AVX-512 and core count; the libraries."""
+    import tensorflow as tf
+
+    from keras_directcopy.utils.provenance import cpu_model
+
+    gpus = tf.config.list_physical_devices("GPU")
+    cpu = cpu_model()
+    avx512 = {True: "with AVX-512", False: "without AVX-512", None: "AVX-512 unknown"}[cpu["avx512"]]
+    hardware = f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores ({cpu['model']}, {avx512})"
+    versions = f"TensorFlow {tf.__version__}"
+    if FLAGS.peer:
+        import torch
+
+        versions += f", PyTorch {torch.__version__}"
+    return f"Hardware: {hardware}; {versions}."
 
 
 def main(argv):
@@ -118,24 +198,25 @@ def main(argv):
         result = measure(
             config["backbone"], config["predictor"], config["input"], config["xla"],
             FLAGS.batch_size, FLAGS.warmup_steps, FLAGS.steps, FLAGS.dataset, FLAGS.data_dir,
+            recipe=config.get("recipe"),
         )
         print("RESULT " + json.dumps(result))
         return
-    import tensorflow as tf
-
+    if FLAGS.single_peer:
+        config = json.loads(FLAGS.single_peer)
+        print("RESULT " + json.dumps(measure_peer(config["backbone"], config["mode"])))
+        return
+    if FLAGS.peer:
+        compare_with_peer()
+        return
     from keras_directcopy.training.benchmark import table
-    from keras_directcopy.utils.provenance import cpu_model
 
     results = []
     for config in configurations():
         results.append(run_in_subprocess(config))
         print(json.dumps(results[-1]), flush=True)
-    gpus = tf.config.list_physical_devices("GPU")
-    cpu = cpu_model()
-    avx512 = {True: "with AVX-512", False: "without AVX-512", None: "AVX-512 unknown"}[cpu["avx512"]]
-    hardware = f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores ({cpu['model']}, {avx512})"
     header = (
-        f"Hardware: {hardware}; TensorFlow {tf.__version__}. Batch {FLAGS.batch_size}, "
+        f"{hardware_line()} Batch {FLAGS.batch_size}, "
         f"{FLAGS.steps} timed steps after {FLAGS.warmup_steps} warm-up steps. Memory: "
         f"{results[0]['memory_kind'] if results else ''}.\n"
         f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n"

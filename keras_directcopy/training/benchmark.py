@@ -13,14 +13,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_directcopy import configs
 from keras_directcopy.data import augment
 from keras_directcopy.data import datasets as data
 from keras_directcopy.models.backbones import build_backbone
 from keras_directcopy.models.non_contrastive import NonContrastiveModel
 from keras_directcopy.models.predictors import DIRECT_METHODS
+from keras_directcopy.training.loop import build_model
 
 
-def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, steps, dataset, data_dir):
+def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, steps, dataset, data_dir,
+            recipe=None):
     """Times the pretraining step of one configuration in this process.
 
     Args:
@@ -33,6 +36,10 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
         warmup_steps: untimed steps first (compilation included).
         steps: timed steps.
         dataset, data_dir: the dataset of the image size and of real input.
+        recipe: a `configs.CONFIGS` name: build the model and optimizer as
+            `scripts/pretrain.py --config=recipe` does (its weight decay,
+            target, predictor settings, lr and momentum), with `backbone` and
+            `predictor`; by default the model's defaults and SGD(0.01, 0.9).
 
     Returns:
         A dict: the configuration, `pairs_per_s`, `step_ms`, `update_percent`
@@ -43,8 +50,14 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
     """
     keras.utils.set_random_seed(0)
     size = data.get_dataset_spec(dataset).image_size
-    model = NonContrastiveModel(build_backbone(backbone, (size, size, 3)), predictor=predictor)
-    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=xla)
+    if recipe:
+        config = configs.get_config(recipe, backbone=backbone, predictor=predictor)
+        model = build_model(config, size, total_steps=warmup_steps + steps)
+        optimizer = keras.optimizers.SGD(config.lr, momentum=config.momentum)
+    else:
+        model = NonContrastiveModel(build_backbone(backbone, (size, size, 3)), predictor=predictor)
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    model.compile(optimizer, jit_compile=xla)
     if input_kind == "synthetic":
         batch = np.random.default_rng(0).integers(0, 256, (batch_size, 2, size, size, 3), np.uint8)
         inputs = tf.data.Dataset.from_tensors(batch).repeat()
@@ -144,3 +157,27 @@ def table(results):
             f"| {r['peak_mb']:.0f} | {'; '.join(notes) or 'ok'} |"
         )
     return "\n".join(rows)
+
+
+def peer_table(rows):
+    """A Markdown table of our step against its PyTorch peer, per backbone:
+    every measurement in the order it was taken, the best of each, and the
+    ratio of our best to the peer's best (> 1: ours is faster)."""
+    lines = [
+        "| backbone | ours: pairs/s (XLA on / off, each round) | PyTorch: pairs/s (mode, each round) "
+        "| ours best | PyTorch best | ours / PyTorch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for backbone, ours, theirs in rows:
+        best_ours = max(ours, key=lambda result: result["pairs_per_s"])
+        best_theirs = max(theirs, key=lambda result: result["pairs_per_s"])
+        ours_text = ", ".join(
+            "{:.1f} ({})".format(result["pairs_per_s"], "on" if result["xla"] else "off") for result in ours
+        )
+        theirs_text = ", ".join("{:.1f} ({})".format(result["pairs_per_s"], result["mode"]) for result in theirs)
+        lines.append(
+            f"| {backbone} | {ours_text} | {theirs_text} | {best_ours['pairs_per_s']:.1f} "
+            f"| {best_theirs['pairs_per_s']:.1f} ({best_theirs['mode']}) "
+            f"| {best_ours['pairs_per_s'] / best_theirs['pairs_per_s']:.2f} |"
+        )
+    return "\n".join(lines)
