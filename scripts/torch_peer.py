@@ -243,14 +243,21 @@ def _normalized_mse(prediction, target):
     return 2.0 - 2.0 * (prediction * target).sum(dim=1)
 
 
+def modules_by_keras_name(module):
+    """`{Keras layer name: submodule}`: `blocks.stage1_block1.conv1` is the
+    Keras layer `stage1_block1_conv1`; the projector's `dense_1` is
+    `projector_dense_1` without its prefix."""
+    return {name.replace("blocks.", "").replace(".", "_"): submodule
+            for name, submodule in module.named_modules() if name}
+
+
 def copy_keras_weights(step, model):
     """Copies a keras_directcopy `NonContrastiveModel`'s online and target
     weights (and BatchNorm statistics) into `step`, by layer name."""
     pairs = [(step.encoder, model.encoder), (step.projector, model.projector),
              (step.target_encoder, model.target_encoder), (step.target_projector, model.target_projector)]
     for torch_module, keras_model in pairs:
-        modules = {name.replace("blocks.", "").replace(".", "_"): module
-                   for name, module in torch_module.named_modules() if name}
+        modules = modules_by_keras_name(torch_module)
         for layer in keras_model.layers:
             weights = layer.get_weights()
             if not weights or layer.name == "normalize":  # the input statistics are the peer's own

@@ -89,8 +89,7 @@ def online_weights(model):
 
 def peer_online_weights(peer, model):
     """The peer's online weights in the Keras model's order and layout."""
-    modules = {name.replace("blocks.", "").replace(".", "_"): module
-               for name, module in [*peer.encoder.named_modules(), *peer.projector.named_modules()] if name}
+    modules = {**torch_peer.modules_by_keras_name(peer.encoder), **torch_peer.modules_by_keras_name(peer.projector)}
     values = []
     for layer in model.encoder.layers + model.projector.layers:
         if not layer.trainable_weights:
