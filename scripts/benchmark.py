@@ -63,6 +63,11 @@ flags.DEFINE_integer("rounds", 2, "--peer: alternating rounds of ours and the pe
 flags.DEFINE_string("peer_recipe", "cifar10_resnet20", "--peer: the recipe both steps follow.")
 flags.DEFINE_string("single_peer", None, "Internal: time one PyTorch peer configuration (JSON).")
 flags.DEFINE_bool(
+    "profile", False,
+    "Profile our DirectCopy step (--peer_recipe, synthetic input) with the TensorFlow profiler and print "
+    "the share of convolutions, BatchNorm, the predictor, the optimizer and the rest, per backbone.",
+)
+flags.DEFINE_bool(
     "augmenter_only", False,
     "Time only the two-view augmentation of --dataset's preset on random images in memory.",
 )
@@ -167,6 +172,30 @@ def compare_with_peer():
             file.write(text + "\n")
 
 
+def report_profile():
+    """Prints (and writes to --output) the op-time shares of `profile_step` per backbone."""
+    from keras_directcopy.training.benchmark import profile_step
+
+    profiles = {backbone: profile_step(backbone, FLAGS.batch_size, FLAGS.steps, recipe=FLAGS.peer_recipe,
+                                       warmup_steps=FLAGS.warmup_steps)
+                for backbone in FLAGS.backbones}
+    categories = list(dict.fromkeys(name for profile in profiles.values() for name in profile["categories"]))
+    lines = [f"| share of op time | {' | '.join(profiles)} |", "|---|" + "---|" * len(profiles)]
+    for name in categories:
+        shares = " | ".join(f"{100 * profile['categories'].get(name, 0.0):.1f}%" for profile in profiles.values())
+        lines.append(f"| {name} | {shares} |")
+    text = (f"{hardware_line()} Batch {FLAGS.batch_size}, {FLAGS.steps} profiled steps after "
+            f"{FLAGS.warmup_steps} warm-up steps, synthetic input, recipe {FLAGS.peer_recipe}, XLA off.\n"
+            f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n" + "\n".join(lines))
+    for backbone, profile in profiles.items():
+        top = ", ".join(f"{name} {100 * share:.1f}%" for name, share in list(profile["op_types"].items())[:8])
+        text += f"\n\n{backbone}, largest op types: {top}."
+    print(text)
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as file:
+            file.write(text + "\n")
+
+
 def hardware_line():
     """The machine: GPUs, or the CPU's model, AVX-512 and core count; the libraries."""
     import tensorflow as tf
@@ -208,6 +237,9 @@ def main(argv):
         return
     if FLAGS.peer:
         compare_with_peer()
+        return
+    if FLAGS.profile:
+        report_profile()
         return
     from keras_directcopy.training.benchmark import table
 

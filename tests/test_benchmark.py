@@ -63,3 +63,15 @@ def test_augmenter_only_prints_pairs_per_second():
             r"\d+ CPU core\(s\) usable$")
     lines = re.findall(line, result.stdout, re.MULTILINE)
     assert len(lines) == 2 and all(int(wall) > 0 and int(cpu) > 0 for wall, cpu in lines)
+
+
+def test_the_profile_files_every_op_and_finds_the_convolutions():
+    from keras_directcopy.training.benchmark import OTHER_CATEGORY, profile_step
+
+    profile = profile_step("resnet20", batch_size=8, steps=2, warmup_steps=1)
+    shares = profile["categories"]
+    assert profile["op_seconds"] > 0
+    assert sum(shares.values()) == pytest.approx(1.0) and sum(profile["op_types"].values()) == pytest.approx(1.0)
+    # A ResNet step is mostly convolutions and BatchNorm, whatever the machine.
+    assert shares["convolutions"] > 0.2 and shares["BatchNorm"] > 0.05
+    assert shares.get(OTHER_CATEGORY, 0.0) < 0.2

@@ -6,6 +6,7 @@ configurations measured side by side, and read them with the CPU model and
 AVX-512 support that `utils.provenance.cpu_model` records.
 """
 
+import re
 import resource
 import time
 
@@ -181,3 +182,86 @@ def peer_table(rows):
             f"| {best_ours['pairs_per_s'] / best_theirs['pairs_per_s']:.2f} |"
         )
     return "\n".join(lines)
+
+
+# Where `profile_step` files each op, by its name scope, first match wins.
+_PROFILE_CATEGORIES = (
+    ("convolutions", re.compile(r"/convolution")),
+    ("BatchNorm", re.compile(r"(^|/)(\w+_)?bn\d?(_\d+)?/")),
+    # Only the prediction z W_p: the F and W_p update runs outside the
+    # layer's name scope and falls under the remainder (`measure` times it alone).
+    ("predictor's prediction", re.compile(r"predictor")),
+    ("optimizer (SGD)", re.compile(r"/SGD/|/sgd/")),
+    ("other forward and backward (ReLU, add, pooling, dense, loss)",
+     re.compile(r"resnet\d+|projector|target_encoder|target_projector|gradient_tape")),
+)
+OTHER_CATEGORY = "EMA, weight decay, the F and W_p update, metrics and the rest"
+
+
+def profile_step(backbone, batch_size, steps, recipe="cifar10_resnet20", warmup_steps=3, logdir=None):
+    """Where the time of our training step goes, by the TensorFlow profiler.
+
+    Trains `steps` steps of `recipe` (with `backbone`) on one random batch,
+    repeated, under `tf.profiler`, and files the time of every TensorFlow op
+    run on the CPU by its name scope: convolutions, BatchNorm, the predictor's
+    prediction, the optimizer, the rest of the forward and backward passes,
+    and the remainder (EMA, weight decay, the F and W_p update, metrics). Shares are of the summed op time
+    over all compute threads.
+
+    Args:
+        backbone: a backbone name.
+        batch_size, steps, warmup_steps: as `measure`.
+        recipe: a `configs.CONFIGS` name.
+        logdir: where the profiler writes its trace (a temporary directory
+            by default, removed afterwards).
+
+    Returns:
+        `{"op_seconds": float, "categories": {name: share}, "op_types":
+        {op type: share}}`, shares in [0, 1], largest first.
+    """
+    import collections
+    import glob
+    import tempfile
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    keras.utils.set_random_seed(0)
+    config = configs.get_config(recipe, backbone=backbone)
+    size = data.get_dataset_spec(config.dataset).image_size
+    model = build_model(config, size, total_steps=warmup_steps + steps)
+    model.compile(keras.optimizers.SGD(config.lr, momentum=config.momentum), jit_compile=False)
+    batch = np.random.default_rng(0).integers(0, 256, (batch_size, 2, size, size, 3), np.uint8)
+    inputs = tf.data.Dataset.from_tensors(batch).repeat()
+    model.fit(inputs, epochs=1, steps_per_epoch=warmup_steps, verbose=0)
+    with tempfile.TemporaryDirectory() as temporary:
+        logdir = logdir or temporary
+        tf.profiler.experimental.start(logdir)
+        model.fit(inputs, epochs=1, steps_per_epoch=steps, verbose=0)
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        with open(sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1], "rb") as file:
+            space.ParseFromString(file.read())
+    categories, op_types = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        if "host:CPU" not in plane.name:
+            continue
+        names = {key: metadata.name for key, metadata in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):  # the threads that run the ops
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if ":" not in name or "::" in name:  # executor bookkeeping (ExecutorState::Process), not an op
+                    continue
+                scope, op_type = name.rsplit(":", 1)
+                seconds = event.duration_ps / 1e12
+                op_types[op_type] += seconds
+                category = next((label for label, pattern in _PROFILE_CATEGORIES if pattern.search(scope)),
+                                OTHER_CATEGORY)
+                categories[category] += seconds
+    total = sum(categories.values())
+    return {
+        "op_seconds": total,
+        "categories": {name: seconds / total for name, seconds in categories.most_common()},
+        "op_types": {name: seconds / total for name, seconds in op_types.most_common()},
+    }
