@@ -138,8 +138,8 @@ def measure_peer(backbone, mode):
     mean, std = INPUT_NORMALIZATION_STATS[statistics]
     return torch_peer.measure(
         backbone, mode, FLAGS.batch_size, FLAGS.warmup_steps, FLAGS.steps, mean, std, size=size,
-        projector_dims=(config.projector_hidden_dim or default_projector_dims(size)[0],
-                        config.projection_dim or default_projector_dims(size)[1]),
+        projector_dims=tuple(set_dim or default_dim for set_dim, default_dim in zip(
+            (config.projector_hidden_dim, config.projection_dim), default_projector_dims(size))),
         lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, tau=config.ema,
         rho=config.rho, eps=DEFAULT_EPS["directcopy"] if config.eps is None else config.eps,
     )

@@ -69,11 +69,9 @@ class BasicBlock(nn.Module):
         self.bn2 = batch_norm_2d(width)
         self.stride, self.in_channels, self.width = stride, in_channels, width
         self.option_a_shortcut = option_a_shortcut
-        self.projection = None
         if (stride != 1 or in_channels != width) and not option_a_shortcut:
             self.shortcut_conv = SameConv2d(in_channels, width, 1, stride)
             self.shortcut_bn = batch_norm_2d(width)
-            self.projection = True
 
     def forward(self, x):
         y = functional.relu(self.bn1(self.conv1(x)))
