@@ -132,6 +132,9 @@ class PretrainConfig:
         jit_compile: XLA for the train step.
         mixed_precision: Compute in float16 (with dynamic loss scaling) or
             bfloat16; variables stay float32. Unset: float32 throughout.
+        fused_batchnorm: Compute BatchNorm in training with TensorFlow's
+            fused kernel: Keras' arithmetic, to float32 rounding, in less
+            time; false: Keras' op-by-op computation.
 
     Raises:
         ValueError: on construction, for any field out of its range or of
@@ -174,6 +177,7 @@ class PretrainConfig:
     save_freq: str = "epoch"
     jit_compile: str = "auto"
     mixed_precision: str | None = None
+    fused_batchnorm: bool = True
 
     def __post_init__(self):
         for name, check in _FIELD_CHECKS.items():
@@ -275,6 +279,7 @@ _FIELD_CHECKS = {
     "save_freq": _save_freq,
     "jit_compile": _one_of(JIT_COMPILE_SETTINGS),
     "mixed_precision": _one_of(MIXED_PRECISION_POLICIES, optional=True),
+    "fused_batchnorm": _boolean,
 }
 
 

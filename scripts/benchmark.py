@@ -43,6 +43,11 @@ flags.DEFINE_list(
     "Backbones measured over every predictor, input and XLA setting; the others "
     "only with synthetic input and the first --xla setting (ResNet-18 is slow on a CPU).",
 )
+flags.DEFINE_list(
+    "batchnorm", ["fused"],
+    "BatchNorm kernels of our step to measure: fused (TensorFlow's fused kernel, the default of "
+    "training) and/or keras (Keras' op-by-op computation); see keras_directcopy.models.fused_batchnorm.",
+)
 flags.DEFINE_integer("batch_size", 128, "Global batch size.")
 flags.DEFINE_integer("warmup_steps", 3, "Untimed steps (compilation included).")
 flags.DEFINE_integer("steps", 10, "Timed steps.")
@@ -103,7 +108,9 @@ def configurations():
         for predictor in FLAGS.predictors:
             for input_kind in FLAGS.inputs if full else ["synthetic"]:
                 for xla in FLAGS.xla if full else FLAGS.xla[:1]:
-                    yield dict(backbone=backbone, predictor=predictor, input=input_kind, xla=xla == "on")
+                    for kernel in FLAGS.batchnorm:
+                        yield dict(backbone=backbone, predictor=predictor, input=input_kind,
+                                   xla=xla == "on", batchnorm=kernel)
 
 
 def run_in_subprocess(config, flag="single"):
@@ -156,9 +163,12 @@ def compare_with_peer():
         ours, theirs = [], []
         for _ in range(FLAGS.rounds):
             for xla in FLAGS.xla:
-                ours.append(run_in_subprocess(dict(backbone=backbone, predictor="directcopy", input="synthetic",
-                                                   xla=xla == "on", recipe=FLAGS.peer_recipe)))
-                print(json.dumps(ours[-1]), flush=True)
+                for kernel in FLAGS.batchnorm:
+                    ours.append(run_in_subprocess(dict(
+                        backbone=backbone, predictor="directcopy", input="synthetic", xla=xla == "on",
+                        batchnorm=kernel, recipe=FLAGS.peer_recipe,
+                    )))
+                    print(json.dumps(ours[-1]), flush=True)
             for mode in FLAGS.peer_modes:
                 theirs.append(run_in_subprocess({"backbone": backbone, "mode": mode}, flag="single_peer"))
                 print(json.dumps(theirs[-1]), flush=True)
@@ -176,9 +186,13 @@ def report_profile():
     """Prints (and writes to --output) the op-time shares of `profile_step` per backbone."""
     from keras_directcopy.training.benchmark import profile_step
 
-    profiles = {backbone: profile_step(backbone, FLAGS.batch_size, FLAGS.steps, recipe=FLAGS.peer_recipe,
-                                       warmup_steps=FLAGS.warmup_steps)
-                for backbone in FLAGS.backbones}
+    profiles = {
+        f"{backbone}, {kernel} BatchNorm": profile_step(
+            backbone, FLAGS.batch_size, FLAGS.steps, recipe=FLAGS.peer_recipe,
+            warmup_steps=FLAGS.warmup_steps, fused_batchnorm=kernel == "fused",
+        )
+        for backbone in FLAGS.backbones for kernel in FLAGS.batchnorm
+    }
     categories = list(dict.fromkeys(name for profile in profiles.values() for name in profile["categories"]))
     lines = [f"| share of op time | {' | '.join(profiles)} |", "|---|" + "---|" * len(profiles)]
     for name in categories:
@@ -217,6 +231,9 @@ def hardware_line():
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    unknown_kernels = set(FLAGS.batchnorm) - {"fused", "keras"}
+    if unknown_kernels:
+        raise app.UsageError(f"--batchnorm takes fused and/or keras; got {', '.join(sorted(unknown_kernels))}.")
     if FLAGS.augmenter_only:
         report_augmenter_throughput(FLAGS.dataset, FLAGS.input_size, FLAGS.images, FLAGS.repeats)
         return
@@ -227,7 +244,7 @@ def main(argv):
         result = measure(
             config["backbone"], config["predictor"], config["input"], config["xla"],
             FLAGS.batch_size, FLAGS.warmup_steps, FLAGS.steps, FLAGS.dataset, FLAGS.data_dir,
-            recipe=config.get("recipe"),
+            recipe=config.get("recipe"), fused_batchnorm=config.get("batchnorm", "fused") == "fused",
         )
         print("RESULT " + json.dumps(result))
         return

@@ -29,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from keras_directcopy.models import distribute
+from keras_directcopy.models.fused_batchnorm import use_fused_kernel
 from keras_directcopy.models.heads import build_projector, default_projector_dims
 from keras_directcopy.models.predictors import (
     DirectPredictor,
@@ -93,6 +94,12 @@ class NonContrastiveModel(keras.Model):
             `weight_decay` at `compile()`.
         synchronized_bn: synchronize the BatchNorm of heads this model
             builds (projector, MLP predictor) across replicas.
+        fused_batchnorm: on the TensorFlow backend, compute the training
+            calls of every (unsynchronized) BatchNormalization layer of the
+            online and target networks, the given encoder's included, with
+            TensorFlow's fused kernel: the same arithmetic as Keras' own
+            op-by-op path, to float32 rounding, in less time (see
+            `fused_batchnorm`). The layers stay built-in Keras layers.
         name: model name.
     """
 
@@ -114,6 +121,7 @@ class NonContrastiveModel(keras.Model):
         weight_decay=0.0,
         weight_decay_mode="coupled",
         synchronized_bn=False,
+        fused_batchnorm=True,
         name="non_contrastive",
         **kwargs,
     ):
@@ -164,6 +172,12 @@ class NonContrastiveModel(keras.Model):
             copy_weights = target_init == "copy"
             self.target_encoder = _target_of(encoder, "target_encoder", copy_weights)
             self.target_projector = _target_of(self.projector, "target_projector", copy_weights)
+        self.fused_batchnorm = bool(fused_batchnorm)
+        if self.fused_batchnorm:
+            for network in (self.encoder, self.projector, self.predictor,
+                            self.target_encoder, self.target_projector):
+                if network is not None:
+                    use_fused_kernel(network)
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.collapse_tracker = keras.metrics.Mean(name="collapse_std")
@@ -363,6 +377,7 @@ class NonContrastiveModel(keras.Model):
             "total_steps": self.total_steps,
             "weight_decay": self.weight_decay,
             "weight_decay_mode": self.weight_decay_mode,
+            "fused_batchnorm": self.fused_batchnorm,
         }
 
     @classmethod

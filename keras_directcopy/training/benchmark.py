@@ -24,7 +24,7 @@ from keras_directcopy.training.loop import build_model
 
 
 def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, steps, dataset, data_dir,
-            recipe=None):
+            recipe=None, fused_batchnorm=True):
     """Times the pretraining step of one configuration in this process.
 
     Args:
@@ -41,6 +41,9 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
             `scripts/pretrain.py --config=recipe` does (its weight decay,
             target, predictor settings, lr and momentum), with `backbone` and
             `predictor`; by default the model's defaults and SGD(0.01, 0.9).
+        fused_batchnorm: BatchNorm with TensorFlow's fused kernel (the
+            default of training) or Keras' op-by-op path
+            (`models.fused_batchnorm`).
 
     Returns:
         A dict: the configuration, `pairs_per_s`, `step_ms`, `update_percent`
@@ -52,11 +55,15 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
     keras.utils.set_random_seed(0)
     size = data.get_dataset_spec(dataset).image_size
     if recipe:
-        config = configs.get_config(recipe, backbone=backbone, predictor=predictor)
+        config = configs.get_config(
+            recipe, backbone=backbone, predictor=predictor, fused_batchnorm=fused_batchnorm
+        )
         model = build_model(config, size, total_steps=warmup_steps + steps)
         optimizer = keras.optimizers.SGD(config.lr, momentum=config.momentum)
     else:
-        model = NonContrastiveModel(build_backbone(backbone, (size, size, 3)), predictor=predictor)
+        model = NonContrastiveModel(
+            build_backbone(backbone, (size, size, 3)), predictor=predictor, fused_batchnorm=fused_batchnorm
+        )
         optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     model.compile(optimizer, jit_compile=xla)
     if input_kind == "synthetic":
@@ -91,6 +98,7 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
         memory_kind = "process peak RSS"
     return dict(
         backbone=backbone, predictor=predictor, input=input_kind, xla=xla,
+        batchnorm="fused" if fused_batchnorm else "keras",
         pairs_per_s=batch_size / step_seconds, step_ms=1000 * step_seconds,
         update_percent=update_percent, peak_mb=peak_mb, memory_kind=memory_kind,
     )
@@ -133,18 +141,18 @@ def table(results):
     """A Markdown table of `measure` results, each row checked against the
     targets: real input at least 90% of synthetic throughput, and the
     DirectCopy update under 1% of a step."""
-    synthetic = {
-        (r["backbone"], r["predictor"], r["xla"]): r["pairs_per_s"]
-        for r in results if r["input"] == "synthetic"
-    }
+    def key(result):
+        return result["backbone"], result["predictor"], result["xla"], result.get("batchnorm")
+
+    synthetic = {key(r): r["pairs_per_s"] for r in results if r["input"] == "synthetic"}
     rows = [
-        "| backbone | predictor | input | XLA | pairs/s | ms/step | real/synthetic | predictor update (% of step) | peak memory (MB) | targets |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| backbone | predictor | input | XLA | BatchNorm | pairs/s | ms/step | real/synthetic | predictor update (% of step) | peak memory (MB) | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         notes = []
         ratio = ""
-        reference = synthetic.get((r["backbone"], r["predictor"], r["xla"]))
+        reference = synthetic.get(key(r))
         if r["input"] == "real" and reference:
             ratio = f"{100 * r['pairs_per_s'] / reference:.0f}%"
             if r["pairs_per_s"] < 0.9 * reference:
@@ -154,7 +162,7 @@ def table(results):
             notes.append("MISSED: DirectCopy update >= 1%")
         rows.append(
             f"| {r['backbone']} | {r['predictor']} | {r['input']} | {'on' if r['xla'] else 'off'} "
-            f"| {r['pairs_per_s']:.1f} | {r['step_ms']:.0f} | {ratio} | {update} "
+            f"| {r.get('batchnorm', 'keras')} | {r['pairs_per_s']:.1f} | {r['step_ms']:.0f} | {ratio} | {update} "
             f"| {r['peak_mb']:.0f} | {'; '.join(notes) or 'ok'} |"
         )
     return "\n".join(rows)
@@ -165,7 +173,7 @@ def peer_table(rows):
     every measurement in the order it was taken, the best of each, and the
     ratio of our best to the peer's best (> 1: ours is faster)."""
     lines = [
-        "| backbone | ours: pairs/s (XLA on / off, each round) | PyTorch: pairs/s (mode, each round) "
+        "| backbone | ours: pairs/s (XLA on / off, BatchNorm kernel, each round) | PyTorch: pairs/s (mode, each round) "
         "| ours best | PyTorch best | ours / PyTorch |",
         "|---|---|---|---|---|---|",
     ]
@@ -173,7 +181,9 @@ def peer_table(rows):
         best_ours = max(ours, key=lambda result: result["pairs_per_s"])
         best_theirs = max(theirs, key=lambda result: result["pairs_per_s"])
         ours_text = ", ".join(
-            "{:.1f} ({})".format(result["pairs_per_s"], "on" if result["xla"] else "off") for result in ours
+            "{:.1f} ({}, {})".format(result["pairs_per_s"], "on" if result["xla"] else "off",
+                                     result.get("batchnorm", "keras"))
+            for result in ours
         )
         theirs_text = ", ".join("{:.1f} ({})".format(result["pairs_per_s"], result["mode"]) for result in theirs)
         lines.append(
@@ -198,7 +208,8 @@ _PROFILE_CATEGORIES = (
 OTHER_CATEGORY = "EMA, weight decay, the F and W_p update, metrics and the rest"
 
 
-def profile_step(backbone, batch_size, steps, recipe="cifar10_resnet20", warmup_steps=3, logdir=None):
+def profile_step(backbone, batch_size, steps, recipe="cifar10_resnet20", warmup_steps=3, logdir=None,
+                 fused_batchnorm=True):
     """Where the time of our training step goes, by the TensorFlow profiler.
 
     Trains `steps` steps of `recipe` (with `backbone`) on one random batch,
@@ -214,6 +225,7 @@ def profile_step(backbone, batch_size, steps, recipe="cifar10_resnet20", warmup_
         recipe: a `configs.CONFIGS` name.
         logdir: where the profiler writes its trace (a temporary directory
             by default, removed afterwards).
+        fused_batchnorm: as `measure`.
 
     Returns:
         `{"op_seconds": float, "categories": {name: share}, "op_types":
@@ -226,7 +238,7 @@ def profile_step(backbone, batch_size, steps, recipe="cifar10_resnet20", warmup_
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     keras.utils.set_random_seed(0)
-    config = configs.get_config(recipe, backbone=backbone)
+    config = configs.get_config(recipe, backbone=backbone, fused_batchnorm=fused_batchnorm)
     size = data.get_dataset_spec(config.dataset).image_size
     model = build_model(config, size, total_steps=warmup_steps + steps)
     model.compile(keras.optimizers.SGD(config.lr, momentum=config.momentum), jit_compile=False)

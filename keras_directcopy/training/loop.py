@@ -202,7 +202,8 @@ def build_model(config, image_size, total_steps, synchronized_bn=False):
         tau_base=config.ema, ema_schedule=config.ema_schedule, target_init=config.target_init,
         total_steps=total_steps,
         weight_decay=config.weight_decay, weight_decay_mode=config.weight_decay_mode,
-        synchronized_bn=synchronized_bn, name=config.predictor,
+        synchronized_bn=synchronized_bn, fused_batchnorm=config.fused_batchnorm,
+        name=config.predictor,
     )
 
 
