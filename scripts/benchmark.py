@@ -173,9 +173,11 @@ def compare_with_peer():
                 theirs.append(run_in_subprocess({"backbone": backbone, "mode": mode}, flag="single_peer"))
                 print(json.dumps(theirs[-1]), flush=True)
         rows.append((backbone, ours, theirs))
+    measurements = "\n".join(json.dumps(result) for _, ours, theirs in rows for result in ours + theirs)
     text = (f"{hardware_line()} Batch {FLAGS.batch_size}, {FLAGS.steps} timed steps after "
             f"{FLAGS.warmup_steps} warm-up steps, synthetic input, recipe {FLAGS.peer_recipe}.\n"
-            f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n" + peer_table(rows))
+            f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n" + peer_table(rows)
+            + "\n\nEvery measurement, per backbone, ours then PyTorch's:\n\n```\n" + measurements + "\n```")
     print(text)
     if FLAGS.output:
         with open(FLAGS.output, "w") as file:

@@ -77,3 +77,16 @@ def test_the_profile_files_every_op_and_finds_the_convolutions():
     # A ResNet step is mostly convolutions and BatchNorm, whatever the machine.
     assert shares["convolutions"] > 0.2 and shares["BatchNorm"] > 0.05
     assert shares.get(OTHER_CATEGORY, 0.0) < 0.2
+
+
+def test_the_peer_table_compares_best_with_best():
+    from keras_directcopy.training.benchmark import peer_table
+
+    ours = [dict(pairs_per_s=400.0, xla=False, batchnorm="fused", peak_mb=1500.0),
+            dict(pairs_per_s=300.0, xla=False, batchnorm="keras", peak_mb=1400.0)]
+    theirs = [dict(pairs_per_s=250.0, mode="channels_last", peak_mb=1600.0),
+              dict(pairs_per_s=320.0, mode="compile", peak_mb=1450.0)]
+    row = peer_table([("resnet20", ours, theirs)]).splitlines()[2]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "400.0 (off, fused), 300.0 (off, keras)"
+    assert cells[3:] == ["400.0", "320.0 (compile)", "1.25", "1500 / 1450"]

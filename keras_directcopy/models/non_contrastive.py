@@ -293,7 +293,8 @@ class NonContrastiveModel(keras.Model):
             z2 = self.projector(self.encoder(view2, training=True), training=True)
             features = tf.stop_gradient(tf.concat([z1, z2], axis=0))
             if hasattr(self.predictor, "before_prediction"):
-                self.predictor.before_prediction(features)
+                with tf.name_scope("predictor_update"):
+                    self.predictor.before_prediction(features)
             p1 = self.predictor(z1, training=True)
             p2 = self.predictor(z2, training=True)
             if target1 is None:  # SimSiam: the online projection, gradient stopped.
@@ -305,23 +306,29 @@ class NonContrastiveModel(keras.Model):
             mean_loss = tf.reduce_sum(per_example) / tf.cast(global_batch, per_example.dtype)
             scaled_loss = self.optimizer.scale_loss(mean_loss)
         gradients = tape.gradient(scaled_loss, variables)
+        # The name scopes below let `scripts/benchmark.py --profile` file
+        # each part's op time; they change nothing in the computation.
         if self.weight_decay and self.weight_decay_mode == "coupled":
-            # Divided by the replica count for the same SUM all-reduce, and
-            # loss-scaled like the gradients it joins.
-            decay = self.weight_decay / replicas
-            gradients = [
-                g + self.optimizer.scale_loss(decay * v)
-                for g, v in zip(gradients, variables)
-            ]
+            with tf.name_scope("weight_decay"):
+                # Divided by the replica count for the same SUM all-reduce, and
+                # loss-scaled like the gradients it joins.
+                decay = self.weight_decay / replicas
+                gradients = [
+                    g + self.optimizer.scale_loss(decay * v)
+                    for g, v in zip(gradients, variables)
+                ]
         self.optimizer.apply(gradients, variables)
         if hasattr(self.predictor, "after_optimizer_step"):
-            self.predictor.after_optimizer_step(features)
+            with tf.name_scope("predictor_update"):
+                self.predictor.after_optimizer_step(features)
         if self.target_encoder:
-            tau = self._target_momentum(step)
-            self._update_target(tau)
+            with tf.name_scope("target_ema"):
+                tau = self._target_momentum(step)
+                self._update_target(tau)
         else:
             tau = tf.constant(0.0)
-        return self._logs(per_example, z1, z2, extra={"tau": tau})
+        with tf.name_scope("metrics"):
+            return self._logs(per_example, z1, z2, extra={"tau": tau})
 
     def _target_momentum(self, step):
         if self.ema_schedule == "cosine" and self.total_steps is None:

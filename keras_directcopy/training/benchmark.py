@@ -170,12 +170,13 @@ def table(results):
 
 def peer_table(rows):
     """A Markdown table of our step against its PyTorch peer, per backbone:
-    every measurement in the order it was taken, the best of each, and the
-    ratio of our best to the peer's best (> 1: ours is faster)."""
+    every measurement in the order it was taken, the best of each, the
+    ratio of our best to the peer's best (> 1: ours is faster), and the peak
+    memory of those two (the process's peak RSS on a CPU)."""
     lines = [
         "| backbone | ours: pairs/s (XLA on / off, BatchNorm kernel, each round) | PyTorch: pairs/s (mode, each round) "
-        "| ours best | PyTorch best | ours / PyTorch |",
-        "|---|---|---|---|---|---|",
+        "| ours best | PyTorch best | ours / PyTorch | peak RSS (MB), ours best / PyTorch best |",
+        "|---|---|---|---|---|---|---|",
     ]
     for backbone, ours, theirs in rows:
         best_ours = max(ours, key=lambda result: result["pairs_per_s"])
@@ -189,23 +190,27 @@ def peer_table(rows):
         lines.append(
             f"| {backbone} | {ours_text} | {theirs_text} | {best_ours['pairs_per_s']:.1f} "
             f"| {best_theirs['pairs_per_s']:.1f} ({best_theirs['mode']}) "
-            f"| {best_ours['pairs_per_s'] / best_theirs['pairs_per_s']:.2f} |"
+            f"| {best_ours['pairs_per_s'] / best_theirs['pairs_per_s']:.2f} "
+            f"| {best_ours['peak_mb']:.0f} / {best_theirs['peak_mb']:.0f} |"
         )
     return "\n".join(lines)
 
 
 # Where `profile_step` files each op, by its name scope, first match wins.
 _PROFILE_CATEGORIES = (
+    # The name scopes of `NonContrastiveModel.train_step`'s parts outside the networks.
+    ("the F and W_p update", re.compile(r"(^|/)predictor_update(_\d+)?/")),
+    ("target EMA update", re.compile(r"(^|/)target_ema(_\d+)?/")),
+    ("weight decay", re.compile(r"(^|/)weight_decay(_\d+)?/")),
+    ("metrics", re.compile(r"(^|/)metrics(_\d+)?/")),
     ("convolutions", re.compile(r"/convolution")),
     ("BatchNorm", re.compile(r"(^|/)(\w+_)?bn\d?(_\d+)?/")),
-    # Only the prediction z W_p: the F and W_p update runs outside the
-    # layer's name scope and falls under the remainder (`measure` times it alone).
     ("predictor's prediction", re.compile(r"predictor")),
     ("optimizer (SGD)", re.compile(r"/SGD/|/sgd/")),
     ("other forward and backward (ReLU, add, pooling, dense, loss)",
      re.compile(r"resnet\d+|projector|target_encoder|target_projector|gradient_tape")),
 )
-OTHER_CATEGORY = "EMA, weight decay, the F and W_p update, metrics and the rest"
+OTHER_CATEGORY = "the rest (step counter, loss scaling, gradient bookkeeping)"
 
 
 def profile_step(backbone, batch_size, steps, recipe="cifar10_resnet20", warmup_steps=3, logdir=None,
@@ -216,8 +221,9 @@ def profile_step(backbone, batch_size, steps, recipe="cifar10_resnet20", warmup_
     repeated, under `tf.profiler`, and files the time of every TensorFlow op
     run on the CPU by its name scope: convolutions, BatchNorm, the predictor's
     prediction, the optimizer, the rest of the forward and backward passes,
-    and the remainder (EMA, weight decay, the F and W_p update, metrics). Shares are of the summed op time
-    over all compute threads.
+    the F and W_p update, the target's EMA update, weight decay, the metrics,
+    and the remainder. Shares are of the summed op time over all compute
+    threads.
 
     Args:
         backbone: a backbone name.
