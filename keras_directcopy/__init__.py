@@ -15,21 +15,19 @@ ones before it; `utils` serves all):
 * `theory`: the linear-network lab (NumPy).
 
 Importing the package loads `models` and `presets` only.
+
+Keras backends: TensorFlow is the default and runs everything. On JAX or
+PyTorch (`KERAS_BACKEND=jax` or `torch`), loading presets, the backbones and
+the predictor matrices work and TensorFlow is not imported; the pretraining
+API (`NonContrastiveModel`, `DirectCopy`, ...) raises
+`utils.backend.TensorFlowBackendRequired`, which says to set
+`KERAS_BACKEND=tensorflow`.
 """
 
+from keras_directcopy.models import TENSORFLOW_ONLY as _TENSORFLOW_ONLY
 from keras_directcopy.models import (
-    BYOL,
-    PREDICTOR_NAMES,
-    DirectCopy,
-    DirectPred,
-    DirectPredictor,
-    LinearPredictor,
-    NonContrastiveModel,
-    SimSiam,
     build_backbone,
-    build_predictor,
     build_projector,
-    collapse_std,
     directcopy_matrix,
     directpred_matrix,
     directset_matrix,
@@ -37,7 +35,24 @@ from keras_directcopy.models import (
     resnet20,
     resnet34,
     resnet50,
-    target_momentum,
 )
 from keras_directcopy.presets.zoo import list_pretrained, load_pretrained
+from keras_directcopy.utils import backend as _backend
 from keras_directcopy.version import __version__
+
+if _backend.is_tensorflow_backend():
+    from keras_directcopy.models import (
+        BYOL,
+        PREDICTOR_NAMES,
+        DirectCopy,
+        DirectPred,
+        DirectPredictor,
+        LinearPredictor,
+        NonContrastiveModel,
+        SimSiam,
+        build_predictor,
+        collapse_std,
+        target_momentum,
+    )
+else:
+    __getattr__ = _backend.tensorflow_only_getattr(__name__, _TENSORFLOW_ONLY)

@@ -132,3 +132,66 @@ def test_loading_a_preset_does_not_import_the_training_stack():
                             "tensorflow_datasets", "keras_cv"))
     ]
     assert not unwanted, f"load_pretrained imported {unwanted}"
+
+
+# The modules that loading a preset and fine-tuning import, which must run on
+# every Keras backend without TensorFlow (tests/test_backends.py runs them on
+# JAX and PyTorch). TensorFlow-only parts are imported behind
+# `utils.backend.is_tensorflow_backend()`, or inside the functions that need them.
+BACKEND_NEUTRAL = {
+    "keras_directcopy", "keras_directcopy.version",
+    "keras_directcopy.utils", "keras_directcopy.utils.backend", "keras_directcopy.utils.files",
+    "keras_directcopy.utils.provenance",
+    "keras_directcopy.models", "keras_directcopy.models.backbones", "keras_directcopy.models.heads",
+    "keras_directcopy.models.predictor_matrices",
+    "keras_directcopy.presets", "keras_directcopy.presets.zoo",
+    "keras_directcopy.evaluation", "keras_directcopy.evaluation.classifier",
+}
+
+
+def unconditional_imports(path):
+    """The modules `path` imports whenever it is imported: module-level
+    imports, except inside functions, classes and `if ...is_tensorflow_backend():` blocks."""
+    names = set()
+
+    def visit(statements):
+        for node in statements:
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                if node.module.startswith("keras_directcopy"):
+                    names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.If) and "is_tensorflow_backend" in ast.unparse(node.test):
+                visit(node.orelse)
+            elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                for field in ("body", "orelse", "finalbody", "handlers"):
+                    visit(getattr(node, field, []))
+
+    visit(ast.parse(path.read_text()).body)
+    return names
+
+
+def test_the_backend_neutral_modules_import_no_tensorflow_only_module():
+    offending = []
+    for name in sorted(BACKEND_NEUTRAL):
+        for imported in unconditional_imports(MODULES[name]):
+            if imported not in MODULES and imported.rsplit(".", 1)[0] in MODULES:
+                imported = imported.rsplit(".", 1)[0]  # a name imported from a module
+            if imported.split(".")[0] == "tensorflow" or (
+                imported.startswith("keras_directcopy") and imported not in BACKEND_NEUTRAL
+            ):
+                offending.append(f"{name} imports {imported}")
+    assert not offending, "Imports that need TensorFlow on every backend:\n" + "\n".join(offending)
+
+
+def test_the_backend_check_sees_a_tensorflow_import(tmp_path):
+    """The checker itself: an unguarded import is reported, a guarded or a
+    function-level one is not."""
+    module = tmp_path / "module.py"
+    module.write_text(
+        "import tensorflow as tf\n"
+        "if backend.is_tensorflow_backend():\n    from keras_directcopy.models import predictors\n"
+        "def f():\n    import keras_directcopy.training.loop\n"
+    )
+    assert unconditional_imports(module) == {"tensorflow"}

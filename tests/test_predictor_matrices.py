@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_directcopy.models.predictor_matrices import (
+    default_start_vector,
     directcopy_matrix,
     directpred_matrix,
     directset_matrix,
@@ -181,3 +182,21 @@ def test_invalid_eps_and_alpha_are_rejected(call, message):
     with pytest.raises(ValueError) as error:
         call(random_psd(4))
     assert message in str(error.value)
+
+
+def test_a_matrix_of_unknown_size_is_rejected_when_traced():
+    """The fixed start vector of the power iteration, and `eye`, need `d`."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    def copy(matrix):
+        return directcopy_matrix(matrix)
+
+    with pytest.raises(ValueError, match=r"square \(d, d\) correlation matrix with d known.*\(None, None\)"):
+        copy.get_concrete_function()
+
+
+def test_the_power_iteration_starts_from_one_fixed_unit_vector():
+    first, second = default_start_vector(7, "float32"), default_start_vector(7, tf.float32)
+    np.testing.assert_array_equal(first, second)
+    assert abs(np.linalg.norm(first) - 1.0) < 1e-6
+    assert np.all(np.asarray(first) != 0)

@@ -17,15 +17,20 @@ of a PSD estimate) are clipped to zero, and when the largest eigenvalue is zero
 (``F = 0``) or below the smallest normal float of the dtype, the result is
 exactly ``eps * I``.
 
-The functions accept NumPy arrays or tensors. NumPy in gives NumPy out; a
-tensor in gives a tensor out, so they also run inside ``tf.function`` and XLA.
-Non-finite values can only be checked when ``F`` holds concrete values (NumPy
-or eager); inside a traced function a non-finite ``F`` comes from a non-finite
-loss, which the training loop reports.
+The functions accept NumPy arrays or tensors of the Keras backend, and are
+written with ``keras.ops``, so they run on TensorFlow, JAX and PyTorch alike.
+NumPy in gives NumPy out; a tensor in gives a tensor out, so they also run
+inside ``tf.function`` and XLA (and ``jax.jit``). NumPy input is computed in
+its own precision where the backend has it: JAX computes float64 only with
+``jax_enable_x64``, and float32 otherwise. Non-finite values can only be checked
+when ``F`` holds concrete values (NumPy, or a tensor outside a traced
+function); inside a traced function a non-finite ``F`` comes from a
+non-finite loss, which the training loop reports.
 """
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 NORMALIZATIONS = ("spectral", "frobenius", "none")
 
@@ -73,7 +78,7 @@ def directset_matrix(F, alpha=0.5, eps=0.01):
     check_eps_and_alpha(eps, alpha)
     matrix, to_numpy = _validated_matrix(F)
     result = directset_tensor(matrix, alpha=alpha, eps=eps)[0]
-    return result.numpy() if to_numpy else result
+    return ops.convert_to_numpy(result) if to_numpy else result
 
 
 def directcopy_matrix(F, eps=0.25, normalization="spectral"):
@@ -97,7 +102,7 @@ def directcopy_matrix(F, eps=0.25, normalization="spectral"):
     check_normalization(normalization)
     matrix, to_numpy = _validated_matrix(F)
     result = directcopy_tensor(matrix, eps=eps, normalization=normalization)[0]
-    return result.numpy() if to_numpy else result
+    return ops.convert_to_numpy(result) if to_numpy else result
 
 
 def check_normalization(normalization):
@@ -128,10 +133,10 @@ def check_eps_and_alpha(eps, alpha=None):
 
 
 def directset_tensor(F, alpha, eps):
-    """Graph-safe core of `directset_matrix`.
+    """Traceable core of `directset_matrix` (`tf.function`, XLA, `jax.jit`).
 
     Args:
-        F: float tensor, shape `(d, d)`, already validated.
+        F: float tensor, shape `(d, d)` with `d` known, already validated.
         alpha: exponent of the normalized eigenvalues.
         eps: added to every eigenvalue.
 
@@ -139,27 +144,27 @@ def directset_tensor(F, alpha, eps):
         `(W_p, eigenvalues)`: the `(d, d)` predictor and its `(d,)` eigenvalues
         `p`, which the spectrum monitor reuses.
     """
-    dim = tf.shape(F)[0]
+    dim, dtype = _size_and_dtype(F)
     # The result depends only on ratios of eigenvalues, so scaling F by its
     # largest entry changes nothing but keeps eigh away from under/overflow.
     scaled, is_zero = _scale_by_max_abs(F)
-    eigenvalues, eigenvectors = tf.linalg.eigh(scaled)
-    eigenvalues = tf.maximum(eigenvalues, 0.0)
-    largest = tf.reduce_max(eigenvalues)
-    degenerate = tf.logical_or(is_zero, largest <= smallest_normal(F.dtype))
-    safe_largest = tf.where(degenerate, tf.ones_like(largest), largest)
-    p = tf.pow(eigenvalues / safe_largest, alpha) + eps
-    p = tf.where(degenerate, tf.fill([dim], tf.cast(eps, F.dtype)), p)
-    matrix = tf.matmul(eigenvectors * p[tf.newaxis, :], eigenvectors, transpose_b=True)
-    matrix = tf.where(degenerate, eps * tf.eye(dim, dtype=F.dtype), matrix)
+    eigenvalues, eigenvectors = ops.eigh(scaled)
+    eigenvalues = ops.maximum(eigenvalues, 0.0)
+    largest = ops.max(eigenvalues)
+    degenerate = ops.logical_or(is_zero, largest <= smallest_normal(dtype))
+    safe_largest = ops.where(degenerate, ops.ones_like(largest), largest)
+    p = ops.power(eigenvalues / safe_largest, alpha) + eps
+    p = ops.where(degenerate, ops.full((dim,), eps, dtype=dtype), p)
+    matrix = ops.matmul(eigenvectors * p[None, :], ops.transpose(eigenvectors))
+    matrix = ops.where(degenerate, eps * ops.eye(dim, dtype=dtype), matrix)
     return matrix, p
 
 
 def directcopy_tensor(F, eps, normalization, initial_vector=None):
-    """Graph-safe core of `directcopy_matrix`.
+    """Traceable core of `directcopy_matrix` (`tf.function`, XLA, `jax.jit`).
 
     Args:
-        F: float tensor, shape `(d, d)`, already validated.
+        F: float tensor, shape `(d, d)` with `d` known, already validated.
         eps: weight of the identity.
         normalization: one of `NORMALIZATIONS`.
         initial_vector: optional `(d,)` start for the power iteration, e.g.
@@ -170,19 +175,19 @@ def directcopy_tensor(F, eps, normalization, initial_vector=None):
         result for `"spectral"` and `initial_vector` (or a fixed start
         vector) otherwise.
     """
-    dim = tf.shape(F)[0]
-    identity = tf.eye(dim, dtype=F.dtype)
-    vector = default_start_vector(dim, F.dtype) if initial_vector is None else initial_vector
+    dim, dtype = _size_and_dtype(F)
+    identity = ops.eye(dim, dtype=dtype)
+    vector = default_start_vector(dim, dtype) if initial_vector is None else initial_vector
     if normalization == "none":
         return F + eps * identity, vector
     scaled, is_zero = _scale_by_max_abs(F)
     if normalization == "frobenius":
-        norm = tf.norm(scaled)
+        norm = ops.norm(scaled)
     else:
         norm, vector = top_eigenpair(scaled, vector)
-    degenerate = tf.logical_or(is_zero, norm <= smallest_normal(F.dtype))
-    safe_norm = tf.where(degenerate, tf.ones_like(norm), norm)
-    matrix = tf.where(degenerate, eps * identity, scaled / safe_norm + eps * identity)
+    degenerate = ops.logical_or(is_zero, norm <= smallest_normal(dtype))
+    safe_norm = ops.where(degenerate, ops.ones_like(norm), norm)
+    matrix = ops.where(degenerate, eps * identity, scaled / safe_norm + eps * identity)
     return matrix, vector
 
 
@@ -200,31 +205,37 @@ def top_eigenpair(F, initial_vector):
     Returns:
         `(eigenvalue, unit_eigenvector)`; the eigenvalue is 0 when `F v = 0`.
     """
-    tiny = smallest_normal(F.dtype)
+    dtype = keras.backend.standardize_dtype(F.dtype)
+    tiny = smallest_normal(dtype)
 
     def normalize(v):
-        return v / tf.maximum(tf.norm(v), tiny)
+        return v / ops.maximum(ops.norm(v), tiny)
 
     def step(i, v, value, previous):
-        product = tf.linalg.matvec(F, v)
-        return i + 1, normalize(product), tf.tensordot(v, product, 1), value
+        product = ops.matmul(F, v)
+        return i + 1, normalize(product), ops.tensordot(v, product, 1), value
 
     def not_converged(i, v, value, previous):
-        change = tf.abs(value - previous)
-        return tf.logical_and(
+        change = ops.abs(value - previous)
+        return ops.logical_and(
             i < POWER_ITERATION_MAX_STEPS,
-            change > POWER_ITERATION_TOLERANCE * tf.abs(value),
+            change > POWER_ITERATION_TOLERANCE * ops.abs(value),
         )
 
-    v0 = normalize(tf.cast(initial_vector, F.dtype))
-    minus_one = tf.constant(-1.0, F.dtype)
-    _, v, _, _ = tf.while_loop(
-        not_converged, step, (tf.constant(0), v0, minus_one, minus_one - 1.0)
+    v0 = normalize(ops.cast(initial_vector, dtype))
+    minus_one = ops.convert_to_tensor(-1.0, dtype)
+    _, v, _, _ = ops.while_loop(
+        not_converged, step, (ops.convert_to_tensor(0, "int32"), v0, minus_one, minus_one - 1.0)
     )
     # Rayleigh quotient of the final unit vector: its error is quadratic in
     # the eigenvector's error.
-    eigenvalue = tf.tensordot(v, tf.linalg.matvec(F, v), 1)
-    return tf.maximum(eigenvalue, 0.0), v
+    eigenvalue = ops.tensordot(v, ops.matmul(F, v), 1)
+    return ops.maximum(eigenvalue, 0.0), v
+
+
+# The start vector's seed. NumPy's `RandomState` stream is frozen (NEP 19), so
+# the vector is the same with every NumPy version and on every backend.
+START_VECTOR_SEED = 1234
 
 
 def default_start_vector(dim, dtype):
@@ -233,9 +244,16 @@ def default_start_vector(dim, dtype):
     A constant vector can be exactly orthogonal to the top eigenvector of a
     structured matrix (e.g. ``[[1, -1], [-1, 1]]``); a fixed random one almost
     surely is not, and being fixed it is identical on every replica.
+
+    Args:
+        dim: int, the vector's size `d`.
+        dtype: its float dtype (a name or a backend dtype).
+
+    Returns:
+        A `(dim,)` tensor of the Keras backend.
     """
-    vector = tf.random.stateless_normal([dim], seed=[1234, 5678], dtype=dtype)
-    return vector / tf.norm(vector)
+    vector = np.random.RandomState(START_VECTOR_SEED).standard_normal(int(dim))
+    return ops.convert_to_tensor(vector / np.linalg.norm(vector), keras.backend.standardize_dtype(dtype))
 
 
 def _validated_matrix(F):
@@ -245,23 +263,21 @@ def _validated_matrix(F):
         `(tensor, to_numpy)` where `to_numpy` says the caller passed
         something other than a tensor and wants NumPy back.
     """
-    to_numpy = not tf.is_tensor(F)
+    to_numpy = not ops.is_tensor(F)
     if to_numpy:
         array = np.asarray(F)
         if not np.issubdtype(array.dtype, np.floating):
             array = array.astype(np.float64)
-        matrix = tf.convert_to_tensor(array)
+        matrix = ops.convert_to_tensor(array)
     else:
-        matrix = F if F.dtype.is_floating else tf.cast(F, tf.float32)
-    shape = matrix.shape
-    if shape.rank != 2 or (
-        shape[0] is not None and shape[1] is not None and shape[0] != shape[1]
-    ):
+        matrix = F if keras.backend.is_float_dtype(F.dtype) else ops.cast(F, "float32")
+    shape = tuple(matrix.shape)
+    if len(shape) != 2 or shape[0] is None or shape[0] != shape[1]:
         raise ValueError(
-            f"F must be a square (d, d) correlation matrix, got shape {tuple(shape)}."
+            f"F must be a square (d, d) correlation matrix with d known, got shape {shape}."
         )
-    if hasattr(matrix, "numpy"):  # concrete values: eager tensor or NumPy
-        values = matrix.numpy()
+    values = _concrete_values(matrix)
+    if values is not None:
         bad = ~np.isfinite(values)
         if bad.any():
             index = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -274,13 +290,33 @@ def _validated_matrix(F):
     return matrix, to_numpy
 
 
+def _concrete_values(tensor):
+    """`tensor`'s values as a NumPy array, or None while a function is being
+    traced (`tf.function`, `jax.jit`), where it holds no values yet."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        # Eager tensors have values; the symbolic ones of a tf.function have no `numpy`.
+        return tensor.numpy() if hasattr(tensor, "numpy") else None
+    if backend == "jax":
+        import jax
+
+        return None if isinstance(tensor, jax.core.Tracer) else np.asarray(tensor)
+    return ops.convert_to_numpy(tensor)
+
+
+def _size_and_dtype(F):
+    """`(d, dtype name)` of a validated `(d, d)` float tensor."""
+    return int(F.shape[0]), keras.backend.standardize_dtype(F.dtype)
+
+
 def _scale_by_max_abs(F):
     """Returns `(F / max|F_ij|, is_zero)`; `F` unchanged when it is all zero."""
-    largest = tf.reduce_max(tf.abs(F))
+    largest = ops.max(ops.abs(F))
     is_zero = largest <= smallest_normal(F.dtype)
-    return F / tf.where(is_zero, tf.ones_like(largest), largest), is_zero
+    return F / ops.where(is_zero, ops.ones_like(largest), largest), is_zero
 
 
 def smallest_normal(dtype):
-    """Smallest positive normal number of `dtype`, as a tensor."""
-    return tf.constant(np.finfo(tf.as_dtype(dtype).as_numpy_dtype).tiny, dtype)
+    """Smallest positive normal number of `dtype` (a name or a backend dtype), as a tensor."""
+    name = keras.backend.standardize_dtype(dtype)
+    return ops.convert_to_tensor(np.finfo(name).tiny, name)

@@ -36,6 +36,7 @@ import json
 import os
 
 import keras
+import numpy as np
 
 from keras_directcopy.models.backbones import (
     BACKBONE_NAMES,
@@ -44,6 +45,7 @@ from keras_directcopy.models.backbones import (
     read_architecture,
     resolve_architecture_kwargs,
 )
+from keras_directcopy.utils.backend import is_tensorflow_backend
 from keras_directcopy.utils.files import sha256_file
 
 HF_PREFIX = "hf://"
@@ -330,14 +332,31 @@ def _shipped_architecture(spec, source, kwargs):
 def _architecture_difference(model, expected):
     """The first difference between two models' architectures, or None.
 
-    Compares `get_config()` through a JSON round trip (tuples and lists
-    alike), so an architecture read from a file equals the one built in
-    code exactly when every layer, its configuration and the graph match.
+    On the TensorFlow backend, compares `get_config()` through a JSON round
+    trip (tuples and lists alike), so an architecture read from a file equals
+    the one built in code exactly when every layer, its configuration and the
+    graph match. On JAX and PyTorch, compares every layer's class, name,
+    output shape and weight shapes, then what the two models compute
+    (`_computation_difference`): Keras' config serialization imports
+    TensorFlow whenever it is installed, which loading must not do there.
+
+    Args:
+        model: the model read from an architecture file.
+        expected: the backbone rebuilt in code, a throwaway copy (on JAX and
+            PyTorch it receives `model`'s weights).
 
     Returns:
         None if equal, else a short description naming the layer and field.
     """
-    found, wanted = _plain(model.get_config()), _plain(expected.get_config())
+    if is_tensorflow_backend():
+        return _config_difference(_plain(model.get_config()), _plain(expected.get_config()))
+    difference = _config_difference(_layer_summaries(model), _layer_summaries(expected))
+    return difference or _computation_difference(model, expected)
+
+
+def _config_difference(found, wanted):
+    """The first difference between two model configs (plain dicts with a
+    `"layers"` list), or None; see `_architecture_difference`."""
     if found == wanted:
         return None
     for index, (layer, other) in enumerate(zip(found.get("layers", []), wanted.get("layers", []))):
@@ -360,6 +379,56 @@ def _architecture_difference(model, expected):
         return f"{len(found.get('layers', []))} layers there, {len(wanted.get('layers', []))} rebuilt"
     fields = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
     return "the model differs in " + ", ".join(fields)
+
+
+def _layer_summaries(model):
+    """A config-like dict of `model`'s layers built without Keras' config
+    serialization: class, name, output shape and weight shapes of each."""
+    return _plain({"layers": [
+        {
+            "class_name": type(layer).__name__,
+            "name": layer.name,
+            "config": {
+                "output_shape": layer.output.shape,
+                "weight_shapes": [weight.shape for weight in layer.weights],
+            },
+        }
+        for layer in model.layers
+    ]})
+
+
+# The probe images of `_computation_difference`: a fixed seed, and the side
+# used where the input size is free (None).
+PROBE_SEED = 0
+PROBE_FREE_SIDE = 64
+# With the same layers and weights, the two models compute the same features
+# to rounding; a setting that changes the computation (an input normalization,
+# a stride, an activation) changes them by far more.
+PROBE_TOLERANCE = 1e-5
+
+
+def _computation_difference(model, expected):
+    """How two models with the same layers differ in what they compute, or None.
+
+    `expected` gets `model`'s weights, and both encode the same two probe
+    images (uniform 0..255, seeded) in inference mode.
+
+    Returns:
+        None if their features agree within `PROBE_TOLERANCE` (relative to
+        the largest feature), else a short description.
+    """
+    _copy_weights(model, expected)
+    shape = [PROBE_FREE_SIDE if side is None else side for side in model.input_shape[1:]]
+    images = np.random.RandomState(PROBE_SEED).uniform(0, 255, (2, *shape)).astype("float32")
+    found, wanted = (keras.ops.convert_to_numpy(m(images, training=False)) for m in (model, expected))
+    largest = float(np.max(np.abs(found - wanted)))
+    if largest <= PROBE_TOLERANCE * max(1.0, float(np.max(np.abs(wanted)))):
+        return None
+    return (
+        f"with the same weights it computes other features (largest difference {largest:.3g} "
+        "on probe images), so a layer's settings differ (on the TensorFlow backend this "
+        "message names the layer and the setting)"
+    )
 
 
 def _plain(config):

@@ -472,9 +472,8 @@ def _compiled_predictor(method, eps, normalization):
             f"Unknown normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}."
         )
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([None, None], tf.float64)], autograph=False
-    )
+    # Traced once per matrix size: the predictor matrices need a known `d`.
+    @tf.function(autograph=False)
     def predictor(F):
         if method == "directcopy":
             return directcopy_matrix(F, eps=eps, normalization=normalization)

@@ -9,7 +9,6 @@ import platform
 import subprocess
 
 import keras
-import tensorflow as tf
 
 
 def cpu_model():
@@ -36,7 +35,14 @@ def cpu_model():
 
 
 def hardware_summary():
-    """CPU (model name, AVX-512), accelerators and library versions of this machine."""
+    """CPU (model name, AVX-512), accelerators and library versions of this machine.
+
+    Imports TensorFlow (for its devices and version), so call it from the
+    TensorFlow-only parts (training, dataset evaluation): this module's other
+    functions serve every Keras backend.
+    """
+    import tensorflow as tf
+
     cpu = cpu_model()
     return {
         "platform": platform.platform(),
