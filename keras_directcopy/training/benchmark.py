@@ -210,7 +210,7 @@ _PROFILE_CATEGORIES = (
     ("other forward and backward (ReLU, add, pooling, dense, loss)",
      re.compile(r"resnet\d+|projector|target_encoder|target_projector|gradient_tape")),
 )
-OTHER_CATEGORY = "the rest (step counter, loss scaling, gradient bookkeeping)"
+OTHER_CATEGORY = "the rest (ops outside the name scopes above)"
 
 
 def profile_step(backbone, batch_size, steps, recipe="cifar10_resnet20", warmup_steps=3, logdir=None,
