@@ -95,7 +95,7 @@ def make_preset(sha256, **overrides):
         "config": config, "strategy": "default", "num_replicas": 1, "steps": 8,
         "steps_per_epoch": 8, "pretrain_examples": 256, "final_metrics": {"loss": 0.5},
         "wall_time_s": 4321.5, "cpu_time_s": 7380.0, "invocations": 2,
-        "git_commit": "c0ffee" * 6 + "abcd", "hardware": HARDWARE,
+        "git_commit": "c0ffee" * 6 + "abcd", "hardware": HARDWARE, "predictor_eps": 0.37,
     }
     preset = {
         "name": NAME, "aliases": ["tiny"], "dataset": "cifar10", "method": "directcopy",
@@ -244,6 +244,32 @@ def test_card_states_reduced_scale_against_the_full_recipe():
 
     full = hub.build_model_card(make_preset("0" * 64, reduced_scale=False))
     assert "Reduced-scale" not in full and "reduced scale" not in full
+
+
+def test_card_states_the_eps_the_run_trained_with_never_todays_default():
+    preset = make_preset("0" * 64)
+    assert preset["run"]["config"]["eps"] is None  # the flags left it to the method's default
+    assert "eps 0.37 (the method's default when it was trained)" in hub.build_model_card(preset)
+    preset["run"]["config"]["eps"] = 0.2
+    card = hub.build_model_card(preset)
+    assert "eps 0.2," in card and "default when it was trained" not in card
+    # A run from before run.json recorded the resolved eps: the registry entry states it ...
+    preset["run"]["config"]["eps"] = None
+    del preset["run"]["predictor_eps"]
+    with pytest.raises(ValueError, match="predictor_eps"):
+        hub.build_model_card(preset)
+    preset["predictor_eps"] = 0.25
+    assert "eps 0.25 (the method's default when it was trained)" in hub.build_model_card(preset)
+
+
+def test_the_shipped_card_keeps_its_eps_when_the_default_changes(monkeypatch):
+    from keras_directcopy.models import predictors
+
+    preset = zoo.get_preset("cifar10")
+    card = hub.build_model_card(preset)
+    assert "eps 0.25 (the method's default when it was trained)" in card
+    monkeypatch.setitem(predictors.DEFAULT_EPS, "directcopy", 0.1)
+    assert hub.build_model_card(preset) == card
 
 
 def test_card_without_run_record_says_so():

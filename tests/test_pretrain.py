@@ -18,6 +18,7 @@ from absl import flags
 
 from keras_directcopy import configs
 from keras_directcopy.data import offline as offline_data
+from keras_directcopy.models.predictors import DEFAULT_EPS
 from keras_directcopy.training import config_flags
 from keras_directcopy.training.run_log import read_history
 
@@ -90,6 +91,9 @@ def test_pretrain_one_device(data_dir, tmp_path):
     metrics = run["final_metrics"]
     assert 0.0 <= metrics["knn_accuracy"] <= 1.0 and metrics["loss"] > 0
     assert {"collapse_std", "lr", "tau", "pred_eig_max", "pred_eff_rank"} <= set(metrics)
+    # The eps the predictor used, resolved when the flags leave it unset.
+    configured = run["config"]["eps"]
+    assert run["predictor_eps"] == (DEFAULT_EPS["directcopy"] if configured is None else configured)
     assert run["hardware"]["cpu_count"] and run["git_commit"] and run["wall_time_s"] > 0
     assert run["cpu_time_s"] > 0 and run["invocations"] == 1 and run["epochs_done"] == 2
     assert "--epochs=2" in run["commands"][0] and "scripts/pretrain.py" in run["commands"][0]
@@ -115,6 +119,7 @@ def test_pretrain_mirrored_over_two_logical_cpus(data_dir, tmp_path):
     assert run["strategy"] == "mirrored" and run["num_replicas"] == 2
     assert run["steps"] == 3
     assert run["final_metrics"]["pred_eig_max"] == pytest.approx(1.01, rel=1e-4)
+    assert run["config"]["eps"] is None and run["predictor_eps"] == DEFAULT_EPS["directpred"]
 
 
 @pytest.mark.slow

@@ -54,6 +54,7 @@ def registry(tmp_path):
         "pretrain_examples": 50000, "wall_time_s": 100.0, "cpu_time_s": 180.0, "invocations": 2,
         "strategy": "default", "num_replicas": 1, "final_metrics": {"loss": 0.5},
         "git_commit": "abc", "hardware": {"cpu_count": 2, "processor": "x86_64", "gpus": []},
+        "predictor_eps": 0.25,
     }
     (run_dir / "run.json").write_text(json.dumps(run))
     return zoo_dir, run_dir, cards, encoder

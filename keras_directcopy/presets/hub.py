@@ -57,7 +57,6 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from keras_directcopy.configs import CONFIGS
-from keras_directcopy.models.predictors import DEFAULT_EPS
 from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
 from keras_directcopy.version import __version__
 
@@ -295,8 +294,9 @@ def _card_values(preset, *, repo_id):
     template words and formats them. Derived here:
 
     * `method_name`, `references` (`{"short", "full"}` of each cited
-      paper), `dataset_name`, `default_eps` (the method's, for a run that
-      recorded none), `direct_method` (the predictor is set, not trained);
+      paper), `dataset_name`, `predictor_eps` (the eps a direct predictor
+      trained with, see `_predictor_eps`), `direct_method` (the predictor
+      is set, not trained);
     * `architecture_arguments`: `backbone_kwargs` items, width first;
     * `epochs`: the preset's, else the run config's;
     * `step`: the run config with the training-step fields it predates
@@ -358,7 +358,7 @@ def _card_values(preset, *, repo_id):
         # JSON spelling, so an unset (None) field reads `null`, as in run.json.
         "config_rows": [(key, json.dumps(value)) for key, value in config.items()],
         "commits": _commit_groups(run),
-        "default_eps": DEFAULT_EPS.get(preset["method"]),
+        "predictor_eps": _predictor_eps(preset, run, config),
         "direct_method": preset["method"] in _DIRECT_METHODS,
         "weights": preset["weights"],
         "head": preset.get("head"),
@@ -368,6 +368,31 @@ def _card_values(preset, *, repo_id):
             "metrics": METRICS_FILENAME, "run": RUN_FILENAME,
         },
     }
+
+
+def _predictor_eps(preset, run, config):
+    """The eps a direct predictor trained with, or None for other methods.
+
+    The run config's eps when it set one; else the resolved value the run
+    recorded (`run.json`'s `predictor_eps`); else, for a run from before that
+    record, the preset's own `predictor_eps` entry (the method's default at
+    the training commit). Never today's default: it may have changed since.
+
+    Raises:
+        ValueError: for a direct-predictor preset whose eps is recorded nowhere.
+    """
+    if preset["method"] not in _DIRECT_METHODS:
+        return None
+    for value in (config.get("eps"), (run or {}).get("predictor_eps"), preset.get("predictor_eps")):
+        if value is not None:
+            return float(value)
+    if not run:
+        return None  # no run record: the card states no training configuration
+    raise ValueError(
+        f"Preset {preset['name']!r}: its run config leaves eps unset and neither its run record nor "
+        "the registry entry records the eps it trained with (`predictor_eps`); add the method's "
+        "default at the training commit as the entry's predictor_eps."
+    )
 
 
 def _commit_groups(run):

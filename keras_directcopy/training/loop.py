@@ -163,6 +163,10 @@ def _pretrain(config, output_dir, strategy, tpu, verbose, run_log):
         "image_size": image_size,  # the size trained at, also when chosen from the data
         "encoder_parameters": int(model.encoder.count_params()),
         "feature_dim": int(model.encoder.output_shape[-1]),
+        # The eps the direct predictor used: the config's, or the method's
+        # default of this commit when the config leaves it unset (defaults
+        # may change later; a model card states this value).
+        "predictor_eps": _predictor_eps(model),
         "final_metrics": final,
         "epochs_done": int(model.optimizer.iterations.numpy()) // steps_per_epoch,
         "wall_time_s": round(run_log.progress["wall_time_s"], 1),
@@ -205,6 +209,11 @@ def build_model(config, image_size, total_steps, synchronized_bn=False):
         synchronized_bn=synchronized_bn, fused_batchnorm=config.fused_batchnorm,
         name=config.predictor,
     )
+
+
+def _predictor_eps(model):
+    """The direct predictor's resolved eps, or None for a trained predictor."""
+    return float(model.predictor.eps) if model.has_direct_predictor else None
 
 
 def build_optimizer(config, steps_per_epoch, total_steps):
