@@ -17,8 +17,9 @@ ones before it; `utils` serves all):
 Importing the package loads `models` and `presets` only.
 
 Keras backends: TensorFlow is the default and runs everything. On JAX or
-PyTorch (`KERAS_BACKEND=jax` or `torch`), loading presets, the backbones and
-the predictor matrices work and TensorFlow is not imported; the pretraining
+PyTorch (`KERAS_BACKEND=jax` or `torch`), loading presets, the backbones,
+the predictor matrices, the predictor layers (`build_predictor`) and the
+target momentum schedule work and TensorFlow is not imported; the pretraining
 API (`NonContrastiveModel`, `DirectCopy`, ...) raises
 `utils.backend.TensorFlowBackendRequired`, which says to set
 `KERAS_BACKEND=tensorflow`.
@@ -26,7 +27,11 @@ API (`NonContrastiveModel`, `DirectCopy`, ...) raises
 
 from keras_directcopy.models import TENSORFLOW_ONLY as _TENSORFLOW_ONLY
 from keras_directcopy.models import (
+    PREDICTOR_NAMES,
+    DirectPredictor,
+    LinearPredictor,
     build_backbone,
+    build_predictor,
     build_projector,
     directcopy_matrix,
     directpred_matrix,
@@ -35,6 +40,7 @@ from keras_directcopy.models import (
     resnet20,
     resnet34,
     resnet50,
+    target_momentum,
 )
 from keras_directcopy.presets.zoo import list_pretrained, load_pretrained
 from keras_directcopy.utils import backend as _backend
@@ -43,16 +49,11 @@ from keras_directcopy.version import __version__
 if _backend.is_tensorflow_backend():
     from keras_directcopy.models import (
         BYOL,
-        PREDICTOR_NAMES,
         DirectCopy,
         DirectPred,
-        DirectPredictor,
-        LinearPredictor,
         NonContrastiveModel,
         SimSiam,
-        build_predictor,
         collapse_std,
-        target_momentum,
     )
 else:
     __getattr__ = _backend.tensorflow_only_getattr(__name__, _TENSORFLOW_ONLY)

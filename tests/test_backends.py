@@ -1,4 +1,4 @@
-"""The zoo, the predictor matrices and fine-tuning on Keras' JAX and PyTorch backends.
+"""The zoo, the predictor matrices and layers, and fine-tuning on Keras' JAX and PyTorch backends.
 
 Keras fixes its backend when it is imported, and this process runs on
 TensorFlow, so each check runs a script in a fresh interpreter with
@@ -23,6 +23,7 @@ from keras_directcopy import evaluation, models
 from keras_directcopy.models import non_contrastive, predictors, schedules
 from keras_directcopy.utils.backend import TensorFlowBackendRequired
 from tests.test_predictor_matrices import random_psd, reference_directcopy, reference_directset
+from tests.test_predictors import batches, reference_correlations
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OTHER_BACKENDS = ("jax", "torch")
@@ -212,7 +213,6 @@ errors = {}
 for statement in [
     "keras_directcopy.DirectCopy",
     "from keras_directcopy import NonContrastiveModel",
-    "from keras_directcopy.models import build_predictor",
     "from keras_directcopy.evaluation import knn_accuracy",
     "import keras_directcopy.training",
 ]:
@@ -274,6 +274,148 @@ def test_on_tensorflow_every_tensorflow_only_name_is_the_real_object():
     sources = {**vars(non_contrastive), **vars(predictors), **vars(schedules)}
     for name in models.TENSORFLOW_ONLY:
         assert getattr(models, name) is getattr(kdc, name) is sources[name]
+    for name in PREDICTOR_AND_SCHEDULE_NAMES:  # on every backend, so not in the table
+        assert name not in models.TENSORFLOW_ONLY
+        assert getattr(models, name) is getattr(kdc, name) is sources[name]
     for name in evaluation.TENSORFLOW_ONLY:
         assert callable(getattr(evaluation, name))
     assert issubclass(TensorFlowBackendRequired, ImportError)
+
+
+# The predictor layers and the schedule, exported on every backend.
+PREDICTOR_AND_SCHEDULE_NAMES = (
+    "PREDICTOR_NAMES", "DirectPredictor", "LinearPredictor", "build_predictor", "target_momentum",
+)
+# The direct predictors' (alpha, eps) in the DirectSet(alpha) reference: the
+# spectral DirectCopy is DirectSet(alpha=1), DirectPred DirectSet(alpha=0.5).
+DIRECT_REFERENCES = {"directcopy": (1.0, 0.25), "directpred": (0.5, 0.01), "directset": (0.7, 0.01)}
+# The float32 tolerances of tests/test_predictors.py: F is a running mean of
+# float32 outer products; W_p adds an eigendecomposition or a power iteration.
+CORRELATION_TOLERANCE = dict(rtol=1e-5, atol=1e-7)
+PREDICTOR_MATRIX_TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+MOMENTUM_STEPS = (0, 7, 25, 50, 100, 150)
+
+PREDICTOR_SCRIPT = """
+import numpy as np
+from keras_directcopy import target_momentum
+from keras_directcopy.models import build_predictor
+
+features = np.load(sys.argv[1])
+dim = features.shape[-1]
+to_numpy = keras.ops.convert_to_numpy
+
+
+def state(predictor, z):
+    return {
+        "F": to_numpy(predictor.correlation).tolist(),
+        "W_p": to_numpy(predictor.matrix).tolist(),
+        "prediction": to_numpy(predictor(z)).tolist(),
+        "num_updates": int(to_numpy(predictor.num_updates)),
+    }
+
+
+histories = {}
+for method in ("directcopy", "directpred", "directset"):
+    for order in ("after_step", "before_predict"):
+        predictor = build_predictor(method, dim, rho=0.3, alpha=0.7, update_order=order)
+        history = []
+        for z in features:
+            # The train step calls both hooks; only the one of the order updates.
+            predictor.before_prediction(z)
+            predictor.after_optimizer_step(z)
+            history.append(state(predictor, z))
+        histories[f"{method}/{order}"] = history
+
+if keras.backend.backend() == "jax":
+    # As a JAX train step would run it: traced by jax.jit, the state passed
+    # in and out through a StatelessScope.
+    import jax
+
+    predictor = build_predictor("directcopy", dim, rho=0.3)
+    variables = predictor.non_trainable_variables
+
+    def update(values, z):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+            predictor.update(z)
+        return [scope.get_current_value(variable) for variable in variables]
+
+    values, history = [variable.value for variable in variables], []
+    jitted = jax.jit(update)
+    for z in features:
+        values = jitted(values, z)
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        history.append(state(predictor, z))
+    histories["directcopy/after_step/jit"] = history
+
+linear = {}
+for symmetric in (True, False):
+    layer = build_predictor("linear", dim, symmetric=symmetric)
+    before = to_numpy(layer.kernel)
+    prediction = to_numpy(layer(features[0]))
+    layer.after_optimizer_step(features[0])
+    linear[str(symmetric)] = {
+        "before": before.tolist(), "after": to_numpy(layer.kernel).tolist(),
+        "prediction": prediction.tolist(), "trainable": len(layer.trainable_weights),
+    }
+mlp = build_predictor("mlp", dim, hidden_dim=10)
+
+momentum = {}
+for schedule in ("constant", "cosine"):
+    momentum[schedule] = {
+        "python": [target_momentum(step, 100, 0.99, schedule) for step in STEPS],
+        "tensor": [
+            float(to_numpy(target_momentum(keras.ops.convert_to_tensor(step), 100, 0.99, schedule)))
+            for step in STEPS
+        ],
+    }
+report(histories=histories, linear=linear, mlp_shape=list(mlp(features[0]).shape), momentum=momentum)
+""".replace("STEPS", repr(MOMENTUM_STEPS))
+
+
+def reference_momentum(step, total_steps, tau_base, schedule):
+    """BYOL's cosine schedule (Grill et al. 2020), or the constant one, in NumPy."""
+    if schedule == "constant":
+        return tau_base
+    return 1 - (1 - tau_base) * (np.cos(np.pi * min(step, total_steps) / total_steps) + 1) / 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_predictor_layers_and_target_momentum_follow_the_numpy_references(backend, tmp_path):
+    features = np.stack(batches(4))
+    np.save(tmp_path / "features.npy", features)
+    reported = run_on_backend(backend, PREDICTOR_SCRIPT, tmp_path, tmp_path / "features.npy")
+
+    histories = reported["histories"]
+    expected_runs = {f"{m}/{o}" for m in DIRECT_REFERENCES for o in ("after_step", "before_predict")}
+    assert set(histories) == expected_runs | ({"directcopy/after_step/jit"} if backend == "jax" else set())
+    for run, history in histories.items():
+        method, order = run.split("/")[:2]
+        alpha, eps = DIRECT_REFERENCES[method]
+        correlations = reference_correlations(list(features), 0.3, order)
+        assert len(history) == len(correlations) == 4
+        for step, (state, F, z) in enumerate(zip(history, correlations, features)):
+            np.testing.assert_allclose(state["F"], F, **CORRELATION_TOLERANCE, err_msg=f"{run} F, step {step}")
+            W = reference_directset(F, alpha, eps)
+            np.testing.assert_allclose(state["W_p"], W, **PREDICTOR_MATRIX_TOLERANCE, err_msg=f"{run} W_p, step {step}")
+            np.testing.assert_allclose(state["prediction"], z @ W, rtol=1e-4, atol=1e-4)
+            assert state["num_updates"] == step + 1
+    # The two orders differ from the first step: "after_step" takes the first
+    # batch's statistic as F, "before_predict" averages it with zero.
+    assert not np.allclose(histories["directcopy/after_step"][0]["F"], histories["directcopy/before_predict"][0]["F"])
+
+    symmetric, plain = (
+        {key: np.asarray(value) for key, value in reported["linear"][name].items()} for name in ("True", "False")
+    )
+    assert not np.allclose(symmetric["before"], symmetric["before"].T)
+    np.testing.assert_allclose(symmetric["after"], (symmetric["before"] + symmetric["before"].T) / 2, rtol=1e-6)
+    np.testing.assert_array_equal(plain["after"], plain["before"])
+    np.testing.assert_allclose(symmetric["prediction"], features[0] @ symmetric["before"], rtol=1e-5, atol=1e-6)
+    assert symmetric["trainable"] == plain["trainable"] == 1  # the kernel, no bias
+    assert reported["mlp_shape"] == [12, 5]
+
+    for schedule, values in reported["momentum"].items():
+        expected = [reference_momentum(step, 100, 0.99, schedule) for step in MOMENTUM_STEPS]
+        assert values["python"] == pytest.approx(expected, rel=1e-12)  # Python floats in, out
+        assert values["tensor"] == pytest.approx(expected, rel=1e-6)  # float32 tensors

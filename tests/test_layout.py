@@ -134,16 +134,18 @@ def test_loading_a_preset_does_not_import_the_training_stack():
     assert not unwanted, f"load_pretrained imported {unwanted}"
 
 
-# The modules that loading a preset and fine-tuning import, which must run on
-# every Keras backend without TensorFlow (tests/test_backends.py runs them on
-# JAX and PyTorch). TensorFlow-only parts are imported behind
-# `utils.backend.is_tensorflow_backend()`, or inside the functions that need them.
+# The modules that loading a preset, fine-tuning and the predictor layers
+# import, which must run on every Keras backend without TensorFlow
+# (tests/test_backends.py runs them on JAX and PyTorch). TensorFlow-only parts
+# are imported behind `utils.backend.is_tensorflow_backend()`, or inside the
+# functions that need them.
 BACKEND_NEUTRAL = {
     "keras_directcopy", "keras_directcopy.version",
     "keras_directcopy.utils", "keras_directcopy.utils.backend", "keras_directcopy.utils.files",
     "keras_directcopy.utils.provenance",
     "keras_directcopy.models", "keras_directcopy.models.backbones", "keras_directcopy.models.heads",
-    "keras_directcopy.models.predictor_matrices",
+    "keras_directcopy.models.predictor_matrices", "keras_directcopy.models.predictors",
+    "keras_directcopy.models.schedules",
     "keras_directcopy.presets", "keras_directcopy.presets.zoo",
     "keras_directcopy.evaluation", "keras_directcopy.evaluation.classifier",
 }

@@ -4,10 +4,15 @@ the trainable `LinearPredictor` and the closed-form `DirectPredictor`.
 `build_predictor(name, dim, ...)` builds any of `PREDICTOR_NAMES`. The
 closed-form equations themselves (DirectPred, DirectSet, DirectCopy) are plain
 functions in `keras_directcopy.models.predictor_matrices`.
+
+The layers are written with `keras.ops`, so they run on every Keras backend.
+Only the cross-replica all-reduce of the direct predictor's update is
+TensorFlow's (`tf.distribute`); it is taken on the TensorFlow backend alone,
+and imports TensorFlow there.
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_directcopy.models.predictor_matrices import (
     check_eps_and_alpha,
@@ -17,6 +22,7 @@ from keras_directcopy.models.predictor_matrices import (
     directset_tensor,
     smallest_normal,
 )
+from keras_directcopy.utils.backend import is_tensorflow_backend
 
 DIRECT_METHODS = ("directcopy", "directpred", "directset")
 PREDICTOR_NAMES = DIRECT_METHODS + ("linear", "mlp")
@@ -169,14 +175,14 @@ class LinearPredictor(keras.layers.Layer):
         self.kernel = self.add_weight(shape=(dim, dim), initializer=initializer, name="kernel")
 
     def call(self, z):
-        return tf.matmul(z, tf.cast(self.kernel, z.dtype))
+        return ops.matmul(z, ops.cast(self.kernel, z.dtype))
 
     def after_optimizer_step(self, features):
         """Symmetrizes the kernel, when `symmetric`; `features` are unused."""
         del features
         if self.symmetric:
-            kernel = tf.convert_to_tensor(self.kernel)
-            self.kernel.assign((kernel + tf.transpose(kernel)) / 2.0)
+            kernel = ops.convert_to_tensor(self.kernel)
+            self.kernel.assign((kernel + ops.transpose(kernel)) / 2.0)
 
     def get_config(self):
         config = super().get_config()
@@ -276,7 +282,7 @@ class DirectPredictor(keras.layers.Layer):
         self.matrix = self.add_weight(
             shape=(dim, dim), initializer="identity", name="matrix", **state
         )
-        start = default_start_vector(dim, tf.float32).numpy()
+        start = ops.convert_to_numpy(default_start_vector(dim, "float32"))
         self.top_eigenvector = self.add_weight(
             shape=(dim,), initializer=keras.initializers.Constant(start),
             name="top_eigenvector", **state,
@@ -290,7 +296,7 @@ class DirectPredictor(keras.layers.Layer):
         )
 
     def call(self, z):
-        return tf.matmul(z, tf.cast(self.matrix, z.dtype))
+        return ops.matmul(z, ops.cast(self.matrix, z.dtype))
 
     def before_prediction(self, features):
         """Updates `F` and `W_p` from the batch when `update_order="before_predict"`."""
@@ -311,32 +317,34 @@ class DirectPredictor(keras.layers.Layer):
         `after_optimizer_step`, as `update_order` says.
         """
         dtype = self.correlation.dtype
-        features = tf.cast(tf.stop_gradient(features), dtype)
-        outer_sum = tf.matmul(features, features, transpose_a=True)
-        rows = tf.cast(tf.shape(features)[0], dtype)
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            outer_sum, rows = context.all_reduce("SUM", [outer_sum, rows])
+        features = ops.cast(ops.stop_gradient(ops.convert_to_tensor(features)), dtype)
+        outer_sum = ops.matmul(ops.transpose(features), features)
+        rows = ops.cast(ops.shape(features)[0], dtype)
+        if is_tensorflow_backend():
+            outer_sum, rows = _sum_over_replicas(outer_sum, rows)
         batch_correlation = outer_sum / rows
         correlation = self.rho * self.correlation + (1.0 - self.rho) * batch_correlation
+        num_updates = ops.convert_to_tensor(self.num_updates)
         if self.update_order == "after_step":
             # The reference's running average starts from the first batch's
             # statistic, not from zero (byol_trainer.py, `Accumulator.add`).
-            correlation = tf.where(tf.equal(self.num_updates, 0), batch_correlation, correlation)
+            correlation = ops.where(ops.equal(num_updates, 0), batch_correlation, correlation)
         self.correlation.assign(correlation)
 
-        due = tf.equal(self.num_updates % self.update_every, 0)
-        spectrum_due = tf.logical_and(
+        due = ops.equal(num_updates % self.update_every, 0)
+        spectrum_due = ops.logical_and(
             due,
-            tf.equal((self.num_updates // self.update_every) % self.spectrum_every, 0),
+            ops.equal((num_updates // self.update_every) % self.spectrum_every, 0),
         )
-        matrix, vector, spectrum = tf.cond(
+        # Both branches are traced (tf.cond, jax.lax.cond), so each returns
+        # the same three tensors; the kept ones are read, not recomputed.
+        matrix, vector, spectrum = ops.cond(
             due,
             lambda: self._matrix_and_spectrum(correlation, spectrum_due),
             lambda: (
-                tf.identity(self.matrix),
-                tf.identity(self.top_eigenvector),
-                tf.identity(self.spectrum),
+                ops.convert_to_tensor(self.matrix),
+                ops.convert_to_tensor(self.top_eigenvector),
+                ops.convert_to_tensor(self.spectrum),
             ),
         )
         self.matrix.assign(matrix)
@@ -350,17 +358,17 @@ class DirectPredictor(keras.layers.Layer):
             # eigenvector makes the power iteration converge in a few steps.
             matrix, vector = directcopy_tensor(
                 correlation, self.eps, self.normalization,
-                initial_vector=tf.identity(self.top_eigenvector),
+                initial_vector=ops.convert_to_tensor(self.top_eigenvector),
             )
-            spectrum = tf.cond(
+            spectrum = ops.cond(
                 spectrum_due,
-                lambda: spectrum_summary(tf.linalg.eigvalsh(matrix)),
-                lambda: tf.identity(self.spectrum),
+                lambda: spectrum_summary(_symmetric_eigenvalues(matrix)),
+                lambda: ops.convert_to_tensor(self.spectrum),
             )
             return matrix, vector, spectrum
         alpha = 0.5 if self.method == "directpred" else self.alpha
         matrix, eigenvalues = directset_tensor(correlation, alpha, self.eps)
-        return matrix, tf.identity(self.top_eigenvector), spectrum_summary(eigenvalues)
+        return matrix, ops.convert_to_tensor(self.top_eigenvector), spectrum_summary(eigenvalues)
 
     def get_config(self):
         config = super().get_config()
@@ -372,16 +380,52 @@ class DirectPredictor(keras.layers.Layer):
         return config
 
 
+def _sum_over_replicas(outer_sum, rows):
+    """Sums the batch term over the replicas of a `tf.distribute` strategy.
+
+    TensorFlow only: inside a replica context with several replicas, every
+    replica gets the sums over all of them, so all hold the same `F` and
+    `W_p`; otherwise (one device, or no strategy) the values come back as
+    they are. Imports TensorFlow, so call it on the TensorFlow backend only.
+    """
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        outer_sum, rows = context.all_reduce("SUM", [outer_sum, rows])
+    return outer_sum, rows
+
+
+def _symmetric_eigenvalues(matrix):
+    """Eigenvalues of a symmetric `(d, d)` tensor, ascending, shape `(d,)`.
+
+    `keras.ops` has `eigh` only, which also computes the eigenvectors. On
+    TensorFlow this takes `tf.linalg.eigvalsh`, which does not, as the
+    DirectCopy spectrum monitor always did there (DirectCopy exists to avoid
+    that cost on the other steps).
+    """
+    if is_tensorflow_backend():
+        import tensorflow as tf
+
+        return tf.linalg.eigvalsh(matrix)
+    return ops.eigh(matrix)[0]
+
+
 def spectrum_summary(eigenvalues):
     """`[max, min, effective rank]` of a `(d,)` eigenvalue vector.
 
     The effective rank is ``exp(H(q))`` with ``q = s / sum(s)`` over the
     eigenvalues clipped at zero (Roy & Vetterli, 2007): `d` for a flat
     spectrum, 1 for a rank-one one.
+
+    Args:
+        eigenvalues: `(d,)` float NumPy array or tensor.
+
+    Returns:
+        A `(3,)` tensor of the Keras backend, in the eigenvalues' dtype.
     """
-    clipped = tf.maximum(eigenvalues, 0.0)
-    q = clipped / tf.maximum(tf.reduce_sum(clipped), smallest_normal(eigenvalues.dtype))
-    entropy = -tf.reduce_sum(tf.where(q > 0, q * tf.math.log(tf.maximum(q, 1e-30)), 0.0))
-    return tf.stack(
-        [tf.reduce_max(eigenvalues), tf.reduce_min(eigenvalues), tf.exp(entropy)]
-    )
+    eigenvalues = ops.convert_to_tensor(eigenvalues)
+    clipped = ops.maximum(eigenvalues, 0.0)
+    q = clipped / ops.maximum(ops.sum(clipped), smallest_normal(eigenvalues.dtype))
+    entropy = -ops.sum(ops.where(q > 0, q * ops.log(ops.maximum(q, 1e-30)), 0.0))
+    return ops.stack([ops.max(eigenvalues), ops.min(eigenvalues), ops.exp(entropy)])

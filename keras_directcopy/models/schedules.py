@@ -1,8 +1,11 @@
-"""Schedules of training hyper-parameters."""
+"""Schedules of training hyper-parameters.
+
+Written with `keras.ops`, so they run on every Keras backend.
+"""
 
 import math
 
-import tensorflow as tf
+from keras import ops
 
 # How the target's EMA momentum evolves over training:
 # * "constant": `tau_base` throughout, as in the DirectPred/DirectCopy
@@ -31,7 +34,8 @@ def target_momentum(step, total_steps, tau_base=0.996, schedule="cosine"):
     momentum stays at `tau_base`.
 
     Args:
-        step: current step, Python number or scalar tensor.
+        step: current step, Python number or scalar tensor of the Keras
+            backend (e.g. the optimizer's `iterations`).
         total_steps: number of training steps, or None.
         tau_base: momentum at step 0.
         schedule: one of `EMA_SCHEDULES`.
@@ -41,9 +45,9 @@ def target_momentum(step, total_steps, tau_base=0.996, schedule="cosine"):
     """
     check_ema_schedule(schedule)
     if schedule == "constant" or total_steps is None:
-        return tau_base if not tf.is_tensor(step) else tf.constant(tau_base, tf.float32)
-    if not tf.is_tensor(step):
+        return tau_base if not ops.is_tensor(step) else ops.convert_to_tensor(tau_base, "float32")
+    if not ops.is_tensor(step):
         progress = min(float(step), total_steps) / total_steps
         return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * progress) + 1.0) / 2.0
-    progress = tf.minimum(tf.cast(step, tf.float32), float(total_steps)) / float(total_steps)
-    return 1.0 - (1.0 - tau_base) * (tf.cos(math.pi * progress) + 1.0) / 2.0
+    progress = ops.minimum(ops.cast(step, "float32"), float(total_steps)) / float(total_steps)
+    return 1.0 - (1.0 - tau_base) * (ops.cos(math.pi * progress) + 1.0) / 2.0

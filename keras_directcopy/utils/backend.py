@@ -1,12 +1,13 @@
 """The Keras backend of this process, and the parts of the package that need TensorFlow's.
 
-Loading presets (`load_pretrained`), the backbones, heads, predictor matrices
-and the classifier (`evaluation.build_classifier`) are written with `keras`
-and `keras.ops` only, so they run on every Keras backend: TensorFlow, JAX and
-PyTorch. Pretraining (`NonContrastiveModel` and its configurations, the
-predictor layers, the target momentum schedule), `tf.distribute`, the tfds
-pipelines and the kNN and linear-probe evaluation use TensorFlow ops, and are
-available on the TensorFlow backend only, Keras' default.
+Loading presets (`load_pretrained`), the backbones, heads, predictor matrices,
+the predictor layers (`build_predictor`), the target momentum schedule and
+the classifier (`evaluation.build_classifier`) are written with `keras` and
+`keras.ops` only, so they run on every Keras backend: TensorFlow, JAX and
+PyTorch. Pretraining (`NonContrastiveModel` and its configurations),
+`tf.distribute`, the tfds pipelines and the kNN and linear-probe evaluation
+use TensorFlow ops, and are available on the TensorFlow backend only, Keras'
+default.
 
 The package's `__init__` modules import those parts on the TensorFlow backend
 as before; on another backend they leave them unimported (so TensorFlow is
