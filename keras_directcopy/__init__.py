@@ -47,13 +47,9 @@ from keras_directcopy.utils import backend as _backend
 from keras_directcopy.version import __version__
 
 if _backend.is_tensorflow_backend():
-    from keras_directcopy.models import (
-        BYOL,
-        DirectCopy,
-        DirectPred,
-        NonContrastiveModel,
-        SimSiam,
-        collapse_std,
-    )
+    # The pretraining names, re-exported from `models`, whose table lists them.
+    from keras_directcopy import models as _models
+
+    globals().update({name: getattr(_models, name) for name in _TENSORFLOW_ONLY})
 else:
     __getattr__ = _backend.tensorflow_only_getattr(__name__, _TENSORFLOW_ONLY)
