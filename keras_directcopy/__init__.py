@@ -19,13 +19,13 @@ Importing the package loads `models` and `presets` only.
 Keras backends: TensorFlow is the default and runs everything. On JAX or
 PyTorch (`KERAS_BACKEND=jax` or `torch`), loading presets, the backbones,
 the predictor matrices, the predictor layers (`build_predictor`) and the
-target momentum schedule work and TensorFlow is not imported; the pretraining
-API (`NonContrastiveModel`, `DirectCopy`, ...) raises
-`utils.backend.TensorFlowBackendRequired`, which says to set
-`KERAS_BACKEND=tensorflow`.
+target momentum schedule work and TensorFlow is not imported. The
+pretraining models (`NonContrastiveModel`, `DirectCopy`, ...) train on
+TensorFlow and JAX; on PyTorch asking for one raises
+`utils.backend.BackendRequired`, which names the backends to set.
 """
 
-from keras_directcopy.models import TENSORFLOW_ONLY as _TENSORFLOW_ONLY
+from keras_directcopy.models import PRETRAINING_ONLY as _PRETRAINING_ONLY
 from keras_directcopy.models import (
     PREDICTOR_NAMES,
     DirectPredictor,
@@ -33,6 +33,7 @@ from keras_directcopy.models import (
     build_backbone,
     build_predictor,
     build_projector,
+    collapse_std,
     directcopy_matrix,
     directpred_matrix,
     directset_matrix,
@@ -46,10 +47,10 @@ from keras_directcopy.presets.zoo import list_pretrained, load_pretrained
 from keras_directcopy.utils import backend as _backend
 from keras_directcopy.version import __version__
 
-if _backend.is_tensorflow_backend():
+if _backend.is_pretraining_backend():
     # The pretraining names, re-exported from `models`, whose table lists them.
     from keras_directcopy import models as _models
 
-    globals().update({name: getattr(_models, name) for name in _TENSORFLOW_ONLY})
+    globals().update({name: getattr(_models, name) for name in _PRETRAINING_ONLY})
 else:
-    __getattr__ = _backend.tensorflow_only_getattr(__name__, _TENSORFLOW_ONLY)
+    __getattr__ = _backend.backend_only_getattr(__name__, _PRETRAINING_ONLY, _backend.PRETRAINING_BACKENDS)

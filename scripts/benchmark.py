@@ -3,6 +3,11 @@
 
     python scripts/benchmark.py --data_dir=~/tensorflow_datasets --output=benchmark.md
     python scripts/benchmark.py --augmenter_only --dataset=stl10 --images=5000
+    python scripts/benchmark.py --backends=tensorflow,jax --predictors=directcopy --inputs=synthetic
+
+`--backends` measures the step on each Keras backend it names (TensorFlow, and
+JAX through `models/train_step_jax.py`), each configuration in its own
+process.
 
 Each configuration runs in its own process, so that its peak memory is its
 own: on a GPU the TensorFlow allocator's peak, on a CPU the process's peak
@@ -47,6 +52,11 @@ flags.DEFINE_list(
     "batchnorm", ["fused"],
     "BatchNorm kernels of our step to measure: fused (TensorFlow's fused kernel, the default of "
     "training) and/or keras (Keras' op-by-op computation); see keras_directcopy.models.fused_batchnorm.",
+)
+flags.DEFINE_list(
+    "backends", ["tensorflow"],
+    "Keras backends to measure the step on, each configuration in its own process: tensorflow "
+    "and/or jax (always XLA-compiled, with Keras' BatchNorm).",
 )
 flags.DEFINE_integer("batch_size", 128, "Global batch size.")
 flags.DEFINE_integer("warmup_steps", 3, "Untimed steps (compilation included).")
@@ -103,14 +113,20 @@ def report_augmenter_throughput(preset, input_size, images, repeats):
 
 
 def configurations():
-    for backbone in FLAGS.backbones:
-        full = backbone in FLAGS.full_matrix_backbones
-        for predictor in FLAGS.predictors:
-            for input_kind in FLAGS.inputs if full else ["synthetic"]:
-                for xla in FLAGS.xla if full else FLAGS.xla[:1]:
-                    for kernel in FLAGS.batchnorm:
-                        yield dict(backbone=backbone, predictor=predictor, input=input_kind,
-                                   xla=xla == "on", batchnorm=kernel)
+    for backend in FLAGS.backends:
+        for backbone in FLAGS.backbones:
+            full = backbone in FLAGS.full_matrix_backbones
+            for predictor in FLAGS.predictors:
+                for input_kind in FLAGS.inputs if full else ["synthetic"]:
+                    if backend == "jax":
+                        # Always XLA, with Keras' BatchNorm (see training/benchmark.py).
+                        yield dict(backend=backend, backbone=backbone, predictor=predictor,
+                                   input=input_kind, xla=True, batchnorm="keras")
+                        continue
+                    for xla in FLAGS.xla if full else FLAGS.xla[:1]:
+                        for kernel in FLAGS.batchnorm:
+                            yield dict(backend=backend, backbone=backbone, predictor=predictor,
+                                       input=input_kind, xla=xla == "on", batchnorm=kernel)
 
 
 def run_in_subprocess(config, flag="single"):
@@ -119,7 +135,10 @@ def run_in_subprocess(config, flag="single"):
                f"--steps={FLAGS.steps}", f"--dataset={FLAGS.dataset}", f"--peer_recipe={FLAGS.peer_recipe}"]
     if FLAGS.data_dir:
         command.append(f"--data_dir={FLAGS.data_dir}")
-    result = subprocess.run(command, capture_output=True, text=True)
+    # Each configuration in a fresh process, on its Keras backend (TensorFlow
+    # by default, as every configuration of the other modes).
+    environment = {**os.environ, "KERAS_BACKEND": config.get("backend", "tensorflow")}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode or not lines:
         raise RuntimeError(f"benchmark of {config} failed:\n{result.stderr[-3000:]}")
@@ -223,6 +242,10 @@ def hardware_line():
     avx512 = {True: "with AVX-512", False: "without AVX-512", None: "AVX-512 unknown"}[cpu["avx512"]]
     hardware = f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores ({cpu['model']}, {avx512})"
     versions = f"TensorFlow {tf.__version__}"
+    if "jax" in FLAGS.backends:
+        from importlib.metadata import version
+
+        versions += f", JAX {version('jax')}, Keras {version('keras')}"
     if FLAGS.peer:
         import torch
 
@@ -233,6 +256,11 @@ def hardware_line():
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    unknown_backends = set(FLAGS.backends) - {"tensorflow", "jax"}
+    if unknown_backends:
+        raise app.UsageError(
+            f"--backends takes tensorflow and/or jax (the pretraining backends); got {', '.join(sorted(unknown_backends))}."
+        )
     unknown_kernels = set(FLAGS.batchnorm) - {"fused", "keras"}
     if unknown_kernels:
         raise app.UsageError(f"--batchnorm takes fused and/or keras; got {', '.join(sorted(unknown_kernels))}.")

@@ -14,6 +14,24 @@ import shlex
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+BACKENDS = ("tensorflow", "jax")
+
+
+def backend_from_argv(argv):
+    """The value of `--backend` in `argv` (`--backend=jax` or `--backend jax`), or None.
+
+    Read before Keras is imported, which fixes the backend of the process.
+    """
+    for index, argument in enumerate(argv):
+        if argument.startswith("--backend="):
+            return argument.split("=", 1)[1]
+        if argument == "--backend" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+if __name__ == "__main__" and backend_from_argv(sys.argv[1:]) in BACKENDS:
+    os.environ["KERAS_BACKEND"] = backend_from_argv(sys.argv[1:])
 
 from absl import app, flags, logging  # noqa: E402
 from encoder_flags import define_download_flag  # noqa: E402 (this folder)
@@ -36,7 +54,15 @@ def define_flags(flag_values=flags.FLAGS):
         flag_values=flag_values,
     )
     flags.DEFINE_enum(
-        "strategy", "default", list(STRATEGY_NAMES), "tf.distribute strategy.", flag_values=flag_values
+        "backend", None, list(BACKENDS),
+        "Keras backend to train on (default: KERAS_BACKEND, else tensorflow). The data "
+        "pipelines are tf.data on both.", flag_values=flag_values,
+    )
+    flags.DEFINE_enum(
+        "strategy", "default", list(STRATEGY_NAMES),
+        "Distribution: default, one_device, mirrored, multi_worker, tpu (tf.distribute, on "
+        "TensorFlow); default, data_parallel (keras.distribution over the local devices, on JAX).",
+        flag_values=flag_values,
     )
     flags.DEFINE_string(
         "tpu", None, "TPU name or grpc:// address for --strategy=tpu.", flag_values=flag_values
@@ -60,6 +86,14 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # tfds logs every file it opens
+    import keras
+
+    if FLAGS.backend and keras.backend.backend() != FLAGS.backend:
+        # Keras was imported with another backend before the flag was read.
+        raise app.UsageError(
+            f"--backend={FLAGS.backend}, but Keras runs on {keras.backend.backend()!r} in this "
+            f"process; run with KERAS_BACKEND={FLAGS.backend} set."
+        )
     if FLAGS.logical_cpus:
         import tensorflow as tf
 

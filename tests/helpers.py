@@ -6,8 +6,8 @@ import numpy as np
 IMAGE_SIZE = 8
 
 
-def tiny_encoder(seed=0, batch_norm=False, synchronized_bn=False, width=6):
-    """Conv -> [BN] -> ReLU -> pool -> Dense: `(N, 8, 8, 3)` -> `(N, width)`, seeded."""
+def tiny_encoder(seed=0, batch_norm=False, synchronized_bn=False, width=6, activation="relu"):
+    """Conv -> [BN] -> activation (ReLU) -> pool -> Dense: `(N, 8, 8, 3)` -> `(N, width)`, seeded."""
     initializer = lambda offset: keras.initializers.GlorotUniform(seed=seed + offset)  # noqa: E731
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
     x = keras.layers.Rescaling(1 / 255)(inputs)
@@ -17,7 +17,7 @@ def tiny_encoder(seed=0, batch_norm=False, synchronized_bn=False, width=6):
     )(x)
     if batch_norm:
         x = keras.layers.BatchNormalization(synchronized=synchronized_bn)(x)
-    x = keras.layers.ReLU()(x)
+    x = keras.layers.Activation(activation)(x) if activation != "relu" else keras.layers.ReLU()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(width, kernel_initializer=initializer(2))(x)
     return keras.Model(inputs, outputs, name="tiny_encoder")

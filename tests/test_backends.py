@@ -20,8 +20,8 @@ import pytest
 
 import keras_directcopy as kdc
 from keras_directcopy import evaluation, models
-from keras_directcopy.models import non_contrastive, predictors, schedules
-from keras_directcopy.utils.backend import TensorFlowBackendRequired
+from keras_directcopy.models import losses, non_contrastive, predictors, schedules
+from keras_directcopy.utils.backend import BackendRequired, TensorFlowBackendRequired
 from tests.test_predictor_matrices import random_psd, reference_directcopy, reference_directset
 from tests.test_predictors import batches, reference_correlations
 
@@ -43,10 +43,12 @@ REPORT_TENSORFLOW = (
 )
 
 
-def run_on_backend(backend, script, tmp_path, *arguments):
+def run_on_backend(backend, script, tmp_path, *arguments, environment=None, tensorflow_allowed=False):
     """Runs `script` (which ends by calling `report(...)`) under `backend`
-    in a fresh interpreter; returns the values it reported."""
-    environment = {**os.environ, "KERAS_BACKEND": backend, "HF_HUB_OFFLINE": "1"}
+    in a fresh interpreter, with `environment`'s variables added; returns the
+    values it reported. Unless `tensorflow_allowed`, the script must not
+    have imported TensorFlow."""
+    environment = {**os.environ, "KERAS_BACKEND": backend, "HF_HUB_OFFLINE": "1", **(environment or {})}
     completed = subprocess.run(
         [sys.executable, "-c", "import json, sys\nimport keras\n" + REPORT_TENSORFLOW + script,
          *map(str, arguments)],
@@ -55,7 +57,8 @@ def run_on_backend(backend, script, tmp_path, *arguments):
     assert completed.returncode == 0, completed.stderr[-3000:]
     reported = json.loads(completed.stdout.strip().splitlines()[-1])
     assert reported["backend"] == backend
-    assert not reported["tensorflow_imported"], f"the package imported TensorFlow on {backend}"
+    if not tensorflow_allowed:
+        assert not reported["tensorflow_imported"], f"the package imported TensorFlow on {backend}"
     return reported
 
 
@@ -187,7 +190,7 @@ def test_build_classifier_fine_tunes_with_numpy_input(backend, tmp_path):
 API_SCRIPT = """
 import numpy as np
 import keras_directcopy
-from keras_directcopy.utils.backend import TensorFlowBackendRequired
+from keras_directcopy.utils.backend import BackendRequired
 
 F = np.load(sys.argv[1])
 matrices = {
@@ -209,18 +212,22 @@ kinds = {
     "tensor": keras.ops.is_tensor(keras_directcopy.directpred_matrix(keras.ops.convert_to_tensor(F))),
 }
 
-errors = {}
-for statement in [
+statements = [
     "keras_directcopy.DirectCopy",
     "from keras_directcopy import NonContrastiveModel",
     "from keras_directcopy.evaluation import knn_accuracy",
-    "import keras_directcopy.training",
-]:
+]
+if keras.backend.backend() != "jax":
+    # On JAX the training package imports (and with it TensorFlow, for tf.data):
+    # tests/test_pretrain.py runs scripts/pretrain.py --backend=jax.
+    statements.append("import keras_directcopy.training")
+errors = {}
+for statement in statements:
     try:
         exec(statement)
         errors[statement] = None
-    except TensorFlowBackendRequired as error:
-        errors[statement] = str(error)
+    except BackendRequired as error:
+        errors[statement] = f"{type(error).__name__}: {error}"
 try:
     keras_directcopy.no_such_name
     missing = None
@@ -233,7 +240,7 @@ report(matrices={name: matrix.tolist() for name, matrix in matrices.items()}, ki
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
-def test_predictor_matrices_run_and_pretraining_names_the_tensorflow_backend(backend, tmp_path):
+def test_predictor_matrices_run_and_backend_only_names_say_which_backends(backend, tmp_path):
     F = random_psd(16, seed=3).astype(np.float32)
     np.save(tmp_path / "F.npy", F)
     reported = run_on_backend(backend, API_SCRIPT, tmp_path, tmp_path / "F.npy")
@@ -253,38 +260,45 @@ def test_predictor_matrices_run_and_pretraining_names_the_tensorflow_backend(bac
         assert error < MATRIX_TOLERANCE, (name, error)
     assert reported["kinds"] == {"numpy": "ndarray", "tensor": True}
 
-    for statement, message in reported["errors"].items():
-        assert message is not None, f"{statement} did not raise on {backend}"
-        assert "needs the TensorFlow backend" in message and f"runs on {backend!r}" in message
-        assert "KERAS_BACKEND=tensorflow" in message
-    assert "keras_directcopy.DirectCopy (pretraining)" in reported["errors"]["keras_directcopy.DirectCopy"]
-    assert "keras_directcopy.evaluation.knn_accuracy (kNN evaluation)" in (
-        reported["errors"]["from keras_directcopy.evaluation import knn_accuracy"]
-    )
-    assert "keras_directcopy.training (pretraining, scripts/pretrain.py)" in (
-        reported["errors"]["import keras_directcopy.training"]
-    )
+    errors = reported["errors"]
+    knn = errors.pop("from keras_directcopy.evaluation import knn_accuracy")
+    assert knn.startswith("TensorFlowBackendRequired: keras_directcopy.evaluation.knn_accuracy (kNN evaluation)")
+    assert "needs the tensorflow backend" in knn and f"runs on {backend!r}" in knn
+    assert "KERAS_BACKEND=tensorflow before" in knn
+    if backend == "jax":  # pretraining runs on JAX
+        assert errors == {"keras_directcopy.DirectCopy": None, "from keras_directcopy import NonContrastiveModel": None}
+    else:
+        for statement, message in errors.items():
+            assert message is not None, f"{statement} did not raise on {backend}"
+            assert message.startswith("BackendRequired: ")
+            assert "needs the tensorflow or jax backend" in message and f"runs on {backend!r}" in message
+            assert "KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax" in message
+        assert "keras_directcopy.DirectCopy (pretraining)" in errors["keras_directcopy.DirectCopy"]
+        assert "keras_directcopy.training (pretraining, scripts/pretrain.py)" in (
+            errors["import keras_directcopy.training"]
+        )
     assert reported["missing"] == "module 'keras_directcopy' has no attribute 'no_such_name'"
 
 
-def test_on_tensorflow_every_tensorflow_only_name_is_the_real_object():
-    """The tables of TensorFlow-only names match what the packages import on
-    TensorFlow, so another backend refuses exactly those."""
+def test_on_tensorflow_every_backend_only_name_is_the_real_object():
+    """The tables of pretraining-only and TensorFlow-only names match what the
+    packages import on TensorFlow, so another backend refuses exactly those."""
     assert keras.backend.backend() == "tensorflow"
-    sources = {**vars(non_contrastive), **vars(predictors), **vars(schedules)}
-    for name in models.TENSORFLOW_ONLY:
+    sources = {**vars(non_contrastive), **vars(predictors), **vars(schedules), **vars(losses)}
+    for name in models.PRETRAINING_ONLY:
         assert getattr(models, name) is getattr(kdc, name) is sources[name]
     for name in PREDICTOR_AND_SCHEDULE_NAMES:  # on every backend, so not in the table
-        assert name not in models.TENSORFLOW_ONLY
+        assert name not in models.PRETRAINING_ONLY
         assert getattr(models, name) is getattr(kdc, name) is sources[name]
     for name in evaluation.TENSORFLOW_ONLY:
         assert callable(getattr(evaluation, name))
-    assert issubclass(TensorFlowBackendRequired, ImportError)
+    assert issubclass(TensorFlowBackendRequired, BackendRequired) and issubclass(BackendRequired, ImportError)
 
 
-# The predictor layers and the schedule, exported on every backend.
+# The predictor layers, the schedule and the collapse indicator, exported on every backend.
 PREDICTOR_AND_SCHEDULE_NAMES = (
     "PREDICTOR_NAMES", "DirectPredictor", "LinearPredictor", "build_predictor", "target_momentum",
+    "collapse_std",
 )
 # The direct predictors' (alpha, eps) in the DirectSet(alpha) reference: the
 # spectral DirectCopy is DirectSet(alpha=1), DirectPred DirectSet(alpha=0.5).

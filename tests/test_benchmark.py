@@ -17,20 +17,27 @@ def test_benchmark_prints_a_table(data_dir, tmp_path):  # noqa: F811
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), f"--data_dir={data_dir}",
          "--backbones=resnet20", "--predictors=directcopy", "--inputs=synthetic,real",
-         "--xla=off", "--batch_size=16", "--warmup_steps=1", "--steps=2", f"--output={output}"],
-        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+         "--backends=tensorflow,jax", "--xla=off", "--batch_size=16", "--warmup_steps=1",
+         "--steps=2", f"--output={output}"],
+        capture_output=True, text=True, timeout=900, cwd=REPO_ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = output.read_text()
     assert "Hardware: CPU only" in table and "Batch 16, 2 timed steps" in table
     assert "AVX-512" in table  # the CPU is named: speeds differ several-fold between machines
-    rows = [line for line in table.splitlines() if line.startswith("| resnet20")]
-    assert len(rows) == 2
-    directcopy_real = next(r for r in rows if "| directcopy | real |" in r)
-    cells = [c.strip() for c in directcopy_real.strip("|").split("|")]
-    assert cells[4] == "fused"  # the BatchNorm kernel training uses by default
-    assert float(cells[5]) > 0  # pairs/s
-    assert cells[7].endswith("%") and cells[8].endswith("%")  # real/synthetic, update cost
+    assert "JAX 0." in table  # the versions of both backends
+    rows = {
+        (cells[0], cells[3]): cells
+        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table.splitlines())
+        if len(cells) > 3 and cells[1] == "resnet20"
+    }
+    assert set(rows) == {(backend, kind) for backend in ("tensorflow", "jax") for kind in ("synthetic", "real")}
+    tensorflow_real, jax_real = rows["tensorflow", "real"], rows["jax", "real"]
+    assert tensorflow_real[4] == "off" and tensorflow_real[5] == "fused"  # the kernel training uses by default
+    assert jax_real[4] == "on" and jax_real[5] == "keras"  # JAX: XLA, Keras' BatchNorm
+    for cells in (tensorflow_real, jax_real):
+        assert float(cells[6]) > 0  # pairs/s
+        assert cells[8].endswith("%") and cells[9].endswith("%")  # real/synthetic, update cost
 
 
 def test_the_table_checks_the_targets():
@@ -46,11 +53,12 @@ def test_the_table_checks_the_targets():
         result("linear", "synthetic", 120.0, None),
     ]).splitlines()[2:]
     cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
-    assert cells[0][4] == "fused"
-    assert cells[0][-1] == "ok" and cells[0][8] == "0.50%"
-    assert cells[1][7] == "80%"  # real / synthetic
+    assert cells[0][0] == "tensorflow"  # a result without a backend: measured before JAX could train
+    assert cells[0][5] == "fused"
+    assert cells[0][-1] == "ok" and cells[0][9] == "0.50%"
+    assert cells[1][8] == "80%"  # real / synthetic
     assert cells[1][-1] == "MISSED: real < 90% of synthetic; MISSED: DirectCopy update >= 1%"
-    assert cells[2][8] == "" and cells[2][-1] == "ok"  # no update to time
+    assert cells[2][9] == "" and cells[2][-1] == "ok"  # no update to time
 
 
 @pytest.mark.slow

@@ -145,7 +145,10 @@ BACKEND_NEUTRAL = {
     "keras_directcopy.utils.provenance",
     "keras_directcopy.models", "keras_directcopy.models.backbones", "keras_directcopy.models.heads",
     "keras_directcopy.models.predictor_matrices", "keras_directcopy.models.predictors",
-    "keras_directcopy.models.schedules",
+    "keras_directcopy.models.schedules", "keras_directcopy.models.losses", "keras_directcopy.models.views",
+    # The pretraining model: imported on TensorFlow and JAX, and free of
+    # TensorFlow itself; its TensorFlow step is imported when it trains there.
+    "keras_directcopy.models.non_contrastive",
     "keras_directcopy.presets", "keras_directcopy.presets.zoo",
     "keras_directcopy.evaluation", "keras_directcopy.evaluation.classifier",
 }

@@ -39,10 +39,10 @@ def data_dir(tmp_path_factory):
     return str(directory)
 
 
-def run_pretrain(*flags, timeout=300):
+def run_pretrain(*flags, timeout=300, environment=None):
     return subprocess.run(
         [sys.executable, SCRIPT, *flags], capture_output=True, text=True, timeout=timeout,
-        cwd=REPO_ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        cwd=REPO_ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(environment or {})},
     )
 
 
@@ -123,6 +123,48 @@ def test_pretrain_mirrored_over_two_logical_cpus(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_pretrain_on_jax_data_parallel_over_two_devices(data_dir, tmp_path):
+    # JAX's CPU platform split into two devices; each global batch of 32 is
+    # sharded over them by keras.distribution.DataParallel.
+    two_devices = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
+                          "--backend=jax", "--strategy=data_parallel", "--epochs=1",
+                          "--steps_per_epoch=3", "--knn_every=1", environment=two_devices)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = read_run(tmp_path)
+    assert run["backend"] == "jax" and run["strategy"] == "data_parallel" and run["num_replicas"] == 2
+    assert run["steps"] == 3
+    metrics = run["final_metrics"]
+    assert 0.0 <= metrics["knn_accuracy"] <= 1.0 and metrics["loss"] > 0
+    assert metrics["pred_eig_max"] == pytest.approx(1 + DEFAULT_EPS["directcopy"], rel=1e-4)
+    # The encoder trained on JAX loads on TensorFlow, the default backend.
+    encoder = keras.saving.load_model(tmp_path / "encoder.keras")
+    assert encoder.output_shape == (None, 16)
+    # Re-running the finished command resumes from the backup and trains nothing.
+    again = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
+                         "--backend=jax", "--strategy=data_parallel", "--epochs=1",
+                         "--steps_per_epoch=3", "--knn_every=1", environment=two_devices)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert read_run(tmp_path)["steps"] == 3 and read_run(tmp_path)["invocations"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend, strategy, message",
+    [
+        ("jax", "mirrored", "--strategy=mirrored is a tf.distribute strategy, which needs the TensorFlow backend"),
+        ("tensorflow", "data_parallel", "--strategy=data_parallel is keras.distribution.DataParallel, for the JAX backend"),
+    ],
+)
+def test_a_strategy_of_the_other_backend_is_refused(data_dir, tmp_path, backend, strategy, message):
+    result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
+                          f"--backend={backend}", f"--strategy={strategy}", "--epochs=1")
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run.json").exists() and not (tmp_path / "backup").exists()
+
+
+@pytest.mark.slow
 def test_resume_after_kill_minus_nine(data_dir, tmp_path):
     flags = [*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
              "--epochs=3", "--save_freq=2", "--knn_every=0", "--jit_compile=false"]
@@ -179,7 +221,7 @@ def test_non_finite_loss_stops_with_a_clear_message(data_dir, tmp_path):
     "flag, message",
     [
         ("--backbone=resnet19", "value should be one of <resnet18|resnet34|resnet50|resnet20>"),
-        ("--strategy=horovod", "value should be one of <default|one_device|mirrored|multi_worker|tpu>"),
+        ("--strategy=horovod", "value should be one of <default|one_device|mirrored|multi_worker|tpu|data_parallel>"),
         ("--predictor=directcpy", "value should be one of <directcopy|directpred"),
         ("--lr=-0.1", "--lr=-0.1 is invalid: it must be a number > 0."),
         ("--batch_size=0", "--batch_size=0 is invalid: it must be an integer >= 1."),

@@ -23,4 +23,4 @@ if _backend.is_tensorflow_backend():
     from keras_directcopy.evaluation.evaluate import evaluate_encoder, load_encoder
     from keras_directcopy.evaluation.knn import knn_accuracy
 else:
-    __getattr__ = _backend.tensorflow_only_getattr(__name__, TENSORFLOW_ONLY)
+    __getattr__ = _backend.backend_only_getattr(__name__, TENSORFLOW_ONLY)

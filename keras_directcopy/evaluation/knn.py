@@ -31,9 +31,14 @@ def encode_dataset(encoder, dataset):
     Raises:
         ValueError: if the dataset is empty or the features are not `(B, D)`.
     """
-    # One traced function instead of eager calls: eager dispatch of a ResNet's
-    # layers costs more than their compute on a CPU.
-    infer = tf.function(lambda images: encoder(images, training=False), reduce_retracing=True)
+    if keras.backend.backend() == "tensorflow":
+        # One traced function instead of eager calls: eager dispatch of a
+        # ResNet's layers costs more than their compute on a CPU.
+        infer = tf.function(lambda images: encoder(images, training=False), reduce_retracing=True)
+    else:
+        # Another backend (JAX, as pretraining on it monitors kNN): Keras'
+        # compiled inference step, on NumPy batches.
+        infer = lambda images: encoder.predict_on_batch(np.asarray(images))  # noqa: E731
     features, labels = [], []
     for images, batch_labels in dataset:
         batch_features = keras.ops.convert_to_numpy(infer(images))

@@ -9,7 +9,7 @@ dropped together once Keras fixes it:
    fails for a nested batch (a tuple of views) and for uint8 images, which
    collectives do not take. `NonContrastiveModel` creates all its state in its
    constructor, so `skip_symbolic_build` replaces that step: it only builds
-   the optimizer. (The stacked `(B, 2, H, W, C)` views that `split_views`
+   the optimizer. (The stacked `(B, 2, H, W, C)` views that `views.split_views`
    accepts were the other way around the nested-batch failure.)
 2. Logged scalars must be rank-1: Keras reduces logs with
    `strategy.reduce("MEAN", value, axis=0)` for multi-worker runs, which fails
@@ -17,38 +17,6 @@ dropped together once Keras fixes it:
 """
 
 import tensorflow as tf
-
-
-def split_views(data):
-    """Returns `(view1, view2)` from a training batch.
-
-    Accepts the views stacked as one `(B, 2, H, W, C)` tensor (the form that
-    works under every strategy), or a pair `(view1, view2)` of
-    `(B, H, W, C)` tensors. Labels, as in `(x, y)` data, are ignored.
-
-    Raises:
-        ValueError: naming the shape received, for anything else.
-    """
-    x = data
-    if isinstance(x, (tuple, list)) and len(x) == 1:
-        x = x[0]
-    if isinstance(x, (tuple, list)) and len(x) == 2 and all(_is_image_batch(v) for v in x):
-        return x[0], x[1]
-    if isinstance(x, (tuple, list)) and x:  # (x, y) or (x, y, sample_weight)
-        x = x[0]
-    if tf.is_tensor(x) and x.shape.rank == 5 and x.shape[1] == 2:
-        return x[:, 0], x[:, 1]
-    shape = x.shape if tf.is_tensor(x) else type(x).__name__
-    raise ValueError(
-        "Expected two augmented views of each image, stacked as a "
-        f"(batch, 2, height, width, channels) tensor or as a pair (view1, view2); "
-        f"got {shape}. Build the dataset with both views of each image, e.g. "
-        "tf.stack([augment(image), augment(image)]) per element."
-    )
-
-
-def _is_image_batch(value):
-    return tf.is_tensor(value) and value.shape.rank == 4
 
 
 def global_sum(*values):

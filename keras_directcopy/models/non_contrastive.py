@@ -20,23 +20,29 @@ outputs of both views and set `W_p` from it. By default, as in the reference
 code, the batch is predicted with the `W_p` of the previous step and `F` and
 `W_p` are updated after the optimizer step (`DirectPredictor.update_order`).
 
+The model trains on the TensorFlow and JAX backends: `train_step` hands the
+batch to the step written for the backend, `train_step_tensorflow` (in place,
+under `tf.function` and `tf.distribute`) or `train_step_jax` (stateless,
+under `jax.jit` and `keras.distribution`). Both compute the same step from
+the model's parts defined here (`tests/test_jax_training.py`).
+
 `model.encoder` is a plain functional model: save and ship that. The whole
 training model (online and target networks, predictor state, optimizer)
 saves with `model.save(path)` and reloads with `keras.saving.load_model`.
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from keras_directcopy.models import distribute
-from keras_directcopy.models.fused_batchnorm import use_fused_kernel
 from keras_directcopy.models.heads import build_projector, default_projector_dims
 from keras_directcopy.models.predictors import (
     DirectPredictor,
     build_predictor,
     check_predictor_name,
 )
+from keras_directcopy.models.losses import collapse_std, replica_sum, symmetric_loss
 from keras_directcopy.models.schedules import check_ema_schedule, target_momentum
+from keras_directcopy.utils import backend
 
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 # How the target network starts:
@@ -173,7 +179,9 @@ class NonContrastiveModel(keras.Model):
             self.target_encoder = _target_of(encoder, "target_encoder", copy_weights)
             self.target_projector = _target_of(self.projector, "target_projector", copy_weights)
         self.fused_batchnorm = bool(fused_batchnorm)
-        if self.fused_batchnorm:
+        if self.fused_batchnorm and backend.is_tensorflow_backend():
+            from keras_directcopy.models.fused_batchnorm import use_fused_kernel
+
             for network in (self.encoder, self.projector, self.predictor,
                             self.target_encoder, self.target_projector):
                 if network is not None:
@@ -271,64 +279,27 @@ class NonContrastiveModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Overrides a private Keras 3.15 method; see distribute.py, workaround 1.
+        # Overrides a private Keras 3.15 method of its TensorFlow trainer; see
+        # distribute.py, workaround 1. (The JAX trainer only builds the
+        # optimizer here, for a model built in its constructor.)
+        from keras_directcopy.models import distribute
+
         distribute.skip_symbolic_build(self)
 
-    def train_step(self, data):
-        view1, view2 = distribute.split_views(data)
-        replicas = distribute.num_replicas()
-        # The global batch, summed over replicas: each replica differentiates
-        # its sum divided by it, so the SUM all-reduce of the gradients gives
-        # the gradient of the global mean even when replicas hold unequal
-        # shares (a partial last batch), as `tf.nn.compute_average_loss`
-        # with the true global batch size would.
-        global_batch = distribute.global_sum(tf.cast(tf.shape(view1)[0], tf.float32))
-        step = tf.identity(self.optimizer.iterations)
-        target1, target2 = (
-            self._target_projections(view1, view2) if self.target_encoder else (None, None)
-        )
-        variables = self.online_variables
-        with tf.GradientTape() as tape:
-            z1 = self.projector(self.encoder(view1, training=True), training=True)
-            z2 = self.projector(self.encoder(view2, training=True), training=True)
-            features = tf.stop_gradient(tf.concat([z1, z2], axis=0))
-            if hasattr(self.predictor, "before_prediction"):
-                with tf.name_scope("predictor_update"):
-                    self.predictor.before_prediction(features)
-            p1 = self.predictor(z1, training=True)
-            p2 = self.predictor(z2, training=True)
-            if target1 is None:  # SimSiam: the online projection, gradient stopped.
-                target1, target2 = tf.stop_gradient(z1), tf.stop_gradient(z2)
-            per_example = _symmetric_loss(p1, p2, target1, target2)
-            # Multiplied by the loss scale under mixed_float16 (1 otherwise)
-            # so that small float16 gradients do not underflow; the
-            # LossScaleOptimizer divides the gradients by it again.
-            mean_loss = tf.reduce_sum(per_example) / tf.cast(global_batch, per_example.dtype)
-            scaled_loss = self.optimizer.scale_loss(mean_loss)
-        gradients = tape.gradient(scaled_loss, variables)
-        # The name scopes below let `scripts/benchmark.py --profile` file
-        # each part's op time; they change nothing in the computation.
-        if self.weight_decay and self.weight_decay_mode == "coupled":
-            with tf.name_scope("weight_decay"):
-                # Divided by the replica count for the same SUM all-reduce, and
-                # loss-scaled like the gradients it joins.
-                decay = self.weight_decay / replicas
-                gradients = [
-                    g + self.optimizer.scale_loss(decay * v)
-                    for g, v in zip(gradients, variables)
-                ]
-        self.optimizer.apply(gradients, variables)
-        if hasattr(self.predictor, "after_optimizer_step"):
-            with tf.name_scope("predictor_update"):
-                self.predictor.after_optimizer_step(features)
-        if self.target_encoder:
-            with tf.name_scope("target_ema"):
-                tau = self._target_momentum(step)
-                self._update_target(tau)
-        else:
-            tau = tf.constant(0.0)
-        with tf.name_scope("metrics"):
-            return self._logs(per_example, z1, z2, extra={"tau": tau})
+    def train_step(self, *args):
+        """One pretraining step, as the backend's Keras trainer calls it.
+
+        TensorFlow: `train_step(data)`, see `train_step_tensorflow`; JAX:
+        the stateless `train_step(state, data)`, see `train_step_jax`. Both
+        compute the same step: the symmetric loss of the online predictions
+        against the target projections, the optimizer step with coupled
+        weight decay, the predictor's hooks and the target's EMA.
+        """
+        return _backend_steps().train_step(self, *args)
+
+    def test_step(self, *args):
+        """The loss and collapse indicator of a batch, in inference mode."""
+        return _backend_steps().test_step(self, *args)
 
     def _target_momentum(self, step):
         if self.ema_schedule == "cosine" and self.total_steps is None:
@@ -339,8 +310,35 @@ class NonContrastiveModel(keras.Model):
             )
         return target_momentum(step, self.total_steps, self.tau_base, self.ema_schedule)
 
-    def test_step(self, data):
-        view1, view2 = distribute.split_views(data)
+    def _online_loss(self, view1, view2, target1, target2):
+        """The online branch of a training step and its loss.
+
+        Projects both views (training mode), runs the predictor's
+        `before_prediction` hook on the gradient-stopped projections,
+        predicts, and compares with the targets (SimSiam: the online
+        projections, gradient stopped, when `target1` is None). Both
+        backends' steps call it where gradients are recorded.
+
+        Returns:
+            `(per_example_loss (B,), z1 (B, d), z2 (B, d), features (2B, d))`,
+            `features` being the gradient-stopped projections of both views
+            that the predictor's hooks take.
+        """
+        z1 = self.projector(self.encoder(view1, training=True), training=True)
+        z2 = self.projector(self.encoder(view2, training=True), training=True)
+        features = ops.stop_gradient(ops.concatenate([z1, z2], axis=0))
+        if hasattr(self.predictor, "before_prediction"):
+            with keras.name_scope("predictor_update"):
+                self.predictor.before_prediction(features)
+        p1 = self.predictor(z1, training=True)
+        p2 = self.predictor(z2, training=True)
+        if target1 is None:
+            target1, target2 = ops.stop_gradient(z1), ops.stop_gradient(z2)
+        return symmetric_loss(p1, p2, target1, target2), z1, z2, features
+
+    def _inference_loss(self, view1, view2):
+        """The per-example loss `(B,)` and online projections `(B, d)` of both
+        views, in inference mode (the test step's)."""
         z1 = self.projector(self.encoder(view1, training=False), training=False)
         z2 = self.projector(self.encoder(view2, training=False), training=False)
         p1 = self.predictor(z1, training=False)
@@ -350,12 +348,14 @@ class NonContrastiveModel(keras.Model):
             target2 = self.target_projector(self.target_encoder(view2, training=False), training=False)
         else:
             target1, target2 = z1, z2
-        return self._logs(_symmetric_loss(p1, p2, target1, target2), z1, z2)
+        return symmetric_loss(p1, p2, target1, target2), z1, z2
 
     def _target_projections(self, view1, view2):
+        """The target branch's projections of both views (training mode), gradient stopped."""
+
         def project(view):
             features = self.target_encoder(view, training=True)
-            return tf.stop_gradient(self.target_projector(features, training=True))
+            return ops.stop_gradient(self.target_projector(features, training=True))
 
         return project(view1), project(view2)
 
@@ -397,18 +397,21 @@ class NonContrastiveModel(keras.Model):
         return cls(**config)
 
     def _logs(self, per_example_loss, z1, z2, extra=None):
-        loss_sum, count = distribute.global_sum(
-            tf.reduce_sum(per_example_loss),
-            tf.cast(tf.shape(per_example_loss)[0], per_example_loss.dtype),
+        """Updates the metrics from a step's per-example loss `(B,)` and
+        projections `(B, d)`, and returns the logs: the metrics, `extra`
+        and, for a direct predictor, its spectrum summary."""
+        loss_sum, count = replica_sum(
+            ops.sum(per_example_loss),
+            ops.cast(ops.shape(per_example_loss)[0], per_example_loss.dtype),
         )
         self.loss_tracker.update_state(loss_sum / count)
-        self.collapse_tracker.update_state(collapse_std(tf.concat([z1, z2], axis=0)))
+        self.collapse_tracker.update_state(collapse_std(ops.concatenate([z1, z2], axis=0)))
         logs = {m.name: m.result() for m in self.metrics}
         logs.update(extra or {})
         if self.has_direct_predictor:
-            spectrum = tf.identity(self.predictor.spectrum)
+            spectrum = ops.convert_to_tensor(self.predictor.spectrum)
             logs.update(pred_eig_max=spectrum[0], pred_eig_min=spectrum[1], pred_eff_rank=spectrum[2])
-        return distribute.format_logs(logs)
+        return logs
 
 
 @keras.saving.register_keras_serializable(package="keras_directcopy")
@@ -450,38 +453,6 @@ class DirectCopy(NonContrastiveModel):
         super().__init__(encoder, predictor=predictor, name=name, **kwargs)
 
 
-def collapse_std(z):
-    """Mean over dimensions of the std over rows of l2-normalized `z`.
-
-    About `1 / sqrt(d)` for healthy `(N, d)` outputs, 0 for collapsed ones
-    (BYOL/SimSiam's collapse indicator). Under `tf.distribute` the statistics
-    are of the global batch.
-    """
-    z = tf.math.l2_normalize(_at_least_float32(tf.convert_to_tensor(z)), axis=1)
-    total, rows = distribute.global_sum(tf.reduce_sum(z, axis=0), tf.cast(tf.shape(z)[0], z.dtype))
-    # Two passes (mean, then centered squares) so that identical rows give
-    # exactly 0, where E[z^2] - E[z]^2 would leave rounding noise.
-    centered_sq = distribute.global_sum(tf.reduce_sum(tf.square(z - total / rows), axis=0))
-    variance = centered_sq / rows
-    return tf.reduce_mean(tf.sqrt(variance))
-
-
-def _symmetric_loss(p1, p2, target1, target2):
-    """Per-example ``(2 - 2 cos(p1, t2)) + (2 - 2 cos(p2, t1))``, shape `(B,)`."""
-
-    def normalized_mse(p, t):
-        p = tf.math.l2_normalize(_at_least_float32(p), axis=1)
-        t = tf.math.l2_normalize(tf.cast(tf.stop_gradient(t), p.dtype), axis=1)
-        return 2.0 - 2.0 * tf.reduce_sum(p * t, axis=1)
-
-    return normalized_mse(p1, target2) + normalized_mse(p2, target1)
-
-
-def _at_least_float32(x):
-    """`x` in float32 if it is float16/bfloat16 (mixed precision), else unchanged."""
-    return tf.cast(x, tf.float32) if x.dtype.size < 4 else x
-
-
 def _target_of(model, name, copy_weights):
     """A functional model with `model`'s architecture, and its current weights
     when `copy_weights`, else weights drawn afresh from its initializers."""
@@ -490,3 +461,17 @@ def _target_of(model, name, copy_weights):
     if copy_weights:
         target.set_weights(model.get_weights())
     return target
+
+
+def _backend_steps():
+    """The module holding the train and test steps of Keras' backend."""
+    name = keras.backend.backend()
+    if name == backend.TENSORFLOW:
+        from keras_directcopy.models import train_step_tensorflow
+
+        return train_step_tensorflow
+    if name == backend.JAX:
+        from keras_directcopy.models import train_step_jax
+
+        return train_step_jax
+    raise backend.backend_required("NonContrastiveModel training (pretraining)", backend.PRETRAINING_BACKENDS)

@@ -287,8 +287,10 @@ class DirectPredictor(keras.layers.Layer):
             shape=(dim,), initializer=keras.initializers.Constant(start),
             name="top_eigenvector", **state,
         )
+        # int32 on JAX, whose default configuration has no 64-bit integers.
         self.num_updates = self.add_weight(
-            shape=(), initializer="zeros", dtype="int64", name="num_updates", **state
+            shape=(), initializer="zeros", dtype="int64" if is_tensorflow_backend() else "int32",
+            name="num_updates", **state,
         )
         # [largest eigenvalue, smallest eigenvalue, effective rank] of W_p.
         self.spectrum = self.add_weight(

@@ -52,6 +52,11 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
         `memory_kind` (the GPU allocator's peak, or the process's peak
         resident set size on a CPU, which includes the TensorFlow runtime).
     """
+    on_jax = keras.backend.backend() == "jax"
+    if on_jax:
+        # JAX runs the step through XLA (`jax.jit`); it has no fused BatchNorm
+        # kernel switch: Keras' BatchNormalization, compiled.
+        xla, fused_batchnorm = True, False
     keras.utils.set_random_seed(0)
     size = data.get_dataset_spec(dataset).image_size
     if recipe:
@@ -74,14 +79,23 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
         inputs = data.pretrain_dataset(dataset, data_dir, batch_size, augmenter).repeat()
 
     times = []
-    timer = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: times.append(time.perf_counter()))
+
+    def record_time(batch, logs):
+        # Reading the loss waits for the step to finish: JAX dispatches
+        # steps asynchronously, and TensorFlow's are done by now anyway.
+        float(keras.ops.convert_to_numpy(logs["loss"]))
+        times.append(time.perf_counter())
+
+    timer = keras.callbacks.LambdaCallback(on_train_batch_end=record_time)
     model.fit(inputs, epochs=1, steps_per_epoch=warmup_steps + steps, callbacks=[timer], verbose=0)
     step_seconds = (times[-1] - times[warmup_steps - 1]) / steps
 
     update_percent = None
     if predictor in DIRECT_METHODS:
-        features = tf.random.normal((2 * batch_size, model.predictor.correlation.shape[0]))
-        update = tf.function(model.predictor.update, jit_compile=xla)
+        features = np.random.default_rng(1).normal(
+            size=(2 * batch_size, model.predictor.correlation.shape[0])
+        ).astype(np.float32)
+        update = _compiled_update(model.predictor, xla)
         for _ in range(3):
             update(features)
         repeats = 50
@@ -97,11 +111,39 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         memory_kind = "process peak RSS"
     return dict(
-        backbone=backbone, predictor=predictor, input=input_kind, xla=xla,
+        backend=keras.backend.backend(), backbone=backbone, predictor=predictor, input=input_kind, xla=xla,
         batchnorm="fused" if fused_batchnorm else "keras",
         pairs_per_s=batch_size / step_seconds, step_ms=1000 * step_seconds,
         update_percent=update_percent, peak_mb=peak_mb, memory_kind=memory_kind,
     )
+
+
+def _compiled_update(predictor, xla):
+    """`predictor.update(features)`, compiled as the train step compiles it,
+    as a function that returns when the update is done.
+
+    TensorFlow: a `tf.function` (with XLA when `xla`). JAX: the stateless
+    update under `jax.jit`, as `models/train_step_jax.py` runs it, with the
+    state carried from call to call.
+    """
+    if keras.backend.backend() != "jax":
+        return tf.function(predictor.update, jit_compile=xla)
+    import jax
+
+    variables = predictor.non_trainable_variables
+
+    def stateless_update(values, features):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+            predictor.update(features)
+        return [scope.get_current_value(variable) for variable in variables]
+
+    jitted = jax.jit(stateless_update)
+    state = [variable.value for variable in variables]
+
+    def update(features):
+        state[:] = jax.block_until_ready(jitted(state, features))
+
+    return update
 
 
 def augmenter_throughput(augmenter, input_size, images, repeats):
@@ -142,12 +184,13 @@ def table(results):
     targets: real input at least 90% of synthetic throughput, and the
     DirectCopy update under 1% of a step."""
     def key(result):
-        return result["backbone"], result["predictor"], result["xla"], result.get("batchnorm")
+        return (result.get("backend", "tensorflow"), result["backbone"], result["predictor"],
+                result["xla"], result.get("batchnorm"))
 
     synthetic = {key(r): r["pairs_per_s"] for r in results if r["input"] == "synthetic"}
     rows = [
-        "| backbone | predictor | input | XLA | BatchNorm | pairs/s | ms/step | real/synthetic | predictor update (% of step) | peak memory (MB) | targets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | backbone | predictor | input | XLA | BatchNorm | pairs/s | ms/step | real/synthetic | predictor update (% of step) | peak memory (MB) | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         notes = []
@@ -161,7 +204,8 @@ def table(results):
         if r["predictor"] == "directcopy" and r["update_percent"] is not None and r["update_percent"] >= 1:
             notes.append("MISSED: DirectCopy update >= 1%")
         rows.append(
-            f"| {r['backbone']} | {r['predictor']} | {r['input']} | {'on' if r['xla'] else 'off'} "
+            f"| {r.get('backend', 'tensorflow')} | {r['backbone']} | {r['predictor']} | {r['input']} "
+            f"| {'on' if r['xla'] else 'off'} "
             f"| {r.get('batchnorm', 'keras')} | {r['pairs_per_s']:.1f} | {r['step_ms']:.0f} | {ratio} | {update} "
             f"| {r['peak_mb']:.0f} | {'; '.join(notes) or 'ok'} |"
         )
@@ -198,7 +242,7 @@ def peer_table(rows):
 
 # Where `profile_step` files each op, by its name scope, first match wins.
 _PROFILE_CATEGORIES = (
-    # The name scopes of `NonContrastiveModel.train_step`'s parts outside the networks.
+    # The name scopes of the TensorFlow train step's parts outside the networks (models/train_step_tensorflow.py).
     ("the F and W_p update", re.compile(r"(^|/)predictor_update(_\d+)?/")),
     ("target EMA update", re.compile(r"(^|/)target_ema(_\d+)?/")),
     ("weight decay", re.compile(r"(^|/)weight_decay(_\d+)?/")),

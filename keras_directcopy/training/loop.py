@@ -8,7 +8,6 @@ import json
 import os
 
 import keras
-import tensorflow as tf
 
 from keras_directcopy.data import augment
 from keras_directcopy.data import datasets as data
@@ -58,16 +57,17 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
     if config.mixed_precision:
         keras.config.set_dtype_policy(config.mixed_precision)
     try:
-        return _pretrain(config, output_dir, strategy, tpu, verbose, run_log)
+        strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
+        if isinstance(strategy, str):
+            strategy = strategies.make_strategy(strategy, tpu=tpu)
+        with strategies.run_scope(strategy):
+            return _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
-def _pretrain(config, output_dir, strategy, tpu, verbose, run_log):
-    """`pretrain`, under the dtype policy it has set."""
-    strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
-    if isinstance(strategy, str):
-        strategy = strategies.make_strategy(strategy, tpu=tpu)
+def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log):
+    """`pretrain`, under the dtype policy and in the run scope it has set."""
     keras.utils.set_random_seed(config.seed)
     # None: the dataset's size; a folder's is measured from its images (and printed).
     spec = data.get_dataset_spec(config.dataset, image_size=config.image_size)
@@ -85,10 +85,12 @@ def _pretrain(config, output_dir, strategy, tpu, verbose, run_log):
             f"images of {config.dataset}: lower it."
         )
     total_steps = config.epochs * steps_per_epoch
-    multi_replica = strategy.num_replicas_in_sync > 1
+    # Synchronized BatchNorm under a multi-replica tf.distribute strategy.
+    # (Under JAX's DataParallel the statistics are of the global batch already.)
+    synchronized_bn = strategy.num_replicas_in_sync > 1 and not isinstance(strategy, strategies.JAXStrategy)
 
     with strategy.scope():
-        model = build_model(config, image_size, total_steps, synchronized_bn=multi_replica)
+        model = build_model(config, image_size, total_steps, synchronized_bn=synchronized_bn)
         model.compile(
             optimizer=build_optimizer(config, steps_per_epoch, total_steps),
             jit_compile=strategies.use_xla(strategy, config.jit_compile),
@@ -101,7 +103,7 @@ def _pretrain(config, output_dir, strategy, tpu, verbose, run_log):
             seed=config.seed, input_context=input_context,
         ).repeat()
 
-    if multi_replica or isinstance(strategy, tf.distribute.TPUStrategy):
+    if strategies.needs_distributed_dataset(strategy):
         train_data = strategy.distribute_datasets_from_function(dataset_fn)
     else:
         train_data = dataset_fn()
@@ -156,6 +158,7 @@ def _pretrain(config, output_dir, strategy, tpu, verbose, run_log):
         "config": dataclasses.asdict(config),
         "commands": [entry["command"] for entry in run_log.progress["invocations"]],
         "strategy": strategy_name,
+        "backend": keras.backend.backend(),
         "num_replicas": strategy.num_replicas_in_sync,
         "steps": int(model.optimizer.iterations.numpy()),
         "steps_per_epoch": steps_per_epoch,

@@ -1,15 +1,48 @@
-"""`tf.distribute` strategies by name, and where XLA is used with each."""
+"""Distribution strategies by name, and where XLA is used with each.
 
+On the TensorFlow backend they are `tf.distribute` strategies. On JAX they
+are `JAXStrategy` objects: no distribution, or `keras.distribution.DataParallel`
+over the local devices; the loop asks both kinds the same questions.
+"""
+
+import contextlib
 import json
 import os
 
+import keras
 import tensorflow as tf
 
-STRATEGY_NAMES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+from keras_directcopy.utils import backend
+
+STRATEGY_NAMES = ("default", "one_device", "mirrored", "multi_worker", "tpu", "data_parallel")
+# The strategies of each backend.
+TENSORFLOW_STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+JAX_STRATEGIES = ("default", "data_parallel")
+
+
+class JAXStrategy:
+    """A strategy on the JAX backend, with what the pretraining loop asks of one.
+
+    Args:
+        data_parallel: split each global batch across all local devices
+            (`keras.distribution.DataParallel`); the jitted step computes the
+            global batch's loss, gradients and BatchNorm statistics (see
+            `models/train_step_jax.py`). Otherwise one device.
+    """
+
+    def __init__(self, data_parallel=False):
+        self.distribution = keras.distribution.DataParallel() if data_parallel else None
+        self.num_replicas_in_sync = len(keras.distribution.list_devices()) if data_parallel else 1
+
+    def scope(self):
+        """The distribution's scope (where variables are created and laid out), if any."""
+        return self.distribution.scope() if self.distribution else contextlib.nullcontext()
 
 
 def make_strategy(name, tpu=None):
     """Creates the strategy `name`, one of `STRATEGY_NAMES`.
+
+    On the TensorFlow backend (`TENSORFLOW_STRATEGIES`):
 
     * `default`: no distribution (one device, TensorFlow's placement).
     * `one_device`: the first GPU if there is one, else the CPU.
@@ -18,9 +51,30 @@ def make_strategy(name, tpu=None):
     * `tpu`: `TPUStrategy` on `tpu` (a name or grpc:// address; empty for a
       local TPU VM).
 
+    On JAX (`JAX_STRATEGIES`), a `JAXStrategy`:
+
+    * `default`: one device;
+    * `data_parallel`: `keras.distribution.DataParallel` over all local
+      devices.
+
     Raises:
-        ValueError: on an unknown name, or `multi_worker` without `TF_CONFIG`.
+        ValueError: on an unknown name, a name of the other backend, or
+            `multi_worker` without `TF_CONFIG`.
     """
+    if keras.backend.backend() == backend.JAX:
+        if name not in JAX_STRATEGIES:
+            raise ValueError(
+                f"--strategy={name} is a tf.distribute strategy, which needs the TensorFlow "
+                f"backend; on JAX use one of {', '.join(JAX_STRATEGIES)} (--strategy=data_parallel "
+                "splits each batch over all local devices), or set --backend=tensorflow."
+            )
+        return JAXStrategy(data_parallel=name == "data_parallel")
+    if name == "data_parallel":
+        raise ValueError(
+            "--strategy=data_parallel is keras.distribution.DataParallel, for the JAX backend "
+            "(--backend=jax); on TensorFlow use --strategy=mirrored for the devices of one "
+            "machine, or multi_worker."
+        )
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
@@ -58,7 +112,7 @@ def use_xla(strategy, setting="auto"):
     --inputs=synthetic --xla=on` and `--xla=off`), and under
     `MirroredStrategy` / `MultiWorkerMirroredStrategy`, where XLA cannot reach
     variables placed on other devices (seen on CPUs; not verified on several
-    GPUs). `"true"` / `"false"` force it.
+    GPUs). On JAX it is always on. `"true"` / `"false"` force it.
     """
     if setting in ("true", True):
         return True
@@ -66,6 +120,8 @@ def use_xla(strategy, setting="auto"):
         return False
     if setting != "auto":
         raise ValueError(f"--jit_compile must be auto, true or false, got {setting!r}.")
+    if isinstance(strategy, JAXStrategy):
+        return True  # JAX runs the step through XLA: without jit it runs op by op.
     if isinstance(strategy, tf.distribute.TPUStrategy):
         return True
     if isinstance(
@@ -73,6 +129,22 @@ def use_xla(strategy, setting="auto"):
     ):
         return False
     return bool(tf.config.list_logical_devices("GPU"))
+
+
+def run_scope(strategy):
+    """The scope a whole run goes in, fit included: a JAX strategy's, whose
+    distribution shards the batches and the jitted step; none for a
+    `tf.distribute` strategy, whose `scope()` covers only creating the model."""
+    return strategy.scope() if isinstance(strategy, JAXStrategy) else contextlib.nullcontext()
+
+
+def needs_distributed_dataset(strategy):
+    """Whether the input must go through `strategy.distribute_datasets_from_function`:
+    under a `tf.distribute` strategy with several replicas, or on TPUs. JAX's
+    `DataParallel` takes the global batches as they are and shards them."""
+    if isinstance(strategy, JAXStrategy):
+        return False
+    return strategy.num_replicas_in_sync > 1 or isinstance(strategy, tf.distribute.TPUStrategy)
 
 
 def is_chief(strategy):

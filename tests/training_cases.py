@@ -1,0 +1,135 @@
+"""Pretraining runs that the same code records on the TensorFlow backend (in
+the test process) and on JAX (in a subprocess): tests/test_jax_training.py
+compares them with each other and with the NumPy reference of
+tests/test_models.py."""
+
+import os
+
+import keras
+import numpy as np
+
+from keras_directcopy import BYOL, NonContrastiveModel, SimSiam
+from tests.helpers import tiny_encoder, two_view_images
+
+PROJECTOR = dict(projector_hidden_dim=16, projection_dim=8)
+STEPS = 3
+BATCH = 8
+
+
+def smooth_encoder():
+    """`tests.helpers.tiny_encoder` with BatchNorm and a tanh for its ReLU.
+
+    Two backends' float32 rounding differs by ~1e-7, and a ReLU passes or
+    stops a gradient wherever a pre-activation sits within rounding of zero
+    on one backend and not the other. With the ReLU, one output channel of
+    the convolution kernel once ended three SGD steps 9e-4 apart on the two
+    backends (every other weight within 5e-6): as large as three steps' weight
+    decay. A smooth activation keeps the two runs within rounding, so the
+    comparison can see a missing or doubled term of the step. (The
+    backbones' own cross-backend agreement is tests/test_backends.py's.)
+    """
+    return tiny_encoder(batch_norm=True, activation="tanh")
+
+
+# Every part of the step: BatchNorm in the encoder, both update orders of a
+# direct predictor, coupled weight decay, SGD momentum, the symmetrized
+# linear predictor, SimSiam's stop-gradient target with a trained MLP
+# predictor, BYOL's copied target on the cosine momentum schedule.
+CASES = {
+    "directcopy": lambda: NonContrastiveModel(
+        smooth_encoder(), predictor="directcopy", weight_decay=5e-3, **PROJECTOR
+    ),
+    "directpred_before_predict": lambda: NonContrastiveModel(
+        smooth_encoder(), predictor="directpred",
+        predictor_options={"update_order": "before_predict"}, **PROJECTOR,
+    ),
+    "linear": lambda: NonContrastiveModel(
+        smooth_encoder(), predictor="linear", weight_decay=5e-3, **PROJECTOR
+    ),
+    "simsiam": lambda: SimSiam(smooth_encoder(), **PROJECTOR),
+    "byol": lambda: BYOL(smooth_encoder(), total_steps=STEPS, tau_base=0.9, **PROJECTOR),
+}
+
+
+def to_numpy(value):
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def compiled(model, learning_rate=0.1, momentum=0.9, **compile_kwargs):
+    model.compile(keras.optimizers.SGD(learning_rate, momentum=momentum), **compile_kwargs)
+    return model
+
+
+def projections(encoder, projector, views):
+    """Projections of both views in training mode, float64 NumPy."""
+    return [to_numpy(projector(encoder(v, training=True), training=True)).astype(np.float64) for v in views]
+
+
+def record_direct_steps(model, steps=4, batch=8):
+    """Trains `model` (a compiled model with a direct predictor) one batch at
+    a time; returns what the NumPy reference needs and what the model did.
+
+    Returns:
+        A dict: the online and target projections of each batch, from the
+        networks as they were before its step; the logged losses; `F` after
+        the first step; `F` and `W_p` after the last.
+    """
+    online, target, losses = [], [], []
+    first_F = None
+    for step in range(steps):
+        images = two_view_images(batch, seed=10 + step)
+        views = (images[:, 0], images[:, 1])
+        online.append(projections(model.encoder, model.projector, views))
+        target.append(projections(model.target_encoder, model.target_projector, views))
+        losses.append(fit_steps(model, images, 1, batch)["loss"][0])
+        if step == 0:
+            first_F = to_numpy(model.predictor.correlation)
+    return {
+        "online": online, "target": target, "losses": losses, "first_F": first_F,
+        "F": to_numpy(model.predictor.correlation), "W_p": to_numpy(model.predictor.matrix),
+    }
+
+
+def fit_steps(model, images, steps, batch_size):
+    return model.fit(
+        images, batch_size=batch_size, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0
+    ).history
+
+
+def record_case(name, weights_path):
+    """Runs case `name` for `STEPS` steps from the weights in `weights_path`
+    (written there first if the file does not exist); returns the per-step
+    losses and every weight of the model after them."""
+    keras.utils.set_random_seed(0)  # the same starting weights on every run
+    model = compiled(CASES[name]())
+    if os.path.exists(weights_path):
+        model.load_weights(weights_path)
+    else:
+        model.save_weights(weights_path)
+    losses = [fit_steps(model, two_view_images(BATCH, seed=20 + step), 1, BATCH)["loss"][0] for step in range(STEPS)]
+    return {
+        "losses": losses,
+        "names": [w.path for w in model.weights],
+        "weights": [to_numpy(w) for w in model.weights],
+    }
+
+
+def record_all(weights_dir, data_parallel=False):
+    """`record_case` of every case (weights files in `weights_dir`) and
+    `record_direct_steps` of a DirectCopy model, as JSON-ready lists.
+
+    With `data_parallel`, the cases run under JAX's
+    `keras.distribution.DataParallel` over all local devices.
+    """
+    if data_parallel:
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+    records = {name: record_case(name, os.path.join(weights_dir, f"{name}.weights.h5")) for name in CASES}
+    direct = record_direct_steps(compiled(CASES["directcopy"](), momentum=0.0))
+    return {
+        "cases": {
+            name: {**r, "weights": [w.tolist() for w in r["weights"]]}
+            for name, r in records.items()
+        },
+        "direct": {key: np.asarray(value).tolist() for key, value in direct.items()},
+        "devices": len(keras.distribution.list_devices()) if data_parallel else 1,
+    }
