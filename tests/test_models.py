@@ -20,6 +20,7 @@ from keras_directcopy import (
 )
 from keras_directcopy.models.predictors import LinearPredictor
 from tests.helpers import tiny_encoder, two_view_images
+from tests.training_cases import fit_steps, mixed_precision_update, record_direct_steps
 from tests.test_predictor_matrices import reference_directset
 
 PROJECTOR = dict(projector_hidden_dim=16, projection_dim=8)
@@ -34,12 +35,6 @@ def copy_of(model):
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     return clone
-
-
-def fit_steps(model, images, steps, batch_size):
-    return model.fit(
-        images, batch_size=batch_size, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0
-    ).history
 
 
 def test_target_momentum_schedule():
@@ -98,11 +93,6 @@ def reference_direct_steps(online_outputs, target_outputs, method, update_order,
     return losses, correlations, matrices
 
 
-def forward(encoder, projector, views):
-    """Projections of both views in training mode, float64 NumPy."""
-    return [projector(encoder(v, training=True), training=True).numpy().astype(np.float64) for v in views]
-
-
 @pytest.mark.parametrize(
     "method, update_order, jit_compile",
     [
@@ -120,23 +110,19 @@ def test_direct_predictor_steps_match_the_numpy_reference(method, update_order, 
         ),
         jit_compile=jit_compile,
     )
-    online_outputs, target_outputs, logged = [], [], []
-    for step in range(4):
-        images = two_view_images(8, seed=10 + step)
-        views = (images[:, 0], images[:, 1])
-        # Each step's projections, from the networks as they are before it.
-        online_outputs.append(forward(model.encoder, model.projector, views))
-        target_outputs.append(forward(model.target_encoder, model.target_projector, views))
-        logged.append(fit_steps(model, images, 1, 8)["loss"][0])
-        if step == 0:
-            first_F = model.predictor.correlation.numpy()
-    losses, correlations, matrices = reference_direct_steps(
-        online_outputs, target_outputs, method, update_order
-    )
-    np.testing.assert_allclose(logged, losses, rtol=1e-5)
-    np.testing.assert_allclose(first_F, correlations[0], rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(model.predictor.correlation.numpy(), correlations[-1], rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(model.predictor.matrix.numpy(), matrices[-1], rtol=1e-4, atol=1e-5)
+    assert_matches_the_numpy_reference(record_direct_steps(model), method, update_order)
+
+
+def assert_matches_the_numpy_reference(record, method, update_order):
+    """`training_cases.record_direct_steps`' record (from any backend)
+    against `reference_direct_steps` on the same projections."""
+    online = [[np.asarray(v) for v in views] for views in record["online"]]
+    target = [[np.asarray(v) for v in views] for views in record["target"]]
+    losses, correlations, matrices = reference_direct_steps(online, target, method, update_order)
+    np.testing.assert_allclose(record["losses"], losses, rtol=1e-5)
+    np.testing.assert_allclose(record["first_F"], correlations[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(record["F"], correlations[-1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(record["W_p"], matrices[-1], rtol=1e-4, atol=1e-5)
 
 
 def test_the_two_update_orders_predict_differently():
@@ -371,33 +357,11 @@ def test_mixed_precision_step_moves_the_weights_like_float32(policy):
     starts its dynamic loss scale at 2^8: this tiny model's gradients
     overflow float16 at Keras' default 2^15, and that step would be skipped
     (as dynamic loss scaling does in the first steps of a real run)."""
-    keras.utils.set_random_seed(0)
-    images = two_view_images(32, seed=6)
-    reference = compiled(DirectCopy(tiny_encoder(), weight_decay=4e-4, target_init="copy", **PROJECTOR))
-    initial = [reference.encoder.get_weights(), reference.projector.get_weights()]
-    start = np.concatenate([v.numpy().ravel() for v in reference.online_variables])
-    fit_steps(reference, images, 1, 32)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        encoder, projector = tiny_encoder(), build_projector(6, 16, 8)
-        encoder.set_weights(initial[0])
-        projector.set_weights(initial[1])
-        # Built from the float32 model's weights, so the target copies them too.
-        mixed = DirectCopy(encoder, projector=projector, weight_decay=4e-4, target_init="copy")
-        optimizer = keras.optimizers.SGD(0.1)
-        if policy == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**8)
-        mixed.compile(optimizer)
-        history = fit_steps(mixed, images, 1, 32)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    assert mixed.encoder.layers[2].compute_dtype == policy.split("_")[1]
-    assert np.isfinite(history["loss"][0]) and int(mixed.optimizer.iterations.numpy()) == 1
-    want = np.concatenate([v.numpy().ravel() for v in reference.online_variables]) - start
-    got = np.concatenate([v.numpy().ravel() for v in mixed.online_variables]) - start
-    assert np.linalg.norm(got) == pytest.approx(np.linalg.norm(want), rel=0.05)
-    assert got @ want / (np.linalg.norm(got) * np.linalg.norm(want)) > 0.97
+    result = mixed_precision_update(policy)
+    assert result["compute_dtype"] == policy.split("_")[1]
+    assert np.isfinite(result["loss"]) and result["iterations"] == 1
+    assert result["norm_ratio"] == pytest.approx(1.0, rel=0.05)
+    assert result["cosine"] > 0.97
 
 
 def test_weight_decay_in_the_model_and_the_optimizer_is_rejected():

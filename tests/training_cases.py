@@ -8,7 +8,7 @@ import os
 import keras
 import numpy as np
 
-from keras_directcopy import BYOL, NonContrastiveModel, SimSiam
+from keras_directcopy import BYOL, DirectCopy, NonContrastiveModel, SimSiam, build_projector
 from tests.helpers import tiny_encoder, two_view_images
 
 PROJECTOR = dict(projector_hidden_dim=16, projection_dim=8)
@@ -114,9 +114,62 @@ def record_case(name, weights_path):
     }
 
 
+def mixed_precision_update(policy):
+    """One DirectCopy step under the mixed-precision `policy`, against a
+    float32 step from the same weights on the same batch.
+
+    The float16 run starts its dynamic loss scale at 2^8: this tiny model's
+    gradients overflow float16 at Keras' default 2^15, and that step would
+    be skipped (as dynamic loss scaling does in the first steps of a real run).
+
+    Returns:
+        A dict: `norm_ratio` and `cosine` of the mixed step's update of the
+        online weights (all as one vector) against the float32 one, the
+        encoder's `compute_dtype`, the mixed step's `loss` and the
+        optimizer's `iterations` after it.
+    """
+    keras.utils.set_random_seed(0)
+    images = two_view_images(32, seed=6)
+    reference = compiled(
+        DirectCopy(tiny_encoder(), weight_decay=4e-4, target_init="copy", **PROJECTOR), momentum=0.0
+    )
+    initial = [reference.encoder.get_weights(), reference.projector.get_weights()]
+
+    def online_weights(model):
+        return np.concatenate([to_numpy(v).ravel() for v in model.online_variables])
+
+    start = online_weights(reference)
+    fit_steps(reference, images, 1, 32)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        encoder, projector = tiny_encoder(), build_projector(6, 16, 8)
+        encoder.set_weights(initial[0])
+        projector.set_weights(initial[1])
+        # Built from the float32 model's weights, so the target copies them too.
+        mixed = DirectCopy(encoder, projector=projector, weight_decay=4e-4, target_init="copy")
+        optimizer = keras.optimizers.SGD(0.1)
+        if policy == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0**8)
+        mixed.compile(optimizer)
+        history = fit_steps(mixed, images, 1, 32)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    want = online_weights(reference) - start
+    got = online_weights(mixed) - start
+    return {
+        "norm_ratio": float(np.linalg.norm(got) / np.linalg.norm(want)),
+        "cosine": float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want))),
+        "compute_dtype": mixed.encoder.layers[2].compute_dtype,
+        "loss": float(history["loss"][0]),
+        "iterations": int(to_numpy(mixed.optimizer.iterations)),
+    }
+
+
 def record_all(weights_dir, data_parallel=False):
-    """`record_case` of every case (weights files in `weights_dir`) and
-    `record_direct_steps` of a DirectCopy model, as JSON-ready lists.
+    """`record_case` of every case (weights files in `weights_dir`),
+    `record_direct_steps` of a DirectCopy model and, on one device,
+    `mixed_precision_update` under both mixed policies, as JSON-ready lists.
 
     With `data_parallel`, the cases run under JAX's
     `keras.distribution.DataParallel` over all local devices.
@@ -125,7 +178,11 @@ def record_all(weights_dir, data_parallel=False):
         keras.distribution.set_distribution(keras.distribution.DataParallel())
     records = {name: record_case(name, os.path.join(weights_dir, f"{name}.weights.h5")) for name in CASES}
     direct = record_direct_steps(compiled(CASES["directcopy"](), momentum=0.0))
+    mixed = {} if data_parallel else {
+        policy: mixed_precision_update(policy) for policy in ("mixed_float16", "mixed_bfloat16")
+    }
     return {
+        "mixed": mixed,
         "cases": {
             name: {**r, "weights": [w.tolist() for w in r["weights"]]}
             for name, r in records.items()
