@@ -7,6 +7,12 @@
 its source); the flag of each `PretrainConfig` field, made from the field
 (`config_flags.define_flags`), overrides that field of it. Re-running the same
 command after an interruption resumes from `<output_dir>/backup`.
+
+`--backend=jax` trains on Keras' JAX backend (its data pipelines are still
+tf.data), with `--strategy=default` or `data_parallel` (all local devices):
+
+    python scripts/pretrain.py --backend=jax --strategy=data_parallel --config=cifar10_resnet18 \
+        --data_dir=~/tensorflow_datasets --output_dir=runs/c10_r18_jax
 """
 
 import os
@@ -30,8 +36,16 @@ def backend_from_argv(argv):
     return None
 
 
-if __name__ == "__main__" and backend_from_argv(sys.argv[1:]) in BACKENDS:
-    os.environ["KERAS_BACKEND"] = backend_from_argv(sys.argv[1:])
+if __name__ == "__main__":
+    if backend_from_argv(sys.argv[1:]) in BACKENDS:
+        os.environ["KERAS_BACKEND"] = backend_from_argv(sys.argv[1:])
+    elif backend_from_argv(sys.argv[1:]) is None and os.environ.get("KERAS_BACKEND", BACKENDS[0]) not in BACKENDS:
+        # Checked before Keras is imported: the training package refuses other backends.
+        sys.exit(
+            f"error: pretraining runs on the {' and '.join(BACKENDS)} Keras backends, and "
+            f"KERAS_BACKEND={os.environ['KERAS_BACKEND']}. Unset KERAS_BACKEND (TensorFlow is "
+            "the default) or pass --backend=jax."
+        )
 
 from absl import app, flags, logging  # noqa: E402
 from encoder_flags import define_download_flag  # noqa: E402 (this folder)

@@ -164,6 +164,13 @@ def test_a_strategy_of_the_other_backend_is_refused(data_dir, tmp_path, backend,
     assert not (tmp_path / "run.json").exists() and not (tmp_path / "backup").exists()
 
 
+def test_a_backend_that_cannot_pretrain_is_refused_in_one_line(tmp_path):
+    result = run_pretrain(f"--output_dir={tmp_path}", environment={"KERAS_BACKEND": "torch"})
+    assert result.returncode == 1
+    assert "pretraining runs on the tensorflow and jax Keras backends, and KERAS_BACKEND=torch" in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_resume_after_kill_minus_nine(data_dir, tmp_path):
     flags = [*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
