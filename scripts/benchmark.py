@@ -256,7 +256,9 @@ def hardware_line():
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    unknown_backends = set(FLAGS.backends) - {"tensorflow", "jax"}
+    from keras_directcopy.utils.backend import PRETRAINING_BACKENDS
+
+    unknown_backends = set(FLAGS.backends) - set(PRETRAINING_BACKENDS)
     if unknown_backends:
         raise app.UsageError(
             f"--backends takes tensorflow and/or jax (the pretraining backends); got {', '.join(sorted(unknown_backends))}."

@@ -20,6 +20,8 @@ import shlex
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# utils.backend.PRETRAINING_BACKENDS, spelled out: it is needed before
+# Keras (which keras_directcopy imports) fixes the backend of the process.
 BACKENDS = ("tensorflow", "jax")
 
 

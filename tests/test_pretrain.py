@@ -307,3 +307,10 @@ def test_pretrain_multi_worker_on_localhost(data_dir, tmp_path):
     assert run["strategy"] == "multi_worker" and run["num_replicas"] == 2
     assert run["steps"] == 3 and 0 <= run["final_metrics"]["knn_accuracy"] <= 1
     assert not (tmp_path / "worker1" / "run.json").exists()
+
+
+def test_the_script_names_the_pretraining_backends(pretrain_script):
+    # Spelled out in the script, which reads --backend before Keras is imported.
+    from keras_directcopy.utils.backend import PRETRAINING_BACKENDS
+
+    assert pretrain_script.BACKENDS == PRETRAINING_BACKENDS

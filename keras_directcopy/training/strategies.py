@@ -14,10 +14,10 @@ import tensorflow as tf
 
 from keras_directcopy.utils import backend
 
-STRATEGY_NAMES = ("default", "one_device", "mirrored", "multi_worker", "tpu", "data_parallel")
-# The strategies of each backend.
+# The strategies of each backend, and all their names.
 TENSORFLOW_STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 JAX_STRATEGIES = ("default", "data_parallel")
+STRATEGY_NAMES = TENSORFLOW_STRATEGIES + tuple(n for n in JAX_STRATEGIES if n not in TENSORFLOW_STRATEGIES)
 
 
 class JAXStrategy:
