@@ -44,6 +44,8 @@ facebookresearch/luckmatters, `ssl/real-dataset`:
   target, projector and predictor behaviour were options, with
   `--ema_schedule=cosine --target_init=copy --projector_bn_affine
   --update_order=before_predict` (its preset's `train_command` says so).
+* `cifar100_resnet20`: `cifar10_resnet20` on CIFAR-100's 50,000 training
+  images (same image size and count, so the same cost).
 * `quickstart`: `cifar10_resnet20` for one epoch without warmup, about six
   minutes on 2 CPU cores.
 * `imagenet_resnet50`: BYOL's architecture and target (Grill et al. 2020:
@@ -106,7 +108,7 @@ class PretrainConfig:
             reference code's); copy: BYOL's.
         rho: Running-correlation weight of the direct predictors.
         eps: eps of the direct predictors; unset: the predictor's default
-            (0.25 DirectCopy, 0.01 DirectPred/Set).
+            (0.1 DirectCopy, 0.01 DirectPred/Set).
         alpha: DirectSet exponent.
         normalization: DirectCopy normalization.
         update_every: Set the direct predictor every this many steps.
@@ -299,6 +301,9 @@ CONFIGS = {
         **{**_CIFAR, "backbone": "resnet20", "epochs": 1, "warmup_epochs": 0.0, "knn_every": 1}
     ),
     "cifar10_resnet20": PretrainConfig(**{**_CIFAR, "backbone": "resnet20", "epochs": 90}),
+    "cifar100_resnet20": PretrainConfig(
+        **{**_CIFAR, "dataset": "cifar100", "backbone": "resnet20", "epochs": 90}
+    ),
     "cifar10_resnet18": PretrainConfig(**{**_CIFAR, **_REFERENCE_LR, "backbone": "resnet18"}),
     "cifar100_resnet18": PretrainConfig(
         **{**_CIFAR, **_REFERENCE_LR, "dataset": "cifar100", "backbone": "resnet18"}

@@ -142,7 +142,7 @@ class DirectCopyPredictor:
     online projections, updated after the optimizer step; the first update
     sets `F` to the batch statistic; `W_p` is the identity before it."""
 
-    def __init__(self, dim, rho=0.3, eps=0.25, dtype=torch.float32):
+    def __init__(self, dim, rho=0.3, eps=0.1, dtype=torch.float32):
         self.rho, self.eps, self.dtype = rho, eps, dtype
         self.correlation = torch.zeros(dim, dim, dtype=dtype)
         self.matrix = torch.eye(dim, dtype=dtype)
@@ -181,7 +181,7 @@ class DirectCopyStep:
     trains one batch of `(B, 2, 3, H, W)` float images in 0..255."""
 
     def __init__(self, backbone, mean, std, width_multiplier=1.0, projector_dims=(512, 128), lr=0.03,
-                 momentum=0.9, weight_decay=4e-4, tau=0.996, rho=0.3, eps=0.25,
+                 momentum=0.9, weight_decay=4e-4, tau=0.996, rho=0.3, eps=0.1,
                  channels_last=False, dtype=torch.float32):
         def network():
             encoder = ResNet(backbone, mean, std, width_multiplier)

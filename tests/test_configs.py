@@ -25,12 +25,18 @@ REFERENCE_STEP = dict(
 REFERENCE_RECIPES = ("cifar10_resnet18", "cifar100_resnet18", "stl10_resnet18")
 
 
-@pytest.mark.parametrize("name", REFERENCE_RECIPES + ("cifar10_resnet20", "quickstart"))
+@pytest.mark.parametrize("name", REFERENCE_RECIPES + ("cifar10_resnet20", "cifar100_resnet20", "quickstart"))
 def test_recipes_citing_the_reference_use_its_training_step(name):
     config = CONFIGS[name]
     assert {key: getattr(config, key) for key in REFERENCE_STEP} == REFERENCE_STEP
     expected_schedule = "constant" if name in REFERENCE_RECIPES else "warmup_cosine"
     assert config.lr_schedule == expected_schedule
+
+
+def test_the_cifar100_recipe_is_the_cifar10_one_on_cifar100():
+    cifar10, cifar100 = CONFIGS["cifar10_resnet20"], CONFIGS["cifar100_resnet20"]
+    assert cifar100.dataset == "cifar100"
+    assert dataclasses.replace(cifar100, dataset="cifar10") == cifar10
 
 
 def test_the_byol_style_recipe_uses_byols_target_and_projector():
@@ -136,7 +142,7 @@ def test_every_field_has_one_flag_of_its_type_whose_help_is_the_field_documentat
         assert flag.default is None, "an unset flag must leave the recipe's value"
     assert (values["eps"].flag_type(), values["linear_symmetric"].flag_type()) == ("float", "bool")
     assert values["predictor"].parser.enum_values == list(PREDICTOR_NAMES)
-    assert "0.25 DirectCopy" in values["eps"].help
+    assert "0.1 DirectCopy" in values["eps"].help
 
 
 def test_parsed_flags_override_only_their_fields_of_the_recipe():

@@ -70,7 +70,7 @@ def reference_direct_steps(online_outputs, target_outputs, method, update_order,
     any update our W_p is the identity. With "before_predict" F starts at
     zero and batch t is predicted with W_p(F_t).
     """
-    alpha, eps = {"directcopy": (1.0, 0.25), "directpred": (0.5, 0.01)}[method]
+    alpha, eps = {"directcopy": (1.0, 0.1), "directpred": (0.5, 0.01)}[method]
     dim = online_outputs[0][0].shape[1]
     F = None if update_order == "after_step" else np.zeros((dim, dim))
     W = np.eye(dim)

@@ -42,7 +42,7 @@ def test_running_correlation_and_matrix_follow_the_equations(method, update_orde
         predictor.update(z)
         np.testing.assert_allclose(predictor.correlation.numpy(), F, rtol=1e-5, atol=1e-7)
         expected = {
-            "directcopy": lambda: reference_directset(F, 1.0, 0.25),
+            "directcopy": lambda: reference_directset(F, 1.0, 0.1),
             "directpred": lambda: reference_directset(F, 0.5, 0.01),
             "directset": lambda: reference_directset(F, 0.7, 0.01),
         }[method]()
@@ -61,10 +61,10 @@ def test_update_every_keeps_the_matrix_between_updates():
         predictor.update(z)
         matrices.append(predictor.matrix.numpy())
     # Recomputed at updates 0 and 3, held at 1 and 2; F changes every time.
-    np.testing.assert_allclose(matrices[0], reference_directcopy(correlations[0], 0.25, "frobenius"), rtol=1e-5)
+    np.testing.assert_allclose(matrices[0], reference_directcopy(correlations[0], 0.1, "frobenius"), rtol=1e-5)
     np.testing.assert_array_equal(matrices[1], matrices[0])
     np.testing.assert_array_equal(matrices[2], matrices[0])
-    np.testing.assert_allclose(matrices[3], reference_directcopy(correlations[3], 0.25, "frobenius"), rtol=1e-5)
+    np.testing.assert_allclose(matrices[3], reference_directcopy(correlations[3], 0.1, "frobenius"), rtol=1e-5)
     np.testing.assert_allclose(predictor.correlation.numpy(), correlations[3], rtol=1e-5)
 
 
@@ -87,7 +87,7 @@ def test_update_hooks_follow_the_update_order():
 
 def test_defaults_match_the_documented_ones():
     copy, pred = DirectPredictor("directcopy"), DirectPredictor("directpred")
-    assert (copy.rho, copy.eps, copy.normalization, copy.update_every) == (0.3, 0.25, "spectral", 1)
+    assert (copy.rho, copy.eps, copy.normalization, copy.update_every) == (0.3, 0.1, "spectral", 1)
     assert copy.update_order == pred.update_order == "after_step"
     linear = LinearPredictor()
     assert (linear.symmetric, linear.initializer) == (True, "pytorch")
