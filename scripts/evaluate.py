@@ -6,10 +6,18 @@
     python scripts/evaluate.py --encoder=runs/c10_r20/encoder.keras --dataset=cifar10 \
         --data_dir=~/tensorflow_datasets --output=eval.json --save_head=head.weights.h5
 
+    # A preset's other evaluations (scripts/register_preset.py --additional_metrics):
+    # another label set of its images, another kNN k, the random-init floor.
+    python scripts/evaluate.py --preset=cifar100 --dataset=cifar100:coarse_label --output=coarse.json
+    python scripts/evaluate.py --preset=cifar100 --knn_k=20 --output=k20.json
+    python scripts/evaluate.py --preset=cifar100 --random_init --seed=0 --output=floor.json
+
 The encoder stays frozen. kNN: k = 200 neighbours, cosine similarity,
 temperature 0.1. Linear probe: a linear layer on standardized, unaugmented
 features, and the test accuracy after its final epoch (the protocol is in
 keras_directcopy/evaluation/linear_probe.py). The metrics JSON is written atomically.
+With --random_init it records `"random_init": {"seed": SEED}` and keeps
+`"preset"` naming the preset whose architecture was drawn at random.
 """
 
 import json
@@ -80,10 +88,12 @@ def main(argv):
             preset=preset, seed=FLAGS.seed, return_head=True, verbose=int(FLAGS.verbose),
         )
         if FLAGS.random_init:
-            # Not the preset's weights: never let these metrics pass for them.
+            from keras_directcopy.evaluation.evaluate import random_init_metrics
+
+            # Not the preset's weights: marked so they never pass for them,
+            # while `preset` still names the architecture's preset.
             architecture = preset or f"{FLAGS.backbone} (width multiplier {FLAGS.width_multiplier})"
-            metrics["encoder"] = f"{architecture} architecture, random initialization (seed {FLAGS.seed})"
-            metrics["preset"] = None
+            metrics = random_init_metrics(metrics, FLAGS.seed, architecture)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
@@ -113,7 +123,7 @@ def main(argv):
         + (f"; metrics in {FLAGS.output}" if FLAGS.output else "")
     )
     if preset and not FLAGS.random_init and is_registry_name(preset):
-        print(compare_with_recorded_knn(preset, knn))
+        print(compare_with_recorded_knn(preset, knn, dataset))
 
 
 def check_flags():

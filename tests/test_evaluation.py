@@ -19,7 +19,7 @@ from keras_directcopy import evaluation, resnet20
 from keras_directcopy.data import datasets as data
 from keras_directcopy.data import offline as offline_data
 from keras_directcopy.evaluation import knn, linear_probe
-from keras_directcopy.evaluation.evaluate import compare_with_recorded_knn
+from keras_directcopy.evaluation.evaluate import compare_with_recorded_knn, random_init_metrics
 from keras_directcopy.models.heads import build_linear_head
 from keras_directcopy.presets import zoo
 from keras_directcopy.utils.files import sha256_file
@@ -413,10 +413,33 @@ def test_evaluate_script_random_init_floor(data_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(output.read_text())
-    # Random weights must never be reported as the preset's.
-    assert metrics["preset"] is None and "random initialization" in metrics["encoder"]
+    # Random weights must never be reported as the preset's: the record says
+    # they are a floor, with its seed, of the preset it names.
+    assert metrics["random_init"] == {"seed": 0} and "random initialization (seed 0)" in metrics["encoder"]
+    assert metrics["preset"] == zoo.get_preset("cifar10")["name"]
     assert metrics["dataset"] == "cifar10" and 0.0 <= metrics["knn"]["top1"] <= 1.0
     assert "random initialization" in result.stdout
+
+
+def test_a_random_init_record_names_its_floor_seed_and_preset():
+    """What scripts/evaluate.py --preset=NAME --random_init --seed=S writes:
+    the preset whose architecture was drawn, and the mark and seed that keep
+    it from passing for that preset's metrics."""
+    measured = {"dataset": "cifar100", "encoder": "resnet18", "preset": "directcopy_resnet18_cifar100",
+                "knn": {"top1": 0.1, "k": 200}, "linear_probe": None}
+    floor = random_init_metrics(measured, 7, "directcopy_resnet18_cifar100")
+    assert floor == {**measured, "random_init": {"seed": 7}, "encoder": (
+        "directcopy_resnet18_cifar100 architecture, random initialization (seed 7)")}
+    assert "random_init" not in measured  # the measured record is left as it was
+
+
+def test_the_registry_knn_is_not_compared_across_label_sets():
+    preset = zoo.get_preset("cifar10")
+    recorded = preset["metrics"]["knn"]
+    same = compare_with_recorded_knn(preset["name"], recorded, preset["metrics"]["dataset"])
+    assert "(difference +0.00 points)" in same
+    other = compare_with_recorded_knn(preset["name"], recorded, "cifar10:other_label")
+    assert "this run used cifar10:other_label, so the two are not comparable" in other
 
 
 @pytest.mark.slow

@@ -291,6 +291,135 @@ def test_card_cites_the_method_paper(method, reference):
     assert method in ModelCard(card).data.tags
 
 
+# -- Additional evaluations ----------------------------------------------------
+
+
+def cifar100_evaluations():
+    """A CIFAR-100 preset's metrics and its three kinds of other evaluation:
+    `(preset, coarse labels, k = 200 without linear probe, random-init floor)`
+    (METRICS' own k is 20)."""
+    metrics = {**copy.deepcopy(METRICS), "dataset": "cifar100"}
+    coarse = copy.deepcopy(metrics)
+    coarse.update(dataset="cifar100:coarse_label")
+    coarse["knn"]["top1"], coarse["linear_probe"]["top1"] = 0.55, 0.6
+    other_k = copy.deepcopy(metrics)
+    other_k["knn"].update(k=200, top1=0.44)
+    other_k["linear_probe"] = None
+    floor = copy.deepcopy(metrics)
+    floor.update(encoder=f"{NAME} architecture, random initialization (seed 3)", random_init={"seed": 3})
+    floor["knn"]["top1"], floor["linear_probe"]["top1"] = 0.3, 0.35
+    preset = make_preset("0" * 64, dataset="cifar100", num_classes=100, metrics=metrics)
+    return preset, coarse, other_k, floor
+
+
+def test_card_shows_each_additional_evaluation():
+    preset, coarse, other_k, floor = cifar100_evaluations()
+    plain = hub.build_model_card(preset)
+    rows = {
+        "coarse": (coarse, "| CIFAR-100 coarse labels (20 superclasses) | 55.00 % | 60.00 % |"),
+        "k": (other_k, "| kNN k = 200 | 44.00 % | not measured |"),
+        "floor": (floor, "| random-init floor of the same architecture (seed 3) | 30.00 % | 35.00 % |"),
+    }
+    for evaluation, row in rows.values():
+        card = hub.build_model_card({**preset, "additional_metrics": [evaluation]})
+        assert "**Other evaluations.**" in card and row in card, row
+        assert "| `additional_metrics.json` | the other evaluations" in card
+        assert card.count(" | ") - plain.count(" | ") == 3 + 2  # the table's header and row only
+    card = hub.build_model_card({**preset, "additional_metrics": [coarse, other_k, floor]})
+    table = card[card.index("| evaluation |"):]
+    assert [line for line in table.splitlines()[2:5]] == [row for _, row in rows.values()]
+    assert "Other evaluations" not in plain and "additional_metrics.json" not in plain
+    assert str(ModelCard(card)) == card
+
+
+def test_card_states_the_gain_over_a_floor_of_the_headline_protocol():
+    preset, coarse, _, floor = cifar100_evaluations()
+    card = hub.build_model_card({**preset, "additional_metrics": [floor]})
+    # 43.21 - 30.00 and 45.67 - 35.00, in the headline paragraph.
+    assert ("**45.67 %** (linear probe). Pretraining gains **+13.21 points** (kNN) and **+10.67 points** "
+            "(linear probe) over the random-init floor of the same architecture (seed 3: 30.00 % kNN, "
+            "35.00 % linear probe, same protocol).\n") in card
+    knn_only = {**floor, "linear_probe": None}
+    card = hub.build_model_card({**preset, "additional_metrics": [knn_only]})
+    assert ("Pretraining gains **+13.21 points** (kNN) over the random-init floor of the same "
+            "architecture (seed 3: 30.00 % kNN, same protocol).") in card
+    assert "| random-init floor of the same architecture (seed 3) | 30.00 % | not measured |" in card
+    # A floor measured with another protocol (here the coarse labels) is a row, not the headline's floor.
+    coarse_floor = {**floor, "dataset": "cifar100:coarse_label"}
+    card = hub.build_model_card({**preset, "additional_metrics": [coarse, coarse_floor]})
+    assert "Pretraining gains" not in card
+    assert ("| random-init floor of the same architecture (seed 3), CIFAR-100 coarse labels "
+            "(20 superclasses) | 30.00 % | 35.00 % |") in card
+
+
+def test_model_index_lists_other_label_sets_but_never_a_floor():
+    preset, coarse, other_k, floor = cifar100_evaluations()
+    card = hub.build_model_card({**preset, "additional_metrics": [coarse, other_k, floor]})
+    results = ModelCard(card).data.eval_results
+    by_dataset = {}
+    for result in results:
+        by_dataset.setdefault(result.dataset_config, {})[result.metric_config] = result.metric_value
+    assert by_dataset == {
+        None: {"knn": METRICS["knn"]["top1"], "linear_probe": METRICS["linear_probe"]["top1"]},
+        "coarse_label": {"knn": 0.55, "linear_probe": 0.6},
+    }
+    coarse_result = next(r for r in results if r.dataset_config == "coarse_label")
+    assert coarse_result.dataset_name == "CIFAR-100 coarse labels (20 superclasses)"
+    assert coarse_result.dataset_type == hub.HUB_DATASET_IDS["cifar100"]
+    # A kNN-only label set has only its kNN entry.
+    card = hub.build_model_card({**preset, "additional_metrics": [{**coarse, "linear_probe": None}]})
+    assert [(r.dataset_config, r.metric_config) for r in ModelCard(card).data.eval_results] == [
+        (None, "knn"), (None, "linear_probe"), ("coarse_label", "knn"),
+    ]
+
+
+def test_cards_without_additional_evaluations_are_unchanged():
+    """An empty list is no list: the card of every preset without additional
+    evaluations (the committed one of the shipped preset too) is as before."""
+    shipped = zoo.get_preset("cifar10")
+    committed = (REPO_ROOT / "model_cards" / f"{shipped['name']}.md").read_text()
+    assert "additional_metrics" not in shipped
+    assert hub.build_model_card({**shipped, "additional_metrics": []}) == committed
+    preset = make_preset("0" * 64)
+    assert hub.build_model_card({**preset, "additional_metrics": []}) == hub.build_model_card(preset)
+
+
+def test_a_floor_or_unfit_evaluation_is_refused_in_the_preset():
+    """Hand-edited entries are checked as registration checks them."""
+    preset, coarse, _, floor = cifar100_evaluations()
+    with pytest.raises(ValueError, match="randomly initialized encoder.*\"additional_metrics\""):
+        hub.check_publishable({**preset, "metrics": floor})
+    with pytest.raises(ValueError, match="Additional evaluation 1 of preset .*repeats the protocol"):
+        hub.check_publishable({**preset, "additional_metrics": [coarse, copy.deepcopy(preset["metrics"])]})
+    with pytest.raises(ValueError, match="Additional evaluations 0 and 1 .* are the same evaluation"):
+        hub.check_publishable({**preset, "additional_metrics": [floor, {**floor, "wall_time_s": 1.0}]})
+    with pytest.raises(ValueError, match=f"not on preset '{NAME}': run scripts/evaluate.py --preset={NAME} "
+                                         "--random_init --seed=3"):
+        hub.check_publishable({**preset, "additional_metrics": [{**floor, "preset": None}]})
+
+
+def test_published_folder_ships_the_additional_evaluations(tiny_weights, tmp_path):
+    """additional_metrics.json holds them as recorded; metrics.json stays the
+    record of the headline evaluation."""
+    _, weights, sha256 = tiny_weights
+    metrics = copy.deepcopy(METRICS)
+    other_k = copy.deepcopy(METRICS)
+    other_k["knn"].update(k=200, top1=0.44)
+    floor = {**copy.deepcopy(METRICS), "random_init": {"seed": 0}}
+    floor["knn"]["top1"] = 0.3
+    preset = make_preset(sha256, metrics=metrics, additional_metrics=[other_k, floor])
+    folder = Path(hub.publish(preset, weights, REPO_ID, dry_run=True, out_dir=str(tmp_path / "repo")))
+    assert sorted(os.listdir(folder)) == sorted([*FOLDER_FILES, hub.ADDITIONAL_METRICS_FILENAME])
+    assert json.loads((folder / hub.ADDITIONAL_METRICS_FILENAME).read_text()) == [other_k, floor]
+    assert json.loads((folder / "metrics.json").read_text()) == METRICS
+    card = (folder / "README.md").read_text()
+    assert card == hub.build_model_card(preset) and "| kNN k = 200 | 44.00 % |" in card
+    # No file is named like it.
+    named = make_preset(sha256, weights={"filename": hub.ADDITIONAL_METRICS_FILENAME, "sha256": sha256})
+    with pytest.raises(ValueError, match="is one the repository folder uses"):
+        hub.prepare_repo_folder(named, weights, str(tmp_path / "other"))
+
+
 # -- Repository folder --------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import pytest
 import keras_directcopy as kdc
 from keras_directcopy.configs import get_config
 from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME
-from keras_directcopy.presets import registration, zoo
+from keras_directcopy.presets import hub, registration, zoo
 from keras_directcopy.training.loop import save_encoder
 from keras_directcopy.utils.files import sha256_file
 
@@ -60,9 +60,9 @@ def registry(tmp_path):
     return zoo_dir, run_dir, cards, encoder
 
 
-def metrics_for(name, knn=0.4321, linear=0.4567):
+def metrics_for(name, knn=0.4321, linear=0.4567, dataset="cifar10"):
     return {
-        "dataset": "cifar10", "encoder": "resnet20", "preset": name,
+        "dataset": dataset, "encoder": "resnet20", "preset": name,
         "knn": {"top1": knn, "k": 200, "temperature": 0.1, "train_split": "train",
                 "test_split": "test", "train_examples": 50000, "test_examples": 10000},
         "linear_probe": {"top1": linear, "train_top1": 0.5, "epochs": 100, "batch_size": 256,
@@ -144,3 +144,147 @@ def test_a_run_without_its_architecture_or_of_another_architecture_is_refused(re
         registration.register(NAME, *dirs, run_dir=str(run_dir), bundle=True)
     assert "layer 'images' differs in batch_shape" in str(other.value)
     assert (zoo_dir / f"{NAME}.json").read_text() == before and not (zoo_dir / NAME).exists()
+
+
+# -- Additional evaluations -------------------------------------------------------
+
+
+def write_metrics(directory, filename, metrics):
+    path = directory / filename
+    path.write_text(json.dumps(metrics))
+    return str(path)
+
+
+def other_evaluations(dataset="cifar100"):
+    """The primary metrics of a preset on `dataset` and its three kinds of
+    other evaluation, as scripts/evaluate.py writes them: `(primary, coarse
+    labels, k = 20 without linear probe, random-init floor)`."""
+    primary = metrics_for(NAME, dataset=dataset)
+    coarse = metrics_for(NAME, knn=0.55, linear=0.6, dataset=f"{dataset}:coarse_label")
+    k20 = metrics_for(NAME, knn=0.44, dataset=dataset)
+    k20["knn"]["k"], k20["linear_probe"] = 20, None
+    floor = metrics_for(NAME, knn=0.3, linear=0.35, dataset=dataset)
+    floor.update(encoder=f"{NAME} architecture, random initialization (seed 0)", random_init={"seed": 0})
+    return primary, coarse, k20, floor
+
+
+@pytest.fixture
+def cifar100_registry(registry):
+    """The registry's preset as a CIFAR-100 one (which has a coarse label set),
+    with weights registered (their sha256, which a card needs)."""
+    zoo_dir, _, cards, _ = registry
+    path = zoo_dir / f"{NAME}.json"
+    preset = json.loads(path.read_text())
+    preset.update(dataset="cifar100", num_classes=100, weights={**preset["weights"], "sha256": "ab" * 32})
+    path.write_text(json.dumps(preset))
+    return zoo_dir, cards
+
+
+def test_additional_evaluations_are_recorded_and_shown_in_the_card(cifar100_registry, tmp_path):
+    zoo_dir, cards = cifar100_registry
+    primary, coarse, k20, floor = other_evaluations()
+    files = [write_metrics(tmp_path, f"{kind}.json", metrics)
+             for kind, metrics in (("coarse", coarse), ("k20", k20), ("floor", floor))]
+    registration.register(
+        NAME, str(zoo_dir), str(cards), metrics=write_metrics(tmp_path, "primary.json", primary),
+        additional_metrics=files,
+    )
+    preset = json.loads((zoo_dir / f"{NAME}.json").read_text())
+    assert preset["metrics"] == primary
+    assert preset["additional_metrics"] == [coarse, k20, floor]  # each the full record
+    card = (cards / f"{NAME}.md").read_text()
+    assert card == hub.build_model_card(preset)
+    for row in [
+        "| CIFAR-100 coarse labels (20 superclasses) | 55.00 % | 60.00 % |",
+        "| kNN k = 20 | 44.00 % | not measured |",
+        "| random-init floor of the same architecture (seed 0) | 30.00 % | 35.00 % |",
+    ]:
+        assert row in card, row
+    # The headline states the gain over the floor: 43.21 - 30.00 and 45.67 - 35.00.
+    assert ("**45.67 %** (linear probe). Pretraining gains **+13.21 points** (kNN) and **+10.67 points** "
+            "(linear probe) over the random-init floor of the same architecture (seed 0: 30.00 % kNN, "
+            "35.00 % linear probe, same protocol).") in card
+
+    # Re-measured alone, an evaluation replaces its predecessor in place; the others stay.
+    remeasured = {**k20, "knn": {**k20["knn"], "top1": 0.45}}
+    registration.register(NAME, str(zoo_dir), str(cards),
+                          additional_metrics=[write_metrics(tmp_path, "k20_again.json", remeasured)])
+    preset = json.loads((zoo_dir / f"{NAME}.json").read_text())
+    assert preset["additional_metrics"] == [coarse, remeasured, floor]
+    assert "| kNN k = 20 | 45.00 % | not measured |" in (cards / f"{NAME}.md").read_text()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("another preset", f"on 'another_preset', not on the registered preset: run scripts/evaluate.py --preset={NAME}\\.$"),
+    ("floor of another architecture", "--random_init --seed=0"),
+    ("the primary protocol again", "repeats the protocol of the preset's own metrics"),
+    ("two of the same evaluation", "are the same evaluation"),
+    ("another dataset", "not a label set of the images"),
+    ("other splits", "so the two are not comparable"),
+    ("random init as primary", "is the random-init floor \\(seed 0\\).*pass it as --additional_metrics="),
+    ("another label set as primary", "is on 'cifar100:coarse_label'.*pass it as --additional_metrics="),
+    ("no primary metrics", "has no metrics"),
+])
+def test_unfit_additional_evaluations_are_refused(cifar100_registry, tmp_path, case, message):
+    """Each refusal names the file and the fix, and writes nothing."""
+    zoo_dir, cards = cifar100_registry
+    before = (zoo_dir / f"{NAME}.json").read_text()
+    primary, coarse, k20, floor = other_evaluations()
+    duplicate = metrics_for(NAME, knn=0.5, dataset="cifar100")  # another measurement, same protocol
+    sliced = {**k20, "knn": {**k20["knn"], "test_split": "test[:1000]", "test_examples": 1000}}
+    foreign_floor = {**floor, "preset": None}  # from scripts/evaluate.py --backbone=... --random_init
+    metrics, additional = {
+        "another preset": (primary, [metrics_for("another_preset", dataset="cifar100")]),
+        "floor of another architecture": (primary, [foreign_floor]),
+        "the primary protocol again": (primary, [coarse, duplicate]),
+        "two of the same evaluation": (primary, [k20, {**k20, "knn": {**k20["knn"], "top1": 0.1}}]),
+        "another dataset": (primary, [metrics_for(NAME, dataset="cifar10")]),
+        "other splits": (primary, [sliced]),
+        "random init as primary": (floor, []),
+        "another label set as primary": (coarse, []),
+        "no primary metrics": (None, [k20]),
+    }[case]
+    metrics_path = metrics and write_metrics(tmp_path, "primary.json", metrics)
+    paths = [write_metrics(tmp_path, f"additional_{i}.json", m) for i, m in enumerate(additional)]
+    with pytest.raises(ValueError, match=message) as error:
+        registration.register(NAME, str(zoo_dir), str(cards), metrics=metrics_path,
+                              additional_metrics=paths)
+    assert str(tmp_path) in str(error.value) or case == "no primary metrics"
+    assert (zoo_dir / f"{NAME}.json").read_text() == before and not list(cards.iterdir())
+
+
+def test_new_weights_void_the_additional_evaluations(registry, tmp_path):
+    zoo_dir, run_dir, cards, _ = registry
+    dirs = (str(zoo_dir), str(cards))
+    primary, _, k20, floor = other_evaluations(dataset="cifar10")
+    registration.register(NAME, *dirs, run_dir=str(run_dir), bundle=True)
+    registration.register(
+        NAME, *dirs, metrics=write_metrics(tmp_path, "primary.json", primary),
+        additional_metrics=[write_metrics(tmp_path, "k20.json", k20), write_metrics(tmp_path, "floor.json", floor)],
+    )
+    assert len(json.loads((zoo_dir / f"{NAME}.json").read_text())["additional_metrics"]) == 2
+    # The run again stands for new weights: what was measured on the old ones goes.
+    registration.register(NAME, *dirs, run_dir=str(run_dir), bundle=True)
+    preset = json.loads((zoo_dir / f"{NAME}.json").read_text())
+    assert preset["metrics"] is None and preset["additional_metrics"] == []
+    # Without metrics of the new weights there is nothing to set them beside.
+    with pytest.raises(ValueError, match="has no metrics"):
+        registration.register(NAME, *dirs, additional_metrics=[str(tmp_path / "k20.json")])
+
+
+@pytest.mark.slow
+def test_register_script_takes_a_comma_separated_list(cifar100_registry, tmp_path):
+    zoo_dir, cards = cifar100_registry
+    primary, coarse, k20, floor = other_evaluations()
+    files = [write_metrics(tmp_path, f"{i}.json", m) for i, m in enumerate((coarse, k20, floor))]
+    result = run_script(
+        f"--preset={NAME}", f"--zoo_dir={zoo_dir}", f"--cards_dir={cards}",
+        f"--metrics={write_metrics(tmp_path, 'primary.json', primary)}",
+        f"--additional_metrics={','.join(files)}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "with 3 additional evaluation(s)" in result.stdout
+    assert json.loads((zoo_dir / f"{NAME}.json").read_text())["additional_metrics"] == [coarse, k20, floor]
+    refused = run_script(f"--preset={NAME}", f"--zoo_dir={zoo_dir}", f"--cards_dir={cards}",
+                         f"--metrics={files[2]}")
+    assert refused.returncode != 0 and f"pass it as --additional_metrics={files[2]}" in refused.stderr

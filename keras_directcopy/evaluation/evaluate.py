@@ -138,6 +138,32 @@ def evaluate_encoder(
     return (metrics, head) if return_head else metrics
 
 
+def random_init_metrics(metrics, seed, architecture):
+    """Marks the metrics of a randomly initialized encoder as a floor.
+
+    Such numbers must never pass for a pretrained encoder's: `encoder` says
+    so in words, and `random_init` records it with the seed the weights were
+    drawn with. `preset` keeps naming the preset whose architecture was
+    built, so the floor can be registered beside that preset's own metrics
+    (`scripts/register_preset.py --additional_metrics`); the registry and
+    the model card refuse a record with `random_init` as the preset's
+    `metrics`.
+
+    Args:
+        metrics: the dict `evaluate_encoder` returned for the encoder.
+        seed: the seed its weights were drawn with (`keras.utils.set_random_seed`).
+        architecture: what was built: a preset name, or a backbone description.
+
+    Returns:
+        A new metrics dict with `encoder` and `"random_init": {"seed": seed}` set.
+    """
+    return {
+        **metrics,
+        "encoder": f"{architecture} architecture, random initialization (seed {seed})",
+        "random_init": {"seed": int(seed)},
+    }
+
+
 def load_encoder(preset=None, path=None, weights=True):
     """Loads an encoder from the zoo or from a saved `.keras` file.
 
@@ -194,21 +220,29 @@ def _fixed_input_size(encoder):
     return int(height)
 
 
-def compare_with_recorded_knn(preset, knn):
+def compare_with_recorded_knn(preset, knn, dataset=None):
     """A line setting the measured kNN beside the one the registry (and the
     model card) records for the registry preset `preset`, when both used the
-    same protocol.
+    same protocol and labels.
 
     Args:
         preset: a registry preset name.
         knn: the `"knn"` entry of `evaluate_encoder`'s metrics.
+        dataset: the dataset (label set) measured on; None: the recorded one.
 
     Returns:
         One line of text.
     """
-    recorded = (zoo.get_preset(preset).get("metrics") or {}).get("knn")
+    metrics = zoo.get_preset(preset).get("metrics") or {}
+    recorded = metrics.get("knn")
     if not recorded:
         return f"The registry records no kNN accuracy for {preset} yet."
+    # Another label set of the same images (cifar100:coarse_label) has the
+    # same splits and k, but its accuracy is another quantity.
+    recorded_dataset = metrics.get("dataset")
+    if dataset is not None and recorded_dataset is not None and dataset != recorded_dataset:
+        return (f"The model card's kNN top-1 ({100 * recorded['top1']:.2f}%) is on {recorded_dataset}; "
+                f"this run used {dataset}, so the two are not comparable.")
     protocol = ("k", "temperature", "train_split", "test_split", "train_examples", "test_examples")
     if any(recorded.get(key) != knn.get(key) for key in protocol):
         return (f"The model card's kNN top-1 ({100 * recorded['top1']:.2f}%) was measured on "

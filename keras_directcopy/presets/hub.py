@@ -23,10 +23,16 @@ format, so plain Keras loads it with `keras.saving.load_model("hf://ORG/NAME")`
   name Keras' folder format gives them;
 * `metrics.json` (written by `scripts/evaluate.py`) and `run.json` (written
   by `scripts/pretrain.py`), as measured;
+* `additional_metrics.json`, when the preset records other evaluations
+  (`preset["additional_metrics"]`: the same encoder on another label set or
+  with another kNN k, or the random-init floor of its architecture): the
+  list of their `scripts/evaluate.py` records, as measured;
 * `README.md`: the model card, rendered by `huggingface_hub.ModelCard.
   from_template` from `model_cards/template.md` (installed as
   `keras_directcopy.model_card_templates`). Its YAML `model-index` carries
-  the kNN and linear-probe accuracies of `metrics.json`.
+  the kNN and linear-probe accuracies of `metrics.json`, and those of the
+  other label sets of `additional_metrics.json` (never a random-init
+  floor's: it is not this model's result).
 
 The template holds the card's wording; `_card_values` passes it values
 read from the preset, its metrics or its run record, or from the recipes of
@@ -62,6 +68,7 @@ from keras_directcopy.version import __version__
 
 CONFIG_FILENAME = "config.json"
 METRICS_FILENAME = "metrics.json"
+ADDITIONAL_METRICS_FILENAME = "additional_metrics.json"
 RUN_FILENAME = "run.json"
 CARD_FILENAME = "README.md"
 # The weights file of Keras' folder format, next to its config.json
@@ -92,6 +99,12 @@ DATASET_NAMES = {
     "cifar100": "CIFAR-100",
     "stl10": "STL-10",
     "imagenet2012": "ImageNet-1k (ILSVRC 2012)",
+}
+# The label sets other than a dataset's own that scripts/evaluate.py reads
+# (`--dataset=NAME:LABEL`, keras_directcopy.data.datasets.OTHER_LABELS);
+# another one is named by its dataset and tfds feature.
+LABEL_SET_NAMES = {
+    "cifar100:coarse_label": "CIFAR-100 coarse labels (20 superclasses)",
 }
 # The full-scale recipe of each dataset in `keras_directcopy.configs`: the
 # setting of the DirectPred/DirectCopy reference code (ResNet-18 on the small
@@ -161,9 +174,12 @@ def check_publishable(preset):
 
     Raises:
         ValueError: if the preset has no measured kNN and linear-probe
-            metrics, if its metrics belong to another preset or dataset, if
-            it records no sha256 for its weights (or head), or if its method
-            is unknown. The message names the fix.
+            metrics, if its metrics belong to another preset or dataset or
+            are those of a random-init floor, if one of its additional
+            evaluations is not fit for the card (see
+            `check_additional_evaluation`), if it records no sha256 for its
+            weights (or head), or if its method is unknown. The message
+            names the fix.
     """
     name = preset["name"]
     metrics = preset.get("metrics") or {}
@@ -190,8 +206,20 @@ def check_publishable(preset):
         raise ValueError(
             f"The metrics recorded in preset {name!r} are on {metrics['dataset']!r}, but the "
             f"preset is trained on {preset['dataset']!r}. Evaluate on {preset['dataset']!r} "
-            "with scripts/evaluate.py."
+            "with scripts/evaluate.py"
+            + (" and record the other label set's metrics in \"additional_metrics\"."
+               if is_label_set_of(metrics["dataset"], preset["dataset"]) else ".")
         )
+    # The preset field of a floor names the preset whose architecture was
+    # drawn at random, so only this mark tells its numbers from the model's.
+    if metrics.get("random_init") is not None:
+        raise ValueError(
+            f"The metrics recorded in preset {name!r} are those of a randomly initialized "
+            "encoder of its architecture (a floor), not of the trained weights. Record them in "
+            "\"additional_metrics\" and the trained encoder's (scripts/evaluate.py "
+            f"--preset={name}) as \"metrics\"."
+        )
+    check_additional_metrics(preset)
     if not preset["weights"].get("sha256"):
         raise ValueError(
             f"Preset {name!r} records no sha256 for {preset['weights']['filename']}. Record the "
@@ -211,19 +239,167 @@ def check_publishable(preset):
         )
 
 
+def is_label_set_of(dataset, preset_dataset):
+    """Whether `dataset` is another label set of `preset_dataset`'s images
+    (`"cifar100:coarse_label"` of `"cifar100"`), as `scripts/evaluate.py
+    --dataset=NAME:LABEL` evaluates."""
+    name, _, label = str(dataset).partition(":")
+    return name == preset_dataset and bool(label)
+
+
+def label_set_name(dataset):
+    """The display name of a dataset or of one of its other label sets."""
+    if dataset in LABEL_SET_NAMES:
+        return LABEL_SET_NAMES[dataset]
+    name, _, label = dataset.partition(":")
+    base = DATASET_NAMES.get(name, name)
+    return f"{base} `{label}` labels" if label else base
+
+
+def evaluation_changes(evaluation, preset):
+    """How an additional evaluation differs from the preset's primary one.
+
+    Args:
+        evaluation: a metrics dict of `scripts/evaluate.py`.
+        preset: a preset dict with its primary `metrics`.
+
+    Returns:
+        A dict with only the keys that differ: `"dataset"` (another label
+        set, e.g. `"cifar100:coarse_label"`), `"knn_k"` and
+        `"knn_temperature"` (the evaluation's values) and
+        `"random_init_seed"` (the evaluation is the random-init floor of the
+        preset's architecture, drawn with that seed). Empty when the
+        evaluation repeats the primary protocol.
+    """
+    metrics = preset["metrics"]
+    changes = {}
+    dataset = evaluation.get("dataset")
+    if dataset != (metrics.get("dataset") or preset["dataset"]):
+        changes["dataset"] = dataset
+    for key in ("k", "temperature"):
+        if evaluation["knn"].get(key) != metrics["knn"].get(key):
+            changes[f"knn_{key}"] = evaluation["knn"].get(key)
+    if evaluation.get("random_init") is not None:
+        changes["random_init_seed"] = evaluation["random_init"].get("seed")
+    return changes
+
+
+def evaluation_key(evaluation):
+    """What identifies an additional evaluation among a preset's: its
+    dataset (label set), kNN k and temperature, and random-init seed. A new
+    evaluation with the key of a recorded one replaces it."""
+    floor = evaluation.get("random_init") or {}
+    knn = evaluation.get("knn") or {}
+    return (evaluation.get("dataset"), knn.get("k"), knn.get("temperature"), floor.get("seed"))
+
+
+def check_additional_evaluation(evaluation, preset):
+    """Checks that a metrics dict can be recorded as one of the preset's
+    additional evaluations: `scripts/evaluate.py` on this preset, on its
+    primary metrics' splits, and another label set of its images, another
+    kNN k (or temperature), or the random-init floor of its architecture.
+
+    Args:
+        evaluation: a metrics dict of `scripts/evaluate.py`.
+        preset: a preset dict with its primary `metrics`.
+
+    Raises:
+        ValueError: naming what is wrong and the `scripts/evaluate.py`
+            command that measures a valid one.
+    """
+    name = preset["name"]
+    if not preset.get("metrics"):
+        raise ValueError(
+            f"Preset {name!r} has no metrics of its own, so there is nothing to compare other "
+            f"evaluations with: record those of scripts/evaluate.py --preset={name} first."
+        )
+    knn = evaluation.get("knn") or {}
+    if evaluation.get("preset") not in (name, *preset.get("aliases", ())):
+        # A floor of another architecture (or from before floors named their
+        # preset) gets the command that measures this preset's.
+        floor = evaluation.get("random_init") is not None or (
+            "random initialization" in str(evaluation.get("encoder"))
+        )
+        seed = (evaluation.get("random_init") or {}).get("seed", 0)
+        floor_flags = f" --random_init --seed={seed}" if floor else ""
+        raise ValueError(
+            f"it was measured on {evaluation.get('preset') or evaluation.get('encoder')!r}, not on "
+            f"preset {name!r}: run scripts/evaluate.py --preset={name}{floor_flags}."
+        )
+    if not isinstance(knn.get("top1"), (int, float)):
+        raise ValueError("it has no kNN top-1 accuracy; it is not a scripts/evaluate.py record.")
+    dataset = evaluation.get("dataset")
+    if dataset != preset["dataset"] and not is_label_set_of(dataset, preset["dataset"]):
+        raise ValueError(
+            f"it is on {dataset!r}, which is not a label set of the images of {name!r} "
+            f"({preset['dataset']!r}); only other label sets of the same images are recorded, "
+            f"e.g. scripts/evaluate.py --preset={name} --dataset={preset['dataset']}:LABEL."
+        )
+    primary = preset["metrics"]["knn"]
+    splits = ("train_split", "test_split")
+    if any(knn.get(key) != primary.get(key) for key in splits):
+        raise ValueError(
+            f"it is measured on the splits {knn.get('train_split')!r} / {knn.get('test_split')!r}, "
+            f"the preset's metrics on {primary.get('train_split')!r} / "
+            f"{primary.get('test_split')!r}, so the two are not comparable: measure it on the same "
+            "splits (the same --max_train_examples and --max_test_examples)."
+        )
+    floor = evaluation.get("random_init")
+    if floor is not None and not (
+        isinstance(floor, dict) and isinstance(floor.get("seed"), int) and not isinstance(floor["seed"], bool)
+    ):
+        raise ValueError(f"its random_init record {floor!r} names no integer seed.")
+    if not evaluation_changes(evaluation, preset):
+        raise ValueError(
+            f"it repeats the protocol of the preset's own metrics (dataset {dataset!r}, kNN k = "
+            f"{knn.get('k')}, the trained weights), so it is no other evaluation. Record it as the "
+            f"preset's metrics, or measure another one with scripts/evaluate.py --preset={name} "
+            "and --dataset=<another label set>, --knn_k=<another k> or --random_init --seed=<seed>."
+        )
+
+
+def check_additional_metrics(preset):
+    """Checks each of `preset["additional_metrics"]` (see
+    `check_additional_evaluation`), and that no two are the same evaluation.
+
+    Raises:
+        ValueError: naming the entry (its index in the list) and the fix.
+    """
+    seen = {}
+    for index, evaluation in enumerate(preset.get("additional_metrics") or ()):
+        try:
+            check_additional_evaluation(evaluation, preset)
+        except ValueError as error:
+            raise ValueError(
+                f"Additional evaluation {index} of preset {preset['name']!r}: {error}"
+            ) from error
+        key = evaluation_key(evaluation)
+        if key in seen:
+            raise ValueError(
+                f"Additional evaluations {seen[key]} and {index} of preset {preset['name']!r} are "
+                "the same evaluation (dataset, kNN k and temperature, random-init seed); keep one."
+            )
+        seen[key] = index
+
+
 def build_model_card(preset, *, repo_id=None):
     """The `README.md` model card of a preset.
 
     The YAML metadata (built with `huggingface_hub.ModelCardData`) names the
     library, license, tags, dataset and a `model-index` holding the kNN and
     linear-probe top-1 accuracies of `preset["metrics"]`, exactly as
-    recorded. The body, rendered by `huggingface_hub.ModelCard.from_template`
-    from the package's template (`model_cards/template.md`) with the values
-    of `_card_values`, describes the method and its papers, the training
+    recorded, and those of each additional evaluation on another label set
+    with the same kNN protocol (never a random-init floor's). The body,
+    rendered by `huggingface_hub.ModelCard.from_template` from the
+    package's template (`model_cards/template.md`) with the values of
+    `_card_values`, describes the method and its papers, the training
     command and recipe, hardware and wall time, both evaluation protocols
-    and results, intended use and limitations (with the distance from the
-    full-scale recipe when `preset["reduced_scale"]` is true), and how to
-    load the encoder, with Keras alone or with this package.
+    and results, the preset's additional evaluations (a table "Other
+    evaluations" of other label sets, kNN k and random-init floors, and the
+    gain over a floor of the headline protocol; none without them),
+    intended use and limitations (with the distance from the full-scale
+    recipe when `preset["reduced_scale"]` is true), and how to load the
+    encoder, with Keras alone or with this package.
 
     Args:
         preset: a preset dict of the `zoo/` registry, with measured metrics.
@@ -279,7 +455,21 @@ def _card_data(preset):
         datasets=[hub_dataset],
         metrics=["accuracy"],
         model_name=preset["name"],
-        eval_results=_eval_results(preset["metrics"], hub_dataset, DATASET_NAMES.get(dataset, dataset)),
+        eval_results=[
+            *_eval_results(preset["metrics"], hub_dataset, DATASET_NAMES.get(dataset, dataset)),
+            # The same encoder on other label sets of its images is also this
+            # model's result; a random-init floor, or another kNN k on the
+            # same labels, would be a second number for the same entry.
+            *(
+                result
+                for evaluation in preset.get("additional_metrics") or ()
+                if set(evaluation_changes(evaluation, preset)) == {"dataset"}
+                for result in _eval_results(
+                    evaluation, hub_dataset, label_set_name(evaluation["dataset"]),
+                    dataset_config=evaluation["dataset"].partition(":")[2],
+                )
+            ),
+        ],
     )
 
 
@@ -308,11 +498,27 @@ def _card_values(preset, *, repo_id):
     * `full_scale` (the dataset's full-scale recipe: name, backbone, width
       multiplier, epochs, batch size; None if there is none) and
       `reduced_scale_rows` (`(field, this run's value, the recipe's)`);
+    * `other_evaluations`: one `{"changes", "label_set", "knn", "linear"}`
+      for each of `preset["additional_metrics"]`, in order: its
+      `evaluation_changes`, the display name of its label set when it is
+      another one (else None), and its `knn` and `linear_probe` records;
+    * `floors`: `{"seed", "knn", "linear"}` of the random-init floors
+      measured with the headline protocol, whose gain the card states;
     * `files`: the names of the files that are not the preset's.
     """
     run = preset.get("run") or None
     config = (run or {}).get("config") or {}
     metrics = preset["metrics"]
+    other_evaluations = [
+        {
+            "changes": changes,
+            "label_set": label_set_name(changes["dataset"]) if "dataset" in changes else None,
+            "knn": evaluation["knn"],
+            "linear": evaluation.get("linear_probe"),
+        }
+        for evaluation in preset.get("additional_metrics") or ()
+        for changes in [evaluation_changes(evaluation, preset)]
+    ]
     method_name, reference_keys = METHODS[preset["method"]]
     epochs = preset.get("epochs") if preset.get("epochs") is not None else config.get("epochs")
     full_scale_name = FULL_SCALE_CONFIGS.get(preset["dataset"])
@@ -363,9 +569,15 @@ def _card_values(preset, *, repo_id):
         "weights": preset["weights"],
         "head": preset.get("head"),
         "architecture_file": preset.get("architecture"),
+        "other_evaluations": other_evaluations,
+        "floors": [
+            {"seed": row["changes"]["random_init_seed"], "knn": row["knn"], "linear": row["linear"]}
+            for row in other_evaluations if set(row["changes"]) == {"random_init_seed"}
+        ],
         "files": {
             "config": CONFIG_FILENAME, "keras_weights": KERAS_WEIGHTS_FILENAME,
-            "metrics": METRICS_FILENAME, "run": RUN_FILENAME,
+            "metrics": METRICS_FILENAME, "additional_metrics": ADDITIONAL_METRICS_FILENAME,
+            "run": RUN_FILENAME,
         },
     }
 
@@ -414,8 +626,10 @@ def prepare_repo_folder(
 
     The folder holds the weights file (named `preset["weights"]["filename"]`),
     the architecture file when the preset declares one, the head file when
-    given, `config.json`, `model.weights.h5`, `metrics.json`, `run.json`
-    (when the preset has a run record) and `README.md`. Before the folder is
+    given, `config.json`, `model.weights.h5`, `metrics.json`,
+    `additional_metrics.json` (the list `preset["additional_metrics"]`, when
+    it has any), `run.json` (when the preset has a run record) and
+    `README.md`. Before the folder is
     moved into place, the copied files are checked against the preset's
     sha256 and the encoder is loaded through `load_pretrained`, exactly as a
     user would load the published repository (which also checks that the
@@ -518,6 +732,10 @@ def prepare_repo_folder(
         config = repo_config(preset, repo_id=repo_id)
         _write_json(os.path.join(folder, CONFIG_FILENAME), config)
         _write_json(os.path.join(folder, METRICS_FILENAME), preset["metrics"])
+        # A file of its own, so metrics.json stays the one record
+        # scripts/evaluate.py writes, and the card's other numbers ship too.
+        if preset.get("additional_metrics"):
+            _write_json(os.path.join(folder, ADDITIONAL_METRICS_FILENAME), preset["additional_metrics"])
         if preset.get("run"):
             _write_json(os.path.join(folder, RUN_FILENAME), preset["run"])
         atomic_write_text(os.path.join(folder, CARD_FILENAME), build_model_card(preset, repo_id=repo_id))
@@ -683,17 +901,21 @@ def publish(
 # -- Helpers -----------------------------------------------------------------
 
 
-def _eval_results(metrics, hub_dataset, dataset_name):
+def _eval_results(metrics, hub_dataset, dataset_name, dataset_config=None):
+    """The model-index entries (`EvalResult`) of one evaluation: kNN, and
+    the linear probe when it was measured; `dataset_config` names another
+    label set of the dataset (a tfds feature, e.g. `coarse_label`)."""
     knn, linear = metrics["knn"], metrics["linear_probe"]
     common = dict(
         task_type="image-classification",
         task_name="Image Classification (frozen features)",
         dataset_type=hub_dataset,
         dataset_name=dataset_name,
+        dataset_config=dataset_config or None,
         dataset_split=knn.get("test_split"),
         metric_type="accuracy",
     )
-    return [
+    results = [
         EvalResult(
             **common,
             metric_name="kNN top-1 accuracy",
@@ -701,7 +923,9 @@ def _eval_results(metrics, hub_dataset, dataset_name):
             metric_value=knn["top1"],
             metric_args=_without_none({"k": knn.get("k"), "temperature": knn.get("temperature")}),
         ),
-        EvalResult(
+    ]
+    if linear:  # an additional evaluation may be kNN only (--nolinear_probe)
+        results.append(EvalResult(
             **common,
             metric_name="Linear-probe top-1 accuracy",
             metric_config="linear_probe",
@@ -713,8 +937,8 @@ def _eval_results(metrics, hub_dataset, dataset_name):
                 "learning_rate": linear.get("learning_rate"),
                 "weight_decay": linear.get("weight_decay"),
             }),
-        ),
-    ]
+        ))
+    return results
 
 
 def _add_keras_format(encoder, folder, config):
@@ -786,7 +1010,10 @@ def _check_plain_filename(filename):
     # overwritten by them.
     if not filename or os.path.basename(filename) != filename or filename in (".", ".."):
         raise ValueError(f"Weights filename {filename!r} must be a plain file name.")
-    reserved = (CONFIG_FILENAME, KERAS_WEIGHTS_FILENAME, METRICS_FILENAME, RUN_FILENAME, CARD_FILENAME)
+    reserved = (
+        CONFIG_FILENAME, KERAS_WEIGHTS_FILENAME, METRICS_FILENAME, ADDITIONAL_METRICS_FILENAME,
+        RUN_FILENAME, CARD_FILENAME,
+    )
     if filename in reserved:
         raise ValueError(
             f"File name {filename!r} is one the repository folder uses for its own files "

@@ -8,7 +8,10 @@ and input normalization it was built with (`backbone_kwargs`, as
 record. The run's encoder is loaded exactly as `load_pretrained` will load
 the preset, so a run whose architecture is not the preset's is refused.
 Metrics are those of `scripts/evaluate.py` on the registered preset; they
-also render the model card.
+also render the model card. Beside them, `additional_metrics` records other
+evaluations of the same preset (each a full `scripts/evaluate.py` record):
+another label set of its images, another kNN k, or the random-init floor of
+its architecture; the card shows them in a table. New weights void both.
 """
 
 import json
@@ -20,13 +23,16 @@ from keras_directcopy.presets import hub, zoo
 from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
 
 
-def register(preset_name, zoo_dir, cards_dir, run_dir=None, metrics=None, bundle=False):
+def register(
+    preset_name, zoo_dir, cards_dir, run_dir=None, metrics=None, bundle=False, additional_metrics=()
+):
     """Records a finished run and/or its metrics in the preset file
     `<zoo_dir>/<preset_name>.json`, after every check passed.
 
     Writes atomically, the preset file last: with `bundle`, the run's
     architecture and weights files into `<zoo_dir>/<preset_name>/`; with
-    `metrics`, the model card `<cards_dir>/<preset_name>.md`.
+    `metrics` or `additional_metrics`, the model card
+    `<cards_dir>/<preset_name>.md`.
 
     Args:
         preset_name: the preset (its file name in `zoo_dir`).
@@ -35,23 +41,32 @@ def register(preset_name, zoo_dir, cards_dir, run_dir=None, metrics=None, bundle
         run_dir: a finished `scripts/pretrain.py` output directory.
         metrics: a metrics JSON of `scripts/evaluate.py` on this preset.
         bundle: copy the weights into the registry (small encoders only).
+        additional_metrics: metrics JSONs of other evaluations of this
+            preset (see `register_additional_metrics`).
 
     Returns:
         The updated preset dict.
 
     Raises:
         FileNotFoundError: no such preset file.
-        ValueError: see `register_run` and `register_metrics`; nothing is written.
+        ValueError: see `register_run`, `register_metrics` and
+            `register_additional_metrics`; nothing is written.
     """
     path = os.path.join(zoo_dir, f"{preset_name}.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"No preset file {path}; the preset names are the files in {zoo_dir}.")
-    if not (run_dir or metrics):
-        raise ValueError("Pass --run_dir (weights and run record) and/or --metrics.")
+    if not (run_dir or metrics or additional_metrics):
+        raise ValueError("Pass --run_dir (weights and run record), --metrics and/or --additional_metrics.")
     with open(path) as file:
         preset = json.load(file)
     run_files = register_run(preset, run_dir, bundle) if run_dir else None
-    card = register_metrics(preset, metrics) if metrics else None
+    if metrics:
+        register_metrics(preset, metrics)
+    if additional_metrics:
+        register_additional_metrics(preset, additional_metrics)
+    # Built from the updated entry, so it also checks the recorded additional
+    # evaluations against new primary metrics.
+    card = hub.build_model_card(preset) if (metrics or additional_metrics) else None
     # Every check passed: write the files, the registry entry last.
     if run_files and bundle:
         for source, entry in run_files:
@@ -135,18 +150,101 @@ def register_run(preset, run_dir, bundle):
             f"{preset['input_shape']}): {error}"
         ) from error
     # New weights void the metrics measured on the old ones.
-    preset.update(epochs=run["epochs_done"], train_command=run["commands"][0], run=run, metrics=None)
+    preset.update(
+        epochs=run["epochs_done"], train_command=run["commands"][0], run=run, metrics=None,
+        additional_metrics=[],
+    )
     return [(architecture, preset["architecture"]), (weights, preset["weights"])]
 
 
 def register_metrics(preset, metrics_path):
-    """Sets the preset's metrics; returns its model card."""
+    """Sets the preset's metrics: `scripts/evaluate.py` on the trained
+    encoder, on the labels of the dataset it was trained on.
+
+    Raises:
+        ValueError: if the file was measured on another preset, is a
+            random-init floor or is on another label set (those are
+            additional evaluations: the message says to pass it as one).
+    """
+    metrics = _read_metrics(metrics_path, preset)
+    name = preset["name"]
+    if metrics.get("random_init") is not None:
+        raise ValueError(
+            f"{metrics_path} is the random-init floor (seed {metrics['random_init'].get('seed')}) of "
+            f"the architecture of {name!r}, not the trained encoder's accuracy: pass it as "
+            f"--additional_metrics={metrics_path}, and as --metrics the evaluation of the trained "
+            f"encoder (scripts/evaluate.py --preset={name})."
+        )
+    if metrics.get("dataset") not in (None, preset["dataset"]):
+        another_label_set = hub.is_label_set_of(metrics["dataset"], preset["dataset"])
+        raise ValueError(
+            f"{metrics_path} is on {metrics['dataset']!r}, not on the labels of "
+            f"{preset['dataset']!r} that {name!r} is trained on"
+            + (f": pass it as --additional_metrics={metrics_path}" if another_label_set else "")
+            + f", and as --metrics the evaluation scripts/evaluate.py --preset={name} writes."
+        )
+    preset["metrics"] = metrics
+
+
+def register_additional_metrics(preset, metrics_paths):
+    """Adds other evaluations of the preset to `preset["additional_metrics"]`.
+
+    Each file is a `scripts/evaluate.py` record on this preset (its
+    `preset` field), on the splits of the preset's metrics, that differs
+    from them by its label set (`--dataset=cifar100:coarse_label`), its kNN
+    k (`--knn_k=20`) or by being the random-init floor of the architecture
+    (`--random_init --seed=0`), or several of these (`hub.
+    check_additional_evaluation`). A recorded evaluation that is the same
+    one (label set, kNN k and temperature, random-init seed) is replaced in
+    its place; the others are kept, and the new ones follow them.
+
+    Raises:
+        ValueError: if the preset has no metrics (after this registration),
+            a file is of another preset, repeats the protocol of the
+            preset's metrics, or two files are the same evaluation; naming
+            the file.
+    """
+    if not preset.get("metrics"):
+        raise ValueError(
+            f"Preset {preset['name']!r} has no metrics (new weights void them): register the "
+            "trained encoder's with --metrics, in the same command or first; the additional "
+            "evaluations are set beside them."
+        )
+    added = {}
+    for metrics_path in metrics_paths:
+        evaluation = _read_metrics(metrics_path, preset)
+        try:
+            hub.check_additional_evaluation(evaluation, preset)
+        except ValueError as error:
+            raise ValueError(f"{metrics_path}: {error}") from error
+        key = hub.evaluation_key(evaluation)
+        if key in added:
+            raise ValueError(
+                f"{added[key][0]} and {metrics_path} are the same evaluation (dataset, kNN k and "
+                "temperature, random-init seed); pass one of them."
+            )
+        added[key] = (metrics_path, evaluation)
+    # A re-measured evaluation takes its predecessor's place (the card's rows
+    # keep their order); new ones follow.
+    recorded = [
+        added.pop(hub.evaluation_key(evaluation), (None, evaluation))[1]
+        for evaluation in preset.get("additional_metrics") or ()
+    ]
+    preset["additional_metrics"] = recorded + [evaluation for _, evaluation in added.values()]
+
+
+def _read_metrics(metrics_path, preset):
+    """A metrics JSON, checked to have been measured on `preset`."""
     with open(metrics_path) as file:
         metrics = json.load(file)
     if metrics.get("preset") != preset["name"]:
+        # A floor of another architecture (or from before floors named their
+        # preset) gets the command that measures this preset's.
+        floor = metrics.get("random_init") is not None or "random initialization" in str(metrics.get("encoder"))
+        seed = (metrics.get("random_init") or {}).get("seed", 0)
         raise ValueError(
             f"{metrics_path} was measured on {metrics.get('preset') or metrics.get('encoder')!r}, "
-            f"not on the registered preset: run scripts/evaluate.py --preset={preset['name']}."
+            f"not on the registered preset: run scripts/evaluate.py --preset={preset['name']}"
+            + (f" --random_init --seed={seed}" if floor else "") + "."
         )
-    preset["metrics"] = metrics
-    return hub.build_model_card(preset)  # also checks that the preset is publishable
+    return metrics
