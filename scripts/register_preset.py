@@ -15,13 +15,13 @@
     #    shows in a table "Other evaluations" (and, for a random-init floor,
     #    the gain over it): another label set of its images, another kNN k,
     #    the random-init floor of its architecture. E.g. for CIFAR-100:
-    python scripts/evaluate.py --preset=directcopy_resnet18_cifar100 \
+    python scripts/evaluate.py --preset=directcopy_resnet20_cifar100 \
         --dataset=cifar100:coarse_label --output=runs/c100_coarse.json
-    python scripts/evaluate.py --preset=directcopy_resnet18_cifar100 --knn_k=20 \
+    python scripts/evaluate.py --preset=directcopy_resnet20_cifar100 --knn_k=20 \
         --output=runs/c100_k20.json
-    python scripts/evaluate.py --preset=directcopy_resnet18_cifar100 --random_init --seed=0 \
+    python scripts/evaluate.py --preset=directcopy_resnet20_cifar100 --random_init --seed=0 \
         --output=runs/c100_random_init.json
-    python scripts/register_preset.py --preset=directcopy_resnet18_cifar100 \
+    python scripts/register_preset.py --preset=directcopy_resnet20_cifar100 \
         --additional_metrics=runs/c100_coarse.json,runs/c100_k20.json,runs/c100_random_init.json
 
 Registering a run records the sha256 of its weights and of its architecture

@@ -425,11 +425,11 @@ def test_a_random_init_record_names_its_floor_seed_and_preset():
     """What scripts/evaluate.py --preset=NAME --random_init --seed=S writes:
     the preset whose architecture was drawn, and the mark and seed that keep
     it from passing for that preset's metrics."""
-    measured = {"dataset": "cifar100", "encoder": "resnet18", "preset": "directcopy_resnet18_cifar100",
+    measured = {"dataset": "cifar100", "encoder": "resnet18", "preset": "directcopy_resnet20_cifar100",
                 "knn": {"top1": 0.1, "k": 200}, "linear_probe": None}
-    floor = random_init_metrics(measured, 7, "directcopy_resnet18_cifar100")
+    floor = random_init_metrics(measured, 7, "directcopy_resnet20_cifar100")
     assert floor == {**measured, "random_init": {"seed": 7}, "encoder": (
-        "directcopy_resnet18_cifar100 architecture, random initialization (seed 7)")}
+        "directcopy_resnet20_cifar100 architecture, random initialization (seed 7)")}
     assert "random_init" not in measured  # the measured record is left as it was
 
 
