@@ -5,11 +5,14 @@ dataset (`evaluate.py`, `finetune.py`), and how they resolve to an encoder.
     --dataset=NAME                         default: the preset's dataset; or
                                            folder:ROOT with ROOT/train/<class>/
                                            and ROOT/val/<class>/ (or test/) images
+                                           (needed for a preset trained on a
+                                           folder dataset, e.g. Imagenette)
     --data_dir=DIR                         the tfds data directory
     --[no]download                         download a missing tfds dataset
 """
 
 import os
+import sys
 
 from absl import flags
 
@@ -68,6 +71,12 @@ def data_dir():
 def load_encoder_and_dataset(weights=True):
     """`(encoder, preset, dataset)` from the flags.
 
+    The dataset is checked before the encoder is loaded: a preset trained on
+    a folder dataset (Imagenette) without `--dataset` fails at once. On a
+    folder, what it is recorded as is printed, and a warning when the
+    preset was trained on a known folder dataset that this folder is not
+    (`evaluation.evaluate.resolve_dataset`).
+
     Args:
         weights: False builds the preset's architecture with random weights.
 
@@ -77,12 +86,23 @@ def load_encoder_and_dataset(weights=True):
         the preset's.
 
     Raises:
-        ValueError: a preset outside the registry and no `--dataset`.
+        ValueError: a preset outside the registry and no `--dataset`; a
+            preset trained on a folder dataset and no `--dataset`.
     """
+    from keras_directcopy.data.datasets import describe_folder
     from keras_directcopy.evaluation import load_encoder
+    from keras_directcopy.evaluation.evaluate import resolve_dataset
+    from keras_directcopy.presets import zoo
 
-    encoder, preset, preset_dataset = load_encoder(FLAGS.preset, FLAGS.encoder, weights=weights)
-    dataset = FLAGS.dataset or preset_dataset
+    entry = zoo.get_preset(FLAGS.preset) if FLAGS.preset and zoo.is_registry_name(FLAGS.preset) else {}
+    dataset, warning = resolve_dataset(FLAGS.dataset, entry.get("name"), entry.get("dataset"))
     if not dataset:
         raise ValueError(f"--preset={FLAGS.preset} is not a registry preset: pass --dataset.")
+    encoder, preset, _ = load_encoder(FLAGS.preset, FLAGS.encoder, weights=weights)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    else:
+        description = describe_folder(dataset)
+        if description:
+            print(description)
     return encoder, preset, dataset

@@ -12,12 +12,20 @@
     python scripts/evaluate.py --preset=cifar100 --knn_k=20 --output=k20.json
     python scripts/evaluate.py --preset=cifar100 --random_init --seed=0 --output=floor.json
 
+    # A preset trained on Imagenette reads the user's copy of the folder
+    # (train/ and val/); it is recorded as "imagenette" if it is the same
+    # dataset (class folders and image counts), else with a warning.
+    python scripts/evaluate.py --preset=NAME --dataset=folder:~/imagenette2 --output=eval.json
+
 The encoder stays frozen. kNN: k = 200 neighbours, cosine similarity,
 temperature 0.1. Linear probe: a linear layer on standardized, unaugmented
 features, and the test accuracy after its final epoch (the protocol is in
 keras_directcopy/evaluation/linear_probe.py). The metrics JSON is written atomically.
 With --random_init it records `"random_init": {"seed": SEED}` and keeps
-`"preset"` naming the preset whose architecture was drawn at random.
+`"preset"` naming the preset whose architecture was drawn at random. On a
+`folder:` dataset it records `"data_folder"` (the absolute path), and as
+`"dataset"` the known dataset the folder is identified as (`"imagenette"`),
+else `folder:` and that path.
 """
 
 import json
@@ -116,14 +124,18 @@ def main(argv):
     probe_text = (
         f", linear probe top-1 {100 * probe['top1']:.2f}% after {probe['epochs']} epochs" if probe else ""
     )
+    # A folder is named as recorded: a known dataset's name (and the folder), or folder:PATH.
+    recorded = metrics["dataset"]
+    if metrics.get("data_folder") and not recorded.startswith("folder:"):
+        recorded += f" in {metrics['data_folder']}"
     print(
-        f"{dataset} ({source}): kNN (k={knn['k']}) top-1 {100 * knn['top1']:.2f}%{probe_text} "
+        f"{recorded} ({source}): kNN (k={knn['k']}) top-1 {100 * knn['top1']:.2f}%{probe_text} "
         f"[{knn['train_examples']} train / {knn['test_examples']} test images, "
         f"{metrics['wall_time_s']:.0f} s]"
         + (f"; metrics in {FLAGS.output}" if FLAGS.output else "")
     )
     if preset and not FLAGS.random_init and is_registry_name(preset):
-        print(compare_with_recorded_knn(preset, knn, dataset))
+        print(compare_with_recorded_knn(preset, knn, metrics["dataset"]))
 
 
 def check_flags():

@@ -65,7 +65,7 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     print(
-        f"Final-epoch test top-1 accuracy on {dataset} ({results['test_split']}): "
+        f"Final-epoch test top-1 accuracy on {results['dataset']} ({results['test_split']}): "
         f"{100 * results['test_top1']:.2f}% after {config.epochs} epochs "
         f"({'frozen encoder' if config.freeze_encoder else 'full fine-tune'}). "
         f"Classifier in {os.path.join(FLAGS.output_dir, 'classifier.keras')}."

@@ -3,6 +3,15 @@
     python scripts/pretrain.py --config=cifar10_resnet18 --data_dir=~/tensorflow_datasets \
         --output_dir=runs/c10_r18 --strategy=mirrored
 
+A labelled image folder with the class folders and image counts of a known
+folder dataset (Imagenette: fast.ai's imagenette2) is identified as it, and
+run.json records its name (`"dataset": "imagenette"` in the config) and the
+folder (`"data_folder"`); the command, with the path passed, is recorded as
+run. The bare name, `--dataset=imagenette`, is refused: pass the folder.
+
+    python scripts/pretrain.py --config=stl10_resnet18 --dataset=folder:~/imagenette2 \
+        --output_dir=runs/imagenette
+
 `--config` picks a full recipe (see keras_directcopy/configs.py for each and
 its source); the flag of each `PretrainConfig` field, made from the field
 (`config_flags.define_flags`), overrides that field of it. Re-running the same

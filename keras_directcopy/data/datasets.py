@@ -15,6 +15,11 @@ Datasets are named as on the command line:
   is no `val/`). A class folder may hold subfolders.
 * `folder:/path/to/images`, unlabelled: any other folder; every image below
   it, recursively, is the single split `all` (pretraining only).
+* A labelled folder with the class folders and image counts of a known
+  folder dataset (`known_folders`: `imagenette`, fast.ai's imagenette2) is
+  identified as it (`identify_folder`), and records name it
+  (`dataset_record`). The name alone, `imagenette`, is refused: it is read
+  from a folder, `folder:ROOT`.
 
 Folder images are the files ending in `.jpg`, `.jpeg` or `.png`, in any case;
 grayscale and RGBA images are read as RGB. Every file's leading bytes are
@@ -41,6 +46,8 @@ import urllib.parse
 
 import tensorflow as tf
 from absl import logging
+
+from keras_directcopy.data import known_folders
 
 FOLDER_PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -121,10 +128,17 @@ def get_dataset_spec(dataset, image_size=None):
             from the images (`measure_image_size`).
 
     Raises:
-        ValueError: on an unknown name, listing the valid ones, or a labelled
-            folder whose classes are inconsistent (see `folder_classes`).
+        ValueError: on an unknown name, listing the valid ones; on the name of
+            a known folder dataset (`imagenette`), which is read from
+            `folder:ROOT` (the message says where to get it); or on a
+            labelled folder whose classes are inconsistent (see
+            `folder_classes`).
         FileNotFoundError: on a missing folder, or one without images.
     """
+    if known_folders.is_known_folder(dataset):
+        # What is recorded as a known dataset is decided by the folder's
+        # content, so the name alone names no images to read.
+        raise ValueError(known_folders.folder_required_message(dataset))
     if dataset.startswith(FOLDER_PREFIX):
         folder = os.path.expanduser(dataset[len(FOLDER_PREFIX):])
         if not folder:
@@ -196,6 +210,100 @@ def folder_classes(folder):
                 f"{test_split}/."
             )
     return class_names, test_split
+
+
+def count_folder_images(folder):
+    """Image counts per split and class folder of a labelled image folder.
+
+    Files are listed, not read or decoded, as `list_folder_split` lists them
+    (`.jpg`, `.jpeg`, `.png` in any case, recursively), so this is cheap on
+    any folder and fails on none.
+
+    Args:
+        folder: an image folder.
+
+    Returns:
+        `{split: {class folder: number of images}}` for `train/` and each
+        evaluation folder (`val/`, `test/`) present; empty if there is no
+        `train/`.
+    """
+    if not os.path.isdir(os.path.join(folder, TRAIN_FOLDER)):
+        return {}
+    counts = {}
+    for split in (TRAIN_FOLDER,) + EVALUATION_FOLDERS:
+        split_folder = os.path.join(folder, split)
+        if os.path.isdir(split_folder):
+            counts[split] = {
+                name: len(_image_paths(os.path.join(split_folder, name)))
+                for name in _subfolders(split_folder)
+            }
+    return counts
+
+
+def identify_folder(folder):
+    """The known folder dataset (`known_folders`) an image folder is, by content.
+
+    Args:
+        folder: an image folder (`~` is expanded).
+
+    Returns:
+        Its name (e.g. `"imagenette"`) if the folder has exactly that
+        dataset's class folders and per-class image counts in each of its
+        splits, else None.
+    """
+    return known_folders.identify(count_folder_images(os.path.expanduser(folder)))
+
+
+def dataset_record(dataset):
+    """What a record (run.json, a metrics or fine-tuning JSON) stores for `dataset`.
+
+    A folder is recorded by the name of the known dataset it is identified
+    as (`identify_folder`), else as `folder:` and its absolute path, and in
+    both cases its absolute path as `data_folder`.
+
+    Args:
+        dataset: a dataset name, see `get_dataset_spec`.
+
+    Returns:
+        `{"dataset": name}` for tfds datasets; for folders
+        `{"dataset": "imagenette" or "folder:/abs/path", "data_folder": "/abs/path"}`.
+    """
+    if not dataset.startswith(FOLDER_PREFIX):
+        return {"dataset": dataset}
+    folder = folder_path(dataset)
+    return {"dataset": identify_folder(folder) or FOLDER_PREFIX + folder, "data_folder": folder}
+
+
+def folder_path(dataset):
+    """The absolute path of the folder of a `folder:PATH` dataset name (`~` expanded)."""
+    return os.path.abspath(os.path.expanduser(dataset[len(FOLDER_PREFIX):]))
+
+
+def describe_folder(dataset):
+    """A line on what a `folder:` dataset is recorded as, for the scripts to
+    print, or None.
+
+    Returns:
+        For a folder identified as a known dataset, a line saying so; for one
+        that shares class folders with a known dataset without being it, a
+        line saying what differs (it is then recorded as `folder:PATH`); None
+        for other folders and for tfds datasets.
+    """
+    if not dataset.startswith(FOLDER_PREFIX):
+        return None
+    folder = folder_path(dataset)
+    counts = count_folder_images(folder)
+    name = known_folders.identify(counts)
+    if name:
+        return (f"{folder} has the class folders and image counts of "
+                f"{known_folders.get_known_folder(name).display_name}: recorded as dataset {name!r}.")
+    lines = [
+        f"{folder} shares class folders with {known_folders.get_known_folder(known).display_name} but is "
+        f"not it ({'; '.join(known_folders.differences(counts, known))}): recorded as "
+        f"{FOLDER_PREFIX + folder!r}."
+        for known in known_folders.related(counts)
+    ]
+    return "\n".join(lines) or None
 
 
 def _subfolders(folder):

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from keras_directcopy.data import datasets as data
+from keras_directcopy.data import known_folders
 from keras_directcopy.evaluation import knn
 from keras_directcopy.evaluation.linear_probe import (
     DEFAULT_LINEAR_BATCH_SIZE,
@@ -70,7 +71,7 @@ def evaluate_encoder(
         The metrics dict (with `return_head=True`, `(metrics, head)`):
 
         ```
-        {"dataset": str, "encoder": str, "preset": str | None,
+        {"dataset": str, ["data_folder": str,] "encoder": str, "preset": str | None,
          "knn": {"top1", "k", "temperature", "train_split", "test_split",
                  "train_examples", "test_examples"},
          "linear_probe": {"top1", "train_top1", "epochs", "batch_size",
@@ -80,7 +81,10 @@ def evaluate_encoder(
         ```
 
         Accuracies are fractions in 0..1; the split names are the tfds split
-        expressions read.
+        expressions read. A `folder:` dataset is recorded by the name of the
+        known dataset it is identified as (`"imagenette"`), else as
+        `folder:/abs/path`, with its absolute path as `data_folder`
+        (`data.dataset_record`); other datasets have no `data_folder`.
 
     Raises:
         FileNotFoundError: if the dataset is not prepared (the message names
@@ -118,7 +122,7 @@ def evaluate_encoder(
         )
         head = probe.pop("head", None)
     metrics = {
-        "dataset": dataset,
+        **data.dataset_record(dataset),
         "encoder": encoder.name,
         "preset": preset,
         "knn": {
@@ -136,6 +140,45 @@ def evaluate_encoder(
         "wall_time_s": round(time.time() - start_time, 1),
     }
     return (metrics, head) if return_head else metrics
+
+
+def resolve_dataset(dataset, preset=None, preset_dataset=None):
+    """The dataset to evaluate a preset's encoder on, and whether its numbers
+    will be comparable with the preset's model card.
+
+    A preset trained on a known folder dataset (`data.known_folders`, e.g.
+    `imagenette`) needs the user's copy of the folder: the name alone is
+    refused, and a folder that is not identified as that dataset is
+    evaluated with a warning saying what differs.
+
+    Args:
+        dataset: the dataset asked for (`--dataset`), or None for the preset's.
+        preset: the preset's registry name, for messages (None: not a registry preset).
+        preset_dataset: the dataset the preset was trained on, or None.
+
+    Returns:
+        `(dataset, warning)`: the dataset name to evaluate on (None if
+        neither is given), and a line to print, or None.
+
+    Raises:
+        ValueError: if the dataset to use is the name of a known folder
+            dataset; the message says to pass `--dataset=folder:ROOT`, the
+            layout and where to get it.
+    """
+    chosen = dataset or preset_dataset
+    if chosen and known_folders.is_known_folder(chosen):
+        trained_on_it = chosen == preset_dataset and preset
+        raise ValueError(known_folders.folder_required_message(chosen, preset if trained_on_it else None))
+    on_folder = bool(chosen) and chosen.startswith(data.FOLDER_PREFIX)
+    if not (on_folder and known_folders.is_known_folder(preset_dataset)):
+        return chosen, None
+    folder = data.folder_path(chosen)
+    if not os.path.isdir(folder):
+        return chosen, None  # reading it says so
+    found = known_folders.differences(data.count_folder_images(folder), preset_dataset)
+    if not found:
+        return chosen, None
+    return chosen, known_folders.not_comparable_warning(folder, preset_dataset, found, preset)
 
 
 def random_init_metrics(metrics, seed, architecture):

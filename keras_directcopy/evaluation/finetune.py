@@ -82,9 +82,10 @@ def finetune(encoder, dataset, data_dir, output_dir, config=FinetuneConfig(), *,
         verbose: Keras `fit()` verbosity.
 
     Returns:
-        The results dict: splits, example count, `test_top1` after the final
-        epoch, final training loss and accuracy, the recipe, hardware, commit
-        and `wall_time_s`.
+        The results dict: the dataset (and, for a folder, `data_folder`, as
+        `datasets.dataset_record` records them), splits, example count,
+        `test_top1` after the final epoch, final training loss and accuracy,
+        the recipe, hardware, commit and `wall_time_s`.
 
     Raises:
         ValueError: on an unlabelled dataset.
@@ -132,7 +133,8 @@ def finetune(encoder, dataset, data_dir, output_dir, config=FinetuneConfig(), *,
     output_dir = os.path.expanduser(output_dir)
     atomic_save(os.path.join(output_dir, CLASSIFIER_FILENAME), model.save)
     results = {
-        "dataset": dataset,
+        # A folder identified as a known dataset is recorded by its name, beside the folder.
+        **datasets.dataset_record(dataset),
         "encoder": encoder.name,
         "encoder_path": encoder_path,
         "preset": preset,

@@ -87,19 +87,27 @@ TOKEN_ENV = "HF_TOKEN"
 LICENSE = "apache-2.0"
 PIPELINE_TAG = "image-feature-extraction"
 
-# Hub dataset ids of the tfds datasets the presets are trained on; other
+# Hub dataset ids of the datasets the presets are trained on; other
 # datasets are named by their tfds name.
 HUB_DATASET_IDS = {
     "cifar10": "uoft-cs/cifar10",
     "cifar100": "uoft-cs/cifar100",
     "imagenet2012": "ILSVRC/imagenet-1k",
+    "imagenette": "frgfm/imagenette",
 }
 DATASET_NAMES = {
     "cifar10": "CIFAR-10",
     "cifar100": "CIFAR-100",
     "stl10": "STL-10",
     "imagenet2012": "ImageNet-1k (ILSVRC 2012)",
+    "imagenette": "Imagenette (imagenette2)",
 }
+# The datasets read from a folder, `folder:ROOT`, and recorded by name when
+# the folder is identified as one (`keras_directcopy.data.known_folders`,
+# whose display names and Hub ids are those above; presets never import
+# `data`, and tests/test_known_folders.py keeps the two equal).
+FOLDER_DATASETS = ("imagenette",)
+FOLDER_PREFIX = "folder:"  # keras_directcopy.data.datasets.FOLDER_PREFIX
 # The label sets other than a dataset's own that scripts/evaluate.py reads
 # (`--dataset=NAME:LABEL`, keras_directcopy.data.datasets.OTHER_LABELS);
 # another one is named by its dataset and tfds feature.
@@ -109,7 +117,8 @@ LABEL_SET_NAMES = {
 # The full-scale recipe of each dataset in `keras_directcopy.configs`: the
 # setting of the DirectPred/DirectCopy reference code (ResNet-18 on the small
 # datasets) and BYOL/SimSiam (ResNet-50 on ImageNet). A preset flagged
-# `reduced_scale` is compared with it in its card.
+# `reduced_scale` is compared with it in its card. A dataset the papers do
+# not train on (Imagenette) has none: its card says so, naming these.
 FULL_SCALE_CONFIGS = {
     "cifar10": "cifar10_resnet18",
     "cifar100": "cifar100_resnet18",
@@ -202,6 +211,12 @@ def check_publishable(preset):
             f"{metrics['preset']!r}. Evaluate this preset's encoder with scripts/evaluate.py and "
             f"record its metrics in zoo/{name}.json."
         )
+    if on_unidentified_folder(metrics.get("dataset"), preset):
+        raise ValueError(
+            f"The metrics recorded in preset {name!r}: "
+            f"{unidentified_folder_message(metrics['dataset'], preset, 'measured on')}. Record those "
+            f"of {evaluate_folder_command(preset)}."
+        )
     if metrics.get("dataset") not in (None, preset["dataset"]):
         raise ValueError(
             f"The metrics recorded in preset {name!r} are on {metrics['dataset']!r}, but the "
@@ -237,6 +252,52 @@ def check_publishable(preset):
             f"Preset {name!r} has unknown method {preset['method']!r}; valid methods: "
             f"{', '.join(METHODS)}."
         )
+
+
+def unidentified_folder_message(dataset, preset, verb):
+    """Why a record on an image folder is not one of a folder-dataset preset's.
+
+    A record (run.json, a metrics JSON) names a folder by path only when it
+    was not identified as a known dataset (`data.datasets.dataset_record`).
+
+    Args:
+        dataset: the record's `dataset`, `folder:/path`.
+        preset: a preset dict whose dataset is one of `FOLDER_DATASETS`.
+        verb: what the record did on it, e.g. "trained on", "measured on".
+
+    Returns:
+        A clause, without the file it is about or the fix, naming the folder
+        and the preset's dataset.
+    """
+    wanted = DATASET_NAMES[preset["dataset"]]
+    return (
+        f"it was {verb} the image folder {dataset[len(FOLDER_PREFIX):]}, which was not identified as "
+        f"{wanted}, the dataset of preset {preset['name']!r}: its class folders or image counts "
+        "differ (scripts/evaluate.py and scripts/pretrain.py print how), so its numbers are not "
+        "comparable with the preset's"
+    )
+
+
+def on_unidentified_folder(dataset, preset):
+    """Whether a record's `dataset` is an image folder (`folder:/path`) and
+    the preset is trained on a folder dataset (`FOLDER_DATASETS`) that the
+    folder was not identified as.
+
+    Args:
+        dataset: the `dataset` of a run config or metrics record.
+        preset: a preset dict.
+    """
+    return (
+        preset["dataset"] in FOLDER_DATASETS and dataset != preset["dataset"]
+        and str(dataset).startswith(FOLDER_PREFIX)
+    )
+
+
+def evaluate_folder_command(preset):
+    """The command that measures a folder-dataset preset on a copy of its
+    dataset, in words (for messages)."""
+    return (f"scripts/evaluate.py --preset={preset['name']} --dataset=folder:ROOT with ROOT a complete "
+            f"copy of {DATASET_NAMES[preset['dataset']]} (recorded as {preset['dataset']!r})")
 
 
 def is_label_set_of(dataset, preset_dataset):
@@ -329,6 +390,11 @@ def check_additional_evaluation(evaluation, preset):
     if not isinstance(knn.get("top1"), (int, float)):
         raise ValueError("it has no kNN top-1 accuracy; it is not a scripts/evaluate.py record.")
     dataset = evaluation.get("dataset")
+    if on_unidentified_folder(dataset, preset):
+        raise ValueError(
+            f"{unidentified_folder_message(dataset, preset, 'measured on')}; measure it with "
+            f"{evaluate_folder_command(preset)}."
+        )
     if dataset != preset["dataset"] and not is_label_set_of(dataset, preset["dataset"]):
         raise ValueError(
             f"it is on {dataset!r}, which is not a label set of the images of {name!r} "
@@ -496,8 +562,10 @@ def _card_values(preset, *, repo_id):
       with the (1-based) invocations that ran each; a commit not recorded
       is None; empty without a run record;
     * `full_scale` (the dataset's full-scale recipe: name, backbone, width
-      multiplier, epochs, batch size; None if there is none) and
-      `reduced_scale_rows` (`(field, this run's value, the recipe's)`);
+      multiplier, epochs, batch size; None if there is none, as for
+      Imagenette), `reduced_scale_rows` (`(field, this run's value, the
+      recipe's)`) and `full_scale_datasets` (the display names of the
+      datasets that have one, which a card without one names);
     * `other_evaluations`: one `{"changes", "label_set", "knn", "linear"}`
       for each of `preset["additional_metrics"]`, in order: its
       `evaluation_changes`, the display name of its label set when it is
@@ -522,7 +590,7 @@ def _card_values(preset, *, repo_id):
     method_name, reference_keys = METHODS[preset["method"]]
     epochs = preset.get("epochs") if preset.get("epochs") is not None else config.get("epochs")
     full_scale_name = FULL_SCALE_CONFIGS.get(preset["dataset"])
-    full_scale = CONFIGS.get(full_scale_name)
+    full_scale = CONFIGS.get(full_scale_name) if full_scale_name else None
     backbone_kwargs = preset.get("backbone_kwargs") or {}
     this_run = {
         "backbone": preset["backbone"],
@@ -555,6 +623,8 @@ def _card_values(preset, *, repo_id):
         "reduced_scale_rows": [
             (key, value, getattr(full_scale, key)) for key, value in this_run.items()
         ] if full_scale else [],
+        # What the full recipes cover, for a card whose dataset has none.
+        "full_scale_datasets": [DATASET_NAMES.get(dataset, dataset) for dataset in FULL_SCALE_CONFIGS],
         "metrics": metrics,
         "knn": metrics["knn"],
         "linear": metrics["linear_probe"],

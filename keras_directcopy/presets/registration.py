@@ -12,6 +12,12 @@ also render the model card. Beside them, `additional_metrics` records other
 evaluations of the same preset (each a full `scripts/evaluate.py` record):
 another label set of its images, another kNN k, or the random-init floor of
 its architecture; the card shows them in a table. New weights void both.
+
+A preset on a folder dataset (`hub.FOLDER_DATASETS`: Imagenette) takes the
+runs and metrics recorded under its name, which `scripts/pretrain.py` and
+`scripts/evaluate.py` give a folder identified as it by its class folders
+and image counts (`data.datasets.dataset_record`); a run or metrics on
+another folder is refused, and the message says why.
 """
 
 import json
@@ -93,7 +99,9 @@ def register_run(preset, run_dir, bundle):
         files, to bundle (copy) when `bundle` is true.
 
     Raises:
-        ValueError: if the run is unfinished, trained something else, has no
+        ValueError: if the run is unfinished, trained something else (for a
+            preset on a folder dataset such as Imagenette: a folder that
+            `scripts/pretrain.py` did not identify as it), has no
             architecture file, or does not load as the preset's architecture.
     """
     with open(os.path.join(run_dir, "run.json")) as file:
@@ -103,6 +111,12 @@ def register_run(preset, run_dir, bundle):
         raise ValueError(
             f"{run_dir} has run {run['epochs_done']} of its {config['epochs']} epochs: finish it "
             "(re-run its command, which resumes) before registering it."
+        )
+    if hub.on_unidentified_folder(config["dataset"], preset):
+        raise ValueError(
+            f"{run_dir}: {hub.unidentified_folder_message(config['dataset'], preset, 'trained on')}. "
+            f"Train on a complete copy of {hub.DATASET_NAMES[preset['dataset']]} "
+            f"(scripts/pretrain.py --dataset=folder:ROOT records it as {preset['dataset']!r})."
         )
     expected = (preset["dataset"], preset["backbone"], preset.get("backbone_kwargs", {}).get("width_multiplier", 1.0))
     actual = (config["dataset"], config["backbone"], config["width_multiplier"])
@@ -164,7 +178,9 @@ def register_metrics(preset, metrics_path):
     Raises:
         ValueError: if the file was measured on another preset, is a
             random-init floor or is on another label set (those are
-            additional evaluations: the message says to pass it as one).
+            additional evaluations: the message says to pass it as one), or,
+            for a preset on a folder dataset (Imagenette), on a folder that
+            `scripts/evaluate.py` did not identify as it.
     """
     metrics = _read_metrics(metrics_path, preset)
     name = preset["name"]
@@ -174,6 +190,11 @@ def register_metrics(preset, metrics_path):
             f"the architecture of {name!r}, not the trained encoder's accuracy: pass it as "
             f"--additional_metrics={metrics_path}, and as --metrics the evaluation of the trained "
             f"encoder (scripts/evaluate.py --preset={name})."
+        )
+    if hub.on_unidentified_folder(metrics.get("dataset"), preset):
+        raise ValueError(
+            f"{metrics_path}: {hub.unidentified_folder_message(metrics['dataset'], preset, 'measured on')}. "
+            f"Pass as --metrics the record of {hub.evaluate_folder_command(preset)}."
         )
     if metrics.get("dataset") not in (None, preset["dataset"]):
         another_label_set = hub.is_label_set_of(metrics["dataset"], preset["dataset"])

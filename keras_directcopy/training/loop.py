@@ -32,7 +32,11 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
     across resumes, final metrics), the per-epoch `history.jsonl` (see
     `run_log`), TensorBoard logs in `tensorboard/` and the resumable backup
     in `backup/`. Re-running the same call after an interruption resumes
-    from the backup.
+    from the backup. For a `folder:` dataset, run.json's config records as
+    `dataset` what `data.dataset_record` does: the name of the known dataset
+    the folder is identified as (e.g. `imagenette`), else `folder:/abs/path`;
+    `data_folder` is the folder's absolute path, and `image_size` the size
+    measured from its images unless the config sets one.
 
     Args:
         config: a `PretrainConfig`.
@@ -74,6 +78,11 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log):
     image_size = config.image_size or spec.image_size
     print(f"Training at {image_size} x {image_size} px"
           + (" (--image_size)." if config.image_size else f" (the default of {config.dataset})."))
+    # A folder is recorded as the known dataset it is (Imagenette), by content.
+    dataset_record = data.dataset_record(config.dataset)
+    description = data.describe_folder(config.dataset)
+    if description:
+        print(description)
     preset = "folder" if spec.folder else spec.name
     augmenter = augment.TwoViewAugmenter(augment.get_preset(preset, image_size=image_size))
 
@@ -155,7 +164,10 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log):
         final["knn_accuracy"] = knn_accuracy(model.encoder, *knn_data, spec.num_classes, k=config.knn_k)
     run_log.flush()
     run = {
-        "config": dataclasses.asdict(config),
+        # `dataset` as recorded: a folder identified as a known dataset by its
+        # name; the commands keep what was passed, and `data_folder` the folder.
+        "config": {**dataclasses.asdict(config), "dataset": dataset_record["dataset"]},
+        **({"data_folder": dataset_record["data_folder"]} if "data_folder" in dataset_record else {}),
         "commands": [entry["command"] for entry in run_log.progress["invocations"]],
         "strategy": strategy_name,
         "backend": keras.backend.backend(),
