@@ -84,7 +84,8 @@ class PretrainConfig:
 
     Attributes:
         dataset: Pretraining data: cifar10 | cifar100 | stl10 | imagenet2012
-            | folder:/path (a folder of images).
+            | folder:/path (a folder of images; one with Imagenette's class
+            folders and counts is recorded as imagenette).
         data_dir: tfds data directory (prepared offline with
             scripts/prepare_data.py); unset: tfds' default.
         backbone: Encoder architecture.
