@@ -89,7 +89,7 @@ def load_encoder_and_dataset(weights=True):
         ValueError: a preset outside the registry and no `--dataset`; a
             preset trained on a folder dataset and no `--dataset`.
     """
-    from keras_directcopy.data.datasets import describe_folder
+    from keras_directcopy.data.datasets import identify_dataset
     from keras_directcopy.evaluation import load_encoder
     from keras_directcopy.evaluation.evaluate import resolve_dataset
     from keras_directcopy.presets import zoo
@@ -102,7 +102,7 @@ def load_encoder_and_dataset(weights=True):
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     else:
-        description = describe_folder(dataset)
+        description = identify_dataset(dataset).description
         if description:
             print(description)
     return encoder, preset, dataset

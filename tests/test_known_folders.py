@@ -131,7 +131,7 @@ def test_a_folder_that_differs_is_not_identified_and_says_how(tiny_known, tree, 
     assert data.identify_folder(str(tree)) is None
     assert data.dataset_record(f"folder:{tree}") == {"dataset": f"folder:{tree}", "data_folder": str(tree)}
     # What scripts/pretrain.py prints of such a folder.
-    assert data.describe_folder(f"folder:{tree}") == (
+    assert data.identify_dataset(f"folder:{tree}").description == (
         f"{tree} shares class folders with Tinynette (test) but is not it ({'; '.join(expected)}): "
         f"recorded as 'folder:{tree}'."
     )
@@ -152,16 +152,16 @@ def test_records_name_an_identified_folder_and_keep_its_path(tiny_known, tree, m
     monkeypatch.setenv("HOME", str(tree.parent))
     assert data.dataset_record("folder:~/tinynette") == {"dataset": "tinynette", "data_folder": str(tree)}
     assert data.dataset_record("cifar10") == {"dataset": "cifar10"}
-    assert data.describe_folder(f"folder:{tree}") == (
+    assert data.identify_dataset(f"folder:{tree}").description == (
         f"{tree} has the class folders and image counts of Tinynette (test): recorded as dataset "
         "'tinynette'.")
-    assert data.describe_folder("cifar10") is None
+    assert data.identify_dataset("cifar10").description is None
 
 
 def test_an_unrelated_folder_is_described_by_nothing(tmp_path):
     tree = make_tree(tmp_path / "pets", {"train": {"emu": 1}, "val": {"emu": 1}})
     assert data.identify_folder(str(tree)) is None
-    assert data.describe_folder(f"folder:{tree}") is None
+    assert data.identify_dataset(f"folder:{tree}").description is None
     assert data.count_folder_images(str(tmp_path / "nowhere")) == {}
     # ImageNet holds Imagenette's classes among its 1,000: not a copy of Imagenette.
     imagenette = known_folders.get_known_folder("imagenette")
@@ -440,3 +440,15 @@ def test_a_folder_record_on_a_tfds_preset_keeps_the_message_it_had():
     preset["metrics"]["dataset"] = "folder:/data/mine"
     with pytest.raises(ValueError, match=r"on 'folder:/data/mine', but the preset is trained on 'cifar10'"):
         hub.check_publishable(preset)
+
+
+def test_identifying_a_folder_lists_its_files_once(tiny_known, tree, monkeypatch):
+    # An ImageNet-sized folder takes seconds to list: a run's start lists it once
+    # for both its record and the line it prints.
+    listed = []
+    count = data.count_folder_images
+    monkeypatch.setattr(data, "count_folder_images", lambda folder: listed.append(folder) or count(folder))
+    identity = data.identify_dataset(f"folder:{tree}")
+    assert identity.record == {"dataset": "tinynette", "data_folder": str(tree)}
+    assert identity.description.endswith("recorded as dataset 'tinynette'.")
+    assert listed == [str(tree)]

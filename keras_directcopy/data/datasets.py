@@ -18,7 +18,7 @@ Datasets are named as on the command line:
 * A labelled folder with the class folders and image counts of a known
   folder dataset (`known_folders`: `imagenette`, fast.ai's imagenette2) is
   identified as it (`identify_folder`), and records name it
-  (`dataset_record`). The name alone, `imagenette`, is refused: it is read
+  (`identify_dataset`, which lists the folder once). The name alone, `imagenette`, is refused: it is read
   from a folder, `folder:ROOT`.
 
 Folder images are the files ending in `.jpg`, `.jpeg` or `.png`, in any case;
@@ -254,56 +254,66 @@ def identify_folder(folder):
     return known_folders.identify(count_folder_images(os.path.expanduser(folder)))
 
 
-def dataset_record(dataset):
-    """What a record (run.json, a metrics or fine-tuning JSON) stores for `dataset`.
+@dataclasses.dataclass(frozen=True)
+class DatasetIdentity:
+    """What a dataset is recorded as, and what to print about it.
+
+    Attributes:
+        record: what a record (run.json, a metrics or fine-tuning JSON)
+            stores: `{"dataset": name}` for tfds datasets; for folders
+            `{"dataset": "imagenette" or "folder:/abs/path", "data_folder": "/abs/path"}`.
+        description: for a folder identified as a known dataset, a line
+            saying so; for one that shares class folders with a known dataset
+            without being it, a line saying what differs (it is then recorded
+            as `folder:PATH`); None for other folders and for tfds datasets.
+    """
+
+    record: dict
+    description: str | None
+
+
+def identify_dataset(dataset):
+    """What `dataset` is recorded as, and the line the scripts print about it.
 
     A folder is recorded by the name of the known dataset it is identified
-    as (`identify_folder`), else as `folder:` and its absolute path, and in
-    both cases its absolute path as `data_folder`.
+    as (`known_folders`: exactly its class folders and per-class image
+    counts), else as `folder:` and its absolute path, and in both cases its
+    absolute path as `data_folder`. The folder's files are listed once.
 
     Args:
         dataset: a dataset name, see `get_dataset_spec`.
 
     Returns:
-        `{"dataset": name}` for tfds datasets; for folders
-        `{"dataset": "imagenette" or "folder:/abs/path", "data_folder": "/abs/path"}`.
+        A `DatasetIdentity`.
     """
     if not dataset.startswith(FOLDER_PREFIX):
-        return {"dataset": dataset}
-    folder = folder_path(dataset)
-    return {"dataset": identify_folder(folder) or FOLDER_PREFIX + folder, "data_folder": folder}
-
-
-def folder_path(dataset):
-    """The absolute path of the folder of a `folder:PATH` dataset name (`~` expanded)."""
-    return os.path.abspath(os.path.expanduser(dataset[len(FOLDER_PREFIX):]))
-
-
-def describe_folder(dataset):
-    """A line on what a `folder:` dataset is recorded as, for the scripts to
-    print, or None.
-
-    Returns:
-        For a folder identified as a known dataset, a line saying so; for one
-        that shares class folders with a known dataset without being it, a
-        line saying what differs (it is then recorded as `folder:PATH`); None
-        for other folders and for tfds datasets.
-    """
-    if not dataset.startswith(FOLDER_PREFIX):
-        return None
+        return DatasetIdentity({"dataset": dataset}, None)
     folder = folder_path(dataset)
     counts = count_folder_images(folder)
     name = known_folders.identify(counts)
+    record = {"dataset": name or FOLDER_PREFIX + folder, "data_folder": folder}
     if name:
-        return (f"{folder} has the class folders and image counts of "
-                f"{known_folders.get_known_folder(name).display_name}: recorded as dataset {name!r}.")
+        return DatasetIdentity(record, (
+            f"{folder} has the class folders and image counts of "
+            f"{known_folders.get_known_folder(name).display_name}: recorded as dataset {name!r}."))
     lines = [
         f"{folder} shares class folders with {known_folders.get_known_folder(known).display_name} but is "
         f"not it ({'; '.join(known_folders.differences(counts, known))}): recorded as "
         f"{FOLDER_PREFIX + folder!r}."
         for known in known_folders.related(counts)
     ]
-    return "\n".join(lines) or None
+    return DatasetIdentity(record, "\n".join(lines) or None)
+
+
+def dataset_record(dataset):
+    """What a record (run.json, a metrics or fine-tuning JSON) stores for
+    `dataset`: `identify_dataset(dataset).record`."""
+    return identify_dataset(dataset).record
+
+
+def folder_path(dataset):
+    """The absolute path of the folder of a `folder:PATH` dataset name (`~` expanded)."""
+    return os.path.abspath(os.path.expanduser(dataset[len(FOLDER_PREFIX):]))
 
 
 def _subfolders(folder):

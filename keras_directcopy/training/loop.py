@@ -79,10 +79,10 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log):
     print(f"Training at {image_size} x {image_size} px"
           + (" (--image_size)." if config.image_size else f" (the default of {config.dataset})."))
     # A folder is recorded as the known dataset it is (Imagenette), by content.
-    dataset_record = data.dataset_record(config.dataset)
-    description = data.describe_folder(config.dataset)
-    if description:
-        print(description)
+    identity = data.identify_dataset(config.dataset)
+    dataset_record = identity.record
+    if identity.description:
+        print(identity.description)
     preset = "folder" if spec.folder else spec.name
     augmenter = augment.TwoViewAugmenter(augment.get_preset(preset, image_size=image_size))
 
