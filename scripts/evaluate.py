@@ -54,6 +54,9 @@ flags.DEFINE_bool("random_init", False, "Evaluate the preset's (or --backbone's)
                   "weights drawn with --seed (a floor).")
 flags.DEFINE_string("backbone", None, "With --random_init and no --preset: the architecture, a backbone name.")
 flags.DEFINE_float("width_multiplier", 1.0, "With --backbone: its channel width multiplier.")
+flags.DEFINE_integer("image_size", None, "With --backbone: its input side in px, the --image_size its "
+                     "pretraining used (the stem and features depend on it); default: the dataset's.",
+                     lower_bound=8)
 flags.DEFINE_string("output", None, "Metrics JSON path (written atomically).")
 flags.DEFINE_string("save_head", None, "Save the trained linear head here (a .weights.h5 file).")
 flags.DEFINE_enum("verbose", "0", ["0", "1", "2"], "Linear-probe fit() verbosity.")
@@ -79,7 +82,7 @@ def main(argv):
             from keras_directcopy.data.datasets import get_dataset_spec
             from keras_directcopy.models.backbones import build_backbone
 
-            size = get_dataset_spec(FLAGS.dataset).image_size
+            size = FLAGS.image_size or get_dataset_spec(FLAGS.dataset).image_size
             encoder = build_backbone(
                 FLAGS.backbone, (size, size, 3), width_multiplier=FLAGS.width_multiplier
             )
@@ -100,7 +103,10 @@ def main(argv):
 
             # Not the preset's weights: marked so they never pass for them,
             # while `preset` still names the architecture's preset.
-            architecture = preset or f"{FLAGS.backbone} (width multiplier {FLAGS.width_multiplier})"
+            architecture = preset or (
+                f"{FLAGS.backbone} (width multiplier {FLAGS.width_multiplier}"
+                + (f", {FLAGS.image_size} px)" if FLAGS.image_size else ")")
+            )
             metrics = random_init_metrics(metrics, FLAGS.seed, architecture)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -145,6 +151,11 @@ def check_flags():
             raise ValueError(
                 "--backbone is for --random_init without --preset or --encoder; it also needs --dataset."
             )
+    elif FLAGS.image_size:
+        raise ValueError(
+            "--image_size is for --random_init --backbone: a preset or saved encoder is evaluated "
+            "at its own input size."
+        )
     else:
         check_encoder_flags()
     if FLAGS.save_head and not FLAGS.linear_probe:

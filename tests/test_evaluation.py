@@ -421,6 +421,22 @@ def test_evaluate_script_random_init_floor(data_dir, tmp_path):
     assert "random initialization" in result.stdout
 
 
+@pytest.mark.slow
+def test_evaluate_script_random_init_floor_of_a_backbone_at_its_training_size(data_dir, tmp_path):
+    # A pilot trained at --image_size=16 has its floor at 16 px, not at the data's 32.
+    output = tmp_path / "metrics.json"
+    result = run_script(
+        "evaluate.py", "--random_init", "--backbone=resnet18", "--width_multiplier=0.25",
+        "--image_size=16", "--dataset=cifar10", f"--data_dir={data_dir}", "--nolinear_probe",
+        "--knn_k=20", "--max_train_examples=128", "--max_test_examples=64", f"--output={output}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(output.read_text())
+    assert metrics["encoder"] == (
+        "resnet18 (width multiplier 0.25, 16 px) architecture, random initialization (seed 0)")
+    assert metrics["preset"] is None and metrics["random_init"] == {"seed": 0}
+
+
 def test_a_random_init_record_names_its_floor_seed_and_preset():
     """What scripts/evaluate.py --preset=NAME --random_init --seed=S writes:
     the preset whose architecture was drawn, and the mark and seed that keep
@@ -448,6 +464,8 @@ def test_evaluate_script_reports_bad_flags(saved_encoder, tmp_path):
     both = run_script("evaluate.py", f"--encoder={saved_encoder}", "--preset=cifar10",
                       "--dataset=cifar10")
     assert both.returncode == 1 and "exactly one of --preset" in both.stderr
+    sized = run_script("evaluate.py", f"--encoder={saved_encoder}", "--dataset=cifar10", "--image_size=64")
+    assert sized.returncode == 1 and "--image_size is for --random_init --backbone" in sized.stderr
 
 
 @pytest.mark.slow
