@@ -235,11 +235,14 @@ def write_report(results_dir):
     return text
 
 
-def _encoder_size(config):
-    """`(parameters, feature dim)` of a run's encoder, rebuilt from its config."""
+def _encoder_size(config, image_size):
+    """`(parameters, feature dim)` of a run's encoder, rebuilt from its config
+    at the size it trained at (which sets the stem)."""
     from keras_directcopy.models.backbones import build_backbone
 
-    encoder = build_backbone(config["backbone"], width_multiplier=config["width_multiplier"])
+    encoder = build_backbone(
+        config["backbone"], (image_size, image_size, 3), width_multiplier=config["width_multiplier"]
+    )
     return encoder.count_params(), int(encoder.output_shape[-1])
 
 
@@ -260,10 +263,12 @@ def pilot_table(pilot_dir):
     The criterion is kNN gain over random initialization per CPU-hour of
     pretraining, at an (approximately) equal CPU budget.
     """
+    from keras_directcopy.data.datasets import get_dataset_spec
+
     lines = [
-        "| candidate | encoder parameters | feature dim | steps at batch 128 | CPU-hours | wall-clock (s) "
-        "| kNN random init (%) | kNN after pilot (%) | gain (points) | gain per CPU-hour |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| candidate | image size (px) | encoder parameters | feature dim | steps at batch 128 | CPU-hours "
+        "| wall-clock (s) | kNN random init (%) | kNN after pilot (%) | gain (points) | gain per CPU-hour |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in sorted(os.listdir(pilot_dir)):
         folder = os.path.join(pilot_dir, name)
@@ -276,9 +281,12 @@ def pilot_table(pilot_dir):
         knn = 100 * run["final_metrics"]["knn_accuracy"]
         cpu_hours = run["cpu_time_s"] / 3600
         config = run["config"]
-        parameters, feature_dim = _encoder_size(config)
+        # Runs record the size they trained at; older ones trained at their dataset's own.
+        image_size = run.get("image_size") or config.get("image_size") or get_dataset_spec(
+            config["dataset"]).image_size
+        parameters, feature_dim = _encoder_size(config, image_size)
         lines.append(
-            f"| {config['backbone']}, width {config['width_multiplier']} | {parameters:,} "
+            f"| {config['backbone']}, width {config['width_multiplier']} | {image_size} | {parameters:,} "
             f"| {feature_dim} | {run['steps']} | {cpu_hours:.3f} | {run['wall_time_s']:.0f} "
             f"| {floor:.2f} | {knn:.2f} | {knn - floor:+.2f} | {(knn - floor) / cpu_hours:+.1f} |"
         )
