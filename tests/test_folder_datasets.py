@@ -178,6 +178,21 @@ def test_evaluation_on_a_labelled_folder(tree):
     assert 0.0 <= knn["top1"] <= 1.0 and 0.0 <= probe["top1"] <= 1.0 and probe["epochs"] == 2
 
 
+def test_an_encoder_of_fixed_size_is_evaluated_at_it_without_measuring_the_folder(tree, capsys):
+    # A 16-px encoder (a pilot trained at --image_size=16) on 20-px images: the
+    # folder's own size is neither measured nor announced as the one used.
+    from keras_directcopy.evaluation import evaluate_encoder
+    from keras_directcopy.models.backbones import build_backbone
+
+    encoder = build_backbone("resnet20", (16, 16, 3), width_multiplier=0.25)
+    metrics = evaluate_encoder(encoder, f"folder:{tree}", None, knn_k=3, linear_probe=False, batch_size=4)
+    assert metrics["knn"]["test_examples"] == 6
+    assert "Image size" not in capsys.readouterr().out
+    # The folder's size is measured when a size is needed, and said once.
+    assert data.get_dataset_spec(f"folder:{tree}").image_size == 20
+    assert "Image size 20 px: the median shorter side" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_pretrain_script_on_a_labelled_folder_computes_knn(tree, tmp_path):
     result = run_script(

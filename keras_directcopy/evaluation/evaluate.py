@@ -92,7 +92,10 @@ def evaluate_encoder(
         ValueError: on an unlabelled or unknown dataset, or bad limits.
     """
     start_time = time.time()
-    spec = data.get_dataset_spec(dataset)
+    # An encoder of fixed input size is evaluated at it: a folder's size is then
+    # not measured (nor printed as if it were used).
+    fixed_size = _fixed_input_size(encoder)
+    spec = data.get_dataset_spec(dataset, image_size=fixed_size)
     if not spec.labelled:
         raise ValueError(
             f"Dataset {dataset!r} has no labels, so it cannot be evaluated; use a labelled "
@@ -102,7 +105,7 @@ def evaluate_encoder(
         "train": _limited_split(spec.train_split, max_train_examples, "max_train_examples"),
         "test": _limited_split(spec.test_split, max_test_examples, "max_test_examples"),
     }
-    image_size = _fixed_input_size(encoder) or spec.image_size
+    image_size = fixed_size or spec.image_size
     features = {}
     for role, split in splits.items():
         images = data.evaluation_dataset(dataset, data_dir, split, batch_size, image_size)

@@ -92,7 +92,8 @@ def finetune(encoder, dataset, data_dir, output_dir, config=FinetuneConfig(), *,
     """
     start_time = time.time()
     keras.utils.set_random_seed(config.seed)
-    spec = datasets.get_dataset_spec(dataset)
+    # An encoder of fixed input size trains at it: a folder's size is then not measured.
+    spec = datasets.get_dataset_spec(dataset, image_size=encoder.input_shape[1])
     if not spec.labelled:
         raise ValueError(f"Dataset {dataset!r} has no labels; fine-tune on a labelled dataset.")
     train_split, test_split = spec.train_split, spec.test_split
