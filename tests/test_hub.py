@@ -384,6 +384,46 @@ def test_cards_without_additional_evaluations_are_unchanged():
     assert hub.build_model_card({**preset, "additional_metrics": []}) == hub.build_model_card(preset)
 
 
+PUBLISHED = {
+    "source": "A benchmark ([docs](https://example.org/benchmarks))",
+    "setting": "ResNet-18 at 128 px, 800 epochs, the best kNN accuracy over all epochs",
+    "knn_k": 20,
+    "rows": [{"method": "BYOL", "knn_top1": 0.887}, {"method": "SimSiam", "knn_top1": 0.872}],
+}
+
+
+def test_card_sets_published_results_beside_ours_at_their_k():
+    preset, _, other_k, floor = cifar100_evaluations()  # METRICS' own k is 20; other_k's 200
+    card = hub.build_model_card({**preset, "published_results": PUBLISHED})
+    assert ("**Published results, for scale.** A benchmark ([docs](https://example.org/benchmarks)): "
+            "ResNet-18 at 128 px, 800 epochs, the best kNN accuracy over all epochs.") in card
+    table = card[card.index("| method | weighted kNN top-1 (k = 20) |"):].splitlines()
+    assert table[2:5] == [
+        "| BYOL (published) | 88.70 % |", "| SimSiam (published) | 87.20 % |",
+        "| this encoder (DirectCopy, final epoch) | 43.21 % |",
+    ]
+    # Ours at the published k from another evaluation (k alone changed), never from a floor.
+    at_200 = {**PUBLISHED, "knn_k": 200}
+    card = hub.build_model_card({**preset, "published_results": at_200, "additional_metrics": [floor, other_k]})
+    assert "| this encoder (DirectCopy, final epoch) | 44.00 % |" in card
+    card = hub.build_model_card({**preset, "published_results": {**PUBLISHED, "knn_k": 10}})
+    assert "| this encoder (DirectCopy, final epoch) | not measured at k = 10 |" in card
+    assert "Published results" not in hub.build_model_card(preset)
+    assert str(ModelCard(card)) == card
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"source": ""}, "needs 'source'"),
+    ({"knn_k": 0}, "needs 'knn_k'"),
+    ({"rows": []}, "needs 'rows'"),
+    ({"rows": [{"method": "BYOL", "knn_top1": 88.7}]}, r"Row 0 .* as a fraction in \[0, 1\]"),
+])
+def test_malformed_published_results_are_refused(change, message):
+    preset = make_preset("0" * 64, published_results={**PUBLISHED, **change})
+    with pytest.raises(ValueError, match=message):
+        hub.build_model_card(preset)
+
+
 def test_a_floor_or_unfit_evaluation_is_refused_in_the_preset():
     """Hand-edited entries are checked as registration checks them."""
     preset, coarse, _, floor = cifar100_evaluations()

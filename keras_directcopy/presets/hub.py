@@ -235,6 +235,7 @@ def check_publishable(preset):
             f"--preset={name}) as \"metrics\"."
         )
     check_additional_metrics(preset)
+    check_published_results(preset)
     if not preset["weights"].get("sha256"):
         raise ValueError(
             f"Preset {name!r} records no sha256 for {preset['weights']['filename']}. Record the "
@@ -424,6 +425,51 @@ def check_additional_evaluation(evaluation, preset):
         )
 
 
+def check_published_results(preset):
+    """Checks `preset["published_results"]`, if any: kNN accuracies that
+    others published on the preset's dataset, which the card shows beside
+    this encoder's at the same k.
+
+    The entry is `{"source", "setting", "knn_k", "rows": [{"method",
+    "knn_top1"}, ...]}`: `source` says where the numbers are published (a
+    link), `setting` how they were obtained (backbone, image size, epochs,
+    hardware, and whether they are the best or the final epoch's), and each
+    `knn_top1` is a fraction in [0, 1], as published.
+
+    Raises:
+        ValueError: naming the missing or malformed field.
+    """
+    published = preset.get("published_results")
+    if published is None:
+        return
+    where = f"\"published_results\" of preset {preset['name']!r}"
+    if not isinstance(published, dict):
+        raise ValueError(f"{where} must be a dict with source, setting, knn_k and rows.")
+    for key in ("source", "setting"):
+        if not isinstance(published.get(key), str) or not published[key].strip():
+            raise ValueError(f"{where} needs {key!r}: a sentence saying {PUBLISHED_FIELDS[key]}.")
+    k = published.get("knn_k")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"{where} needs 'knn_k', the positive integer k of the published kNN accuracies.")
+    rows = published.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"{where} needs 'rows': a list of {{\"method\": NAME, \"knn_top1\": FRACTION}}.")
+    for index, row in enumerate(rows):
+        top1 = row.get("knn_top1") if isinstance(row, dict) else None
+        if not (isinstance(row, dict) and isinstance(row.get("method"), str) and isinstance(top1, (int, float))
+                and not isinstance(top1, bool) and 0 <= top1 <= 1):
+            raise ValueError(
+                f"Row {index} of {where}, {row!r}, must be {{\"method\": NAME, \"knn_top1\": FRACTION}} "
+                "with the accuracy as a fraction in [0, 1] (0.887 for 88.7%)."
+            )
+
+
+PUBLISHED_FIELDS = {
+    "source": "where the numbers are published, with a link",
+    "setting": "how they were obtained: backbone, image size, epochs, hardware, best or final epoch",
+}
+
+
 def check_additional_metrics(preset):
     """Checks each of `preset["additional_metrics"]` (see
     `check_additional_evaluation`), and that no two are the same evaluation.
@@ -462,7 +508,9 @@ def build_model_card(preset, *, repo_id=None):
     command and recipe, hardware and wall time, both evaluation protocols
     and results, the preset's additional evaluations (a table "Other
     evaluations" of other label sets, kNN k and random-init floors, and the
-    gain over a floor of the headline protocol; none without them),
+    gain over a floor of the headline protocol; none without them), the
+    kNN accuracies others published on the dataset beside this encoder's at
+    the same k (`preset["published_results"]`, see `check_published_results`),
     intended use and limitations (with the distance from the full-scale
     recipe when `preset["reduced_scale"]` is true), and how to load the
     encoder, with Keras alone or with this package.
@@ -572,6 +620,10 @@ def _card_values(preset, *, repo_id):
       another one (else None), and its `knn` and `linear_probe` records;
     * `floors`: `{"seed", "knn", "linear"}` of the random-init floors
       measured with the headline protocol, whose gain the card states;
+    * `published`: `preset["published_results"]` (see
+      `check_published_results`) with `ours`, this encoder's kNN record at
+      the published k (the headline's or another evaluation's that differs
+      from it by k alone; None if not measured), or None without them;
     * `files`: the names of the files that are not the preset's.
     """
     run = preset.get("run") or None
@@ -644,12 +696,25 @@ def _card_values(preset, *, repo_id):
             {"seed": row["changes"]["random_init_seed"], "knn": row["knn"], "linear": row["linear"]}
             for row in other_evaluations if set(row["changes"]) == {"random_init_seed"}
         ],
+        "published": _published_beside_ours(preset.get("published_results"), metrics, other_evaluations),
         "files": {
             "config": CONFIG_FILENAME, "keras_weights": KERAS_WEIGHTS_FILENAME,
             "metrics": METRICS_FILENAME, "additional_metrics": ADDITIONAL_METRICS_FILENAME,
             "run": RUN_FILENAME,
         },
     }
+
+
+def _published_beside_ours(published, metrics, other_evaluations):
+    """`published` with `ours`: this encoder's kNN record at the published k,
+    from the headline metrics or an evaluation that changes the k alone."""
+    if not published:
+        return None
+    k = published["knn_k"]
+    candidates = [metrics["knn"]] + [
+        row["knn"] for row in other_evaluations if row["changes"] == {"knn_k": k}
+    ]
+    return {**published, "ours": next((knn for knn in candidates if knn.get("k") == k), None)}
 
 
 def _predictor_eps(preset, run, config):
