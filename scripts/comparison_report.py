@@ -261,14 +261,17 @@ def pilot_table(pilot_dir):
     (`scripts/evaluate.py --random_init` on the same architecture).
 
     The criterion is kNN gain over random initialization per CPU-hour of
-    pretraining, at an (approximately) equal CPU budget.
+    pretraining, at an (approximately) equal CPU budget. A candidate may be
+    the first epochs of a longer run (`pretrain.py --stop_at_epoch`): its
+    epochs column then says of how many its schedule is.
     """
     from keras_directcopy.data.datasets import get_dataset_spec
 
     lines = [
-        "| candidate | image size (px) | encoder parameters | feature dim | steps at batch 128 | CPU-hours "
-        "| wall-clock (s) | kNN random init (%) | kNN after pilot (%) | gain (points) | gain per CPU-hour |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| candidate | image size (px) | encoder parameters | feature dim | epochs (of its schedule) "
+        "| steps at batch 128 | CPU-hours | wall-clock (s) | kNN random init (%) | kNN after pilot (%) "
+        "| gain (points) | gain per CPU-hour |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in sorted(os.listdir(pilot_dir)):
         folder = os.path.join(pilot_dir, name)
@@ -287,7 +290,8 @@ def pilot_table(pilot_dir):
         parameters, feature_dim = _encoder_size(config, image_size)
         lines.append(
             f"| {config['backbone']}, width {config['width_multiplier']} | {image_size} | {parameters:,} "
-            f"| {feature_dim} | {run['steps']} | {cpu_hours:.3f} | {run['wall_time_s']:.0f} "
+            f"| {feature_dim} | {run['epochs_done']} of {config['epochs']} | {run['steps']} "
+            f"| {cpu_hours:.3f} | {run['wall_time_s']:.0f} "
             f"| {floor:.2f} | {knn:.2f} | {knn - floor:+.2f} | {(knn - floor) / cpu_hours:+.1f} |"
         )
     return "\n".join(lines)

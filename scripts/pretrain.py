@@ -12,6 +12,16 @@ run. The bare name, `--dataset=imagenette`, is refused: pass the folder.
     python scripts/pretrain.py --config=stl10_resnet18 --dataset=folder:~/imagenette2 \
         --output_dir=runs/imagenette
 
+`--stop_at_epoch=N` ends this invocation after epoch N, with the learning-rate
+and EMA schedules still spanning `--epochs`: a budgeted part of a long run
+(e.g. the first epochs of each candidate of a pilot). run.json then records
+`epochs_done` N; the same command without the flag continues from the
+backup, and the flag is left out of the recorded command, since the finished
+run is the one an uninterrupted command gives.
+
+    python scripts/pretrain.py --config=cifar10_resnet20 --stop_at_epoch=30 \
+        --output_dir=runs/c10_r20
+
 `--config` picks a full recipe (see keras_directcopy/configs.py for each and
 its source); the flag of each `PretrainConfig` field, made from the field
 (`config_flags.define_flags`), overrides that field of it. Re-running the same
@@ -100,8 +110,28 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_enum(
         "verbose", "auto", ["auto", "0", "1", "2"], "Keras fit() verbosity.", flag_values=flag_values
     )
+    flags.DEFINE_integer(
+        "stop_at_epoch", None,
+        "End this invocation after this epoch; the schedules still span --epochs, and the same "
+        "command without it continues from the backup.", lower_bound=1, flag_values=flag_values,
+    )
     define_download_flag(flag_values)
     config_flags.define_flags(flag_values)
+
+
+def recorded_command(argv):
+    """The command run.json records: `argv` without `--stop_at_epoch`, which
+    only says when an invocation ends (as an interruption would), so every
+    part of a run records the same command."""
+    kept, skip_value = [], False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+        elif arg in ("--stop_at_epoch", "-stop_at_epoch"):
+            skip_value = True  # absl also reads "--flag VALUE"
+        elif not arg.startswith(("--stop_at_epoch=", "-stop_at_epoch=")):
+            kept.append(arg)
+    return shlex.join(["python", "scripts/pretrain.py", *kept])
 
 
 FLAGS = flags.FLAGS
@@ -136,14 +166,19 @@ def main(argv):
         run = pretrain(
             config, os.path.expanduser(FLAGS.output_dir), strategy=FLAGS.strategy,
             tpu=FLAGS.tpu, verbose=FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose),
-            command=shlex.join(["python", "scripts/pretrain.py", *sys.argv[1:]]),
+            command=recorded_command(sys.argv[1:]), stop_at_epoch=FLAGS.stop_at_epoch,
         )
     except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     metrics = run["final_metrics"]
-    summary = (f"Finished {run['steps']} steps; the run took {run['wall_time_s']:.0f} s wall-clock, "
-               f"{run['cpu_time_s'] / 3600:.2f} CPU-hours.")
+    if run["epochs_done"] < config.epochs:
+        summary = (f"Stopped after epoch {run['epochs_done']} of {config.epochs} (--stop_at_epoch): the "
+                   "same command without it continues from the backup. So far")
+    else:
+        summary = f"Finished {run['steps']} steps;"
+    summary += (f" the run took {run['wall_time_s']:.0f} s wall-clock, "
+                f"{run['cpu_time_s'] / 3600:.2f} CPU-hours.")
     if "knn_accuracy" in metrics:
         summary += f" kNN accuracy (k={config.knn_k}) on the test split: {100 * metrics['knn_accuracy']:.2f}%."
     print(summary + f" Encoder and run.json in {FLAGS.output_dir}.")

@@ -5,6 +5,7 @@ after kill -9, a non-finite loss, and bad flags; and its flags."""
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -206,6 +207,34 @@ def test_resume_after_kill_minus_nine(data_dir, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Resuming from the backup at step 24 of 24" in again.stdout
     assert read_run(tmp_path)["steps"] == 24
+
+
+@pytest.mark.slow
+def test_stop_at_epoch_ends_a_part_of_the_run_on_the_full_schedule(data_dir, tmp_path):
+    flags = [*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}", "--epochs=3",
+             "--knn_every=5", "--jit_compile=false"]
+    part = run_pretrain(*flags, "--stop_at_epoch=1")
+    assert part.returncode == 0, part.stderr[-3000:]
+    assert "Stopped after epoch 1 of 3 (--stop_at_epoch)" in part.stdout
+    run = read_run(tmp_path)
+    assert (run["steps"], run["epochs_done"], run["config"]["epochs"]) == (8, 1, 3)
+    # The stopping epoch is evaluated, though not a multiple of --knn_every.
+    assert 0.0 <= run["final_metrics"]["knn_accuracy"] <= 1.0
+    # The learning rate follows the 3-epoch cosine (no warmup in quickstart), not a 1-epoch one.
+    assert read_history(tmp_path)[0]["lr"] == pytest.approx(0.03 * 0.5 * (1 + math.cos(math.pi * 8 / 24)))
+    rest = run_pretrain(*flags)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert "Resuming from the backup at step 8 of 24" in rest.stdout
+    run = read_run(tmp_path)
+    assert (run["steps"], run["epochs_done"], run["invocations"]) == (24, 3, 2)
+    # One command for both parts, so the run can be registered as a preset.
+    assert run["commands"][0] == run["commands"][1] and "--stop_at_epoch" not in run["commands"][0]
+
+
+def test_the_recorded_command_leaves_out_stop_at_epoch(pretrain_script):
+    for argv in (["--epochs=9", "--stop_at_epoch=2", "--output_dir=x"],
+                 ["--epochs=9", "--stop_at_epoch", "2", "--output_dir=x"]):
+        assert pretrain_script.recorded_command(argv) == "python scripts/pretrain.py --epochs=9 --output_dir=x"
 
 
 def test_non_finite_loss_stops_with_a_clear_message(data_dir, tmp_path):

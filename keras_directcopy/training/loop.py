@@ -24,7 +24,8 @@ from keras_directcopy.utils.provenance import git_commit, hardware_summary
 EVAL_BATCH_SIZE = 256
 
 
-def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", command=None):
+def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", command=None,
+             stop_at_epoch=None):
     """Pretrains an encoder as `config` says and writes it to `output_dir`.
 
     Writes `encoder.keras`, `encoder.weights.h5` and `run.json` (config,
@@ -45,6 +46,12 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
         tpu: TPU name or address for `strategy="tpu"`.
         verbose: Keras `fit()` verbosity.
         command: the command line that started this call, for `run.json`.
+        stop_at_epoch: end this call after this epoch (and its kNN
+            evaluation), with the learning-rate and EMA schedules still
+            spanning `config.epochs`: a budgeted part of a long run. Its
+            `run.json` says so (`epochs_done` below `config.epochs`); the
+            same call without it continues from the backup, and the finished
+            run is the one an uninterrupted call gives. None: train to the end.
 
     Returns:
         The dict written to `run.json`.
@@ -65,13 +72,17 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
         if isinstance(strategy, str):
             strategy = strategies.make_strategy(strategy, tpu=tpu)
         with strategies.run_scope(strategy):
-            return _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log)
+            return _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, stop_at_epoch)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
-def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log):
+def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, stop_at_epoch):
     """`pretrain`, under the dtype policy and in the run scope it has set."""
+    if stop_at_epoch is not None and not 1 <= stop_at_epoch:
+        raise ValueError(f"--stop_at_epoch={stop_at_epoch} is invalid: it must be an epoch, 1 or more.")
+    # The epoch this call ends after; the schedules still span config.epochs.
+    last_epoch = min(config.epochs, stop_at_epoch or config.epochs)
     keras.utils.set_random_seed(config.seed)
     # None: the dataset's size; a folder's is measured from its images (and printed).
     spec = data.get_dataset_spec(config.dataset, image_size=config.image_size)
@@ -135,7 +146,7 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log):
         )
         callbacks.append(
             KNNMonitor(*knn_data, spec.num_classes, every_epochs=config.knn_every,
-                       total_epochs=config.epochs, k=config.knn_k)
+                       total_epochs=last_epoch, k=config.knn_k)
         )
     # After the kNN monitor, so each epoch's record holds its accuracy, and
     # before the backup, so an epoch is never backed up without its record.
@@ -148,7 +159,7 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log):
     if done:
         print(f"Resuming from the backup at step {done} of {total_steps}.")
     logs = {}
-    for initial_epoch, epochs, steps in _remaining_fits(done, steps_per_epoch, config.epochs):
+    for initial_epoch, epochs, steps in _remaining_fits(done, steps_per_epoch, last_epoch):
         history = model.fit(
             train_data, initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=steps,
             callbacks=callbacks, verbose=verbose, shuffle=False,
