@@ -25,7 +25,9 @@ REFERENCE_STEP = dict(
 REFERENCE_RECIPES = ("cifar10_resnet18", "cifar100_resnet18", "stl10_resnet18")
 
 
-@pytest.mark.parametrize("name", REFERENCE_RECIPES + ("cifar10_resnet20", "cifar100_resnet20", "quickstart"))
+@pytest.mark.parametrize(
+    "name", REFERENCE_RECIPES + ("cifar10_resnet20", "cifar100_resnet20", "imagenette_resnet18", "quickstart")
+)
 def test_recipes_citing_the_reference_use_its_training_step(name):
     config = CONFIGS[name]
     assert {key: getattr(config, key) for key in REFERENCE_STEP} == REFERENCE_STEP
@@ -37,6 +39,17 @@ def test_the_cifar100_recipe_is_the_cifar10_one_on_cifar100():
     cifar10, cifar100 = CONFIGS["cifar10_resnet20"], CONFIGS["cifar100_resnet20"]
     assert cifar100.dataset == "cifar100"
     assert dataclasses.replace(cifar100, dataset="cifar10") == cifar10
+
+
+def test_the_imagenette_recipe_reads_a_folder_and_names_no_images():
+    """`--config=imagenette_resnet18` alone is refused with the message that
+    asks for the folder; with --dataset=folder:ROOT it trains at 128 px."""
+    from keras_directcopy.data.datasets import get_dataset_spec
+
+    config = CONFIGS["imagenette_resnet18"]
+    assert (config.dataset, config.image_size, config.lr_schedule) == ("imagenette", 128, "warmup_cosine")
+    with pytest.raises(ValueError, match="pass --dataset=folder:ROOT"):
+        get_dataset_spec(config.dataset)
 
 
 def test_the_byol_style_recipe_uses_byols_target_and_projector():
