@@ -272,6 +272,18 @@ def test_the_shipped_card_keeps_its_eps_when_the_default_changes(monkeypatch):
     assert hub.build_model_card(preset) == card
 
 
+def test_card_names_the_cpu_model_and_avx512_when_recorded():
+    # Machines of the same kind differ several-fold in speed with and without AVX-512.
+    preset = make_preset("0" * 64)
+    for avx512, words in ((True, "with AVX-512"), (False, "without AVX-512")):
+        preset["run"]["hardware"] = {**HARDWARE, "cpu_model": "AMD EPYC 9B14", "avx512": avx512}
+        card = hub.build_model_card(preset)
+        assert f"- Hardware: AMD EPYC 9B14 (x86_64, {words}) CPU, 2 cores; no GPU;" in card
+    # Older records name the architecture only.
+    preset["run"]["hardware"] = HARDWARE
+    assert "- Hardware: x86_64 CPU, 2 cores; no GPU;" in hub.build_model_card(preset)
+
+
 def test_card_without_run_record_says_so():
     card = hub.build_model_card(make_preset("0" * 64, run=None))
     assert "No run record" in card
