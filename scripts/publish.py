@@ -1,8 +1,10 @@
 """Publish a pretrained encoder of the `zoo/` registry to the Hugging Face Hub.
 
     python scripts/publish.py --preset=directcopy_resnet20_cifar10 \
-        --repo_id=keras-directcopy/directcopy_resnet20_cifar10 \
         --weights=runs/directcopy_resnet20_cifar10/encoder.weights.h5 --dry_run --out_dir=hub/c10
+
+The repository is the preset's (`hub.repo_id` in its zoo/ entry) unless
+`--repo_id=ORG/NAME` names another.
 
 The preset must record the weights' sha256 and the metrics `scripts/evaluate.py`
 measured. The repository folder (weights, the architecture file
@@ -26,7 +28,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_string("preset", None, "Preset name or dataset alias of the zoo/ registry.", required=True)
-flags.DEFINE_string("repo_id", None, "Hub model repository, ORG/NAME.", required=True)
+flags.DEFINE_string(
+    "repo_id", None, "Hub model repository, ORG/NAME (default: the preset's, its hub.repo_id in zoo/).",
+)
 flags.DEFINE_bool("dry_run", False, "Only build the folder and list its files; upload nothing.")
 flags.DEFINE_string("out_dir", None, "Where to build the folder (default: a temporary directory).")
 flags.DEFINE_bool("private", False, "Create the repository private (an existing one keeps its visibility).")
@@ -69,20 +73,21 @@ def main(argv):
         if architecture is None and preset.get("architecture") and not FLAGS.weights:
             # With --weights, hub.publish takes the file next to them.
             architecture = zoo.resolve_file(preset, preset["architecture"])
+        repo_id = FLAGS.repo_id or preset["hub"]["repo_id"]
         result = hub.publish(
-            preset, weights, FLAGS.repo_id, dry_run=FLAGS.dry_run, out_dir=FLAGS.out_dir,
+            preset, weights, repo_id, dry_run=FLAGS.dry_run, out_dir=FLAGS.out_dir,
             private=FLAGS.private, head_path=head, architecture_path=architecture,
         )
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         sys.exit(f"publish.py: {error}")
     if FLAGS.dry_run:
-        print(f"Dry run: repository folder for {FLAGS.repo_id} at {result}")
+        print(f"Dry run: repository folder for {repo_id} at {result}")
         for name in sorted(os.listdir(result)):
             print(f"  {name}  ({os.path.getsize(os.path.join(result, name))} bytes)")
         print(f"It loads with keras.saving.load_model({result!r}), as keras.saving.load_model("
-              f"'hf://{FLAGS.repo_id}') will once uploaded.")
+              f"'hf://{repo_id}') will once uploaded.")
     else:
-        print(f"Published {preset['name']} to {FLAGS.repo_id}: {result}")
+        print(f"Published {preset['name']} to {repo_id}: {result}")
 
 
 if __name__ == "__main__":
