@@ -64,13 +64,19 @@ def test_no_results_names_the_command(tmp_path):
         comparison_report.write_report(str(tmp_path))
 
 
-def test_backbone_pilot_readme_matches_its_result_files():
-    pilot_dir = SCRIPTS / "results" / "backbone_pilot"
+@pytest.mark.parametrize("pilot, first_row", [
+    ("backbone_pilot", "| resnet18, width 0.25 | 32 |"),
+    ("backbone_pilot_imagenette", "| resnet18, width 0.5 | 96 | 2,803,680 | 256 | 50 of 560 |"),
+])
+def test_each_pilot_readme_matches_its_result_files(pilot, first_row):
+    pilot_dir = SCRIPTS / "results" / pilot
     table = comparison_report.pilot_table(str(pilot_dir))
     assert table in (pilot_dir / "README.md").read_text()
     assert (pilot_dir / "pilot.md").read_text() == table + "\n"
     rows = table.splitlines()[2:]
-    assert len(rows) == 3 and any(row.startswith("| resnet20, width 1.0 |") for row in rows)
+    # One row per candidate that ran (a run.json beside its random_init.json).
+    ran = [folder for folder in pilot_dir.iterdir() if (folder / "run.json").exists()]
+    assert len(rows) == len(ran) >= 1 and rows[0].startswith(first_row)
 
 
 def parse_command_line(*arguments):
