@@ -260,6 +260,8 @@ def test_shipped_preset_card_and_hub_folder_match_the_registry(name, tmp_path):
     assert sorted(os.listdir(folder)) == sorted([
         "README.md", "config.json", preset["weights"]["filename"], ARCHITECTURE_FILENAME,
         hub.KERAS_WEIGHTS_FILENAME, "metrics.json", "run.json",
+        # The other evaluations (other label sets, floors), when the preset records any.
+        *([hub.ADDITIONAL_METRICS_FILENAME] if preset.get("additional_metrics") else []),
     ])
     x = images(count=2, size=preset["input_shape"][0])
     np.testing.assert_array_equal(kdc.load_pretrained(folder)(x), kdc.load_pretrained(name)(x))
