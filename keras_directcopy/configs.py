@@ -53,9 +53,10 @@ facebookresearch/luckmatters, `ssl/real-dataset`:
   stem and the 4096 -> 256 projector above 96 px) at 128 px, lightly's
   Imagenette size, for 330 epochs: about 15 CPU-hours on 2 CPU cores with
   AVX-512 (2.2 CPU-seconds per step of batch 128, 73 steps per epoch,
-  measured side by side with the other candidates). The width, size and
-  epochs are those of the pilot `scripts/results/backbone_pilot_imagenette/`
-  chooses from, and follow its result.
+  measured one after another with the other candidates on one machine).
+  The width, size and epochs are those of one of the candidates the pilot
+  `scripts/results/backbone_pilot_imagenette/` chooses between, and will
+  follow its result.
 * `quickstart`: `cifar10_resnet20` for one epoch without warmup, about six
   minutes on 2 CPU cores.
 * `imagenet_resnet50`: BYOL's architecture and target (Grill et al. 2020:
