@@ -18,8 +18,8 @@ Datasets are named as on the command line:
 * A labelled folder with the class folders and image counts of a known
   folder dataset (`known_folders`: `imagenette`, fast.ai's imagenette2) is
   identified as it (`identify_folder`), and records name it
-  (`identify_dataset`, which lists the folder once). The name alone, `imagenette`, is refused: it is read
-  from a folder, `folder:ROOT`.
+  (`identify_dataset`, which lists the folder once). The name alone,
+  `imagenette`, is refused: it is read from a folder, `folder:ROOT`.
 
 Folder images are the files ending in `.jpg`, `.jpeg` or `.png`, in any case;
 grayscale and RGBA images are read as RGB. Every file's leading bytes are

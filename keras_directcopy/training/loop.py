@@ -61,6 +61,9 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
         ValueError, FileNotFoundError: on bad configuration or missing data,
             before any training.
     """
+    if stop_at_epoch is not None and not 1 <= stop_at_epoch:
+        # Before the run log, so a bad value leaves nothing in output_dir.
+        raise ValueError(f"--stop_at_epoch={stop_at_epoch} is invalid: it must be an epoch, 1 or more.")
     run_log = RunLog(output_dir, command=command, git_commit=git_commit())  # its clock starts now
     # `config` checked its own fields when it was made, before any data is
     # read or model built.
@@ -79,8 +82,6 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
 
 def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, stop_at_epoch):
     """`pretrain`, under the dtype policy and in the run scope it has set."""
-    if stop_at_epoch is not None and not 1 <= stop_at_epoch:
-        raise ValueError(f"--stop_at_epoch={stop_at_epoch} is invalid: it must be an epoch, 1 or more.")
     # The epoch this call ends after; the schedules still span config.epochs.
     last_epoch = min(config.epochs, stop_at_epoch or config.epochs)
     keras.utils.set_random_seed(config.seed)
