@@ -83,6 +83,15 @@ def test_labelled_folder_pipelines(tree):
     ]
     assert sorted(order) == [0] * 4 + [1] * 4 + [2] * 4 and order != sorted(order)
 
+def test_the_pretraining_pipeline_trains_at_the_augmenters_size_without_announcing_the_folders(tree, capsys):
+    # pretrain.py --image_size=16 on 20-px images: the folder's size decides
+    # only the in-memory cache, so it is looked at, not announced as used.
+    augmenter = TwoViewAugmenter(get_preset("folder", image_size=16))
+    batch = next(iter(data.pretrain_dataset(f"folder:{tree}", None, 12, augmenter, seed=0)))
+    assert batch.shape == (12, 2, 16, 16, 3)
+    assert "Image size" not in capsys.readouterr().out
+
+
 
 def test_test_folder_is_the_evaluation_split_and_train_alone_pretrains(tmp_path):
     tree = make_tree(tmp_path / "with_test", evaluation="test")

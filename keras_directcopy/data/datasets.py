@@ -535,12 +535,18 @@ def pretrain_dataset(
         A `tf.data.Dataset` yielding uint8 `(batch, 2, S, S, 3)`, where batch
         is the global batch, or the per-replica batch under `input_context`.
     """
-    spec = get_dataset_spec(dataset)
+    folder = dataset.startswith(FOLDER_PREFIX)
+    # A folder's training size is the augmenter's: do not measure it here.
+    spec = get_dataset_spec(dataset, image_size=MAX_DEFAULT_IMAGE_SIZE if folder else None)
+    stored_size = spec.image_size
     batch_size = global_batch_size
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(global_batch_size)
-    if spec.folder is not None:
+    if folder:
         paths, labels = _folder_split(spec, spec.pretrain_split)
+        if cache is None:
+            # Caching holds the decoded images at the size they are stored.
+            stored_size = measure_image_size(paths, announce=False)
         if input_context is not None:
             # Shard the files before shuffling, so that workers see disjoint images.
             step, first = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -554,7 +560,7 @@ def pretrain_dataset(
         if input_context is not None:
             # Shard before shuffling, so that workers see disjoint images.
             images = images.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if cache if cache is not None else spec.image_size <= CACHE_MAX_IMAGE_SIZE:
+    if cache if cache is not None else stored_size <= CACHE_MAX_IMAGE_SIZE:
         images = images.cache()
     images = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     views = images.map(augmenter, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
@@ -804,7 +810,7 @@ def _decoded_shapes(paths):
     raise ValueError(f"Cannot decode the images of {os.path.dirname(paths[0])!r}.")
 
 
-def measure_image_size(paths):
+def measure_image_size(paths, announce=True):
     """The default training size of a folder: its images' median shorter side.
 
     The median is taken over all the images when they were decoded by
@@ -816,6 +822,8 @@ def measure_image_size(paths):
 
     Args:
         paths: the image paths (non-empty).
+        announce: print and log the choice (once per folder). False when the
+            size is only looked at, not trained at.
 
     Returns:
         The side, an int in `[MIN_DEFAULT_IMAGE_SIZE, MAX_DEFAULT_IMAGE_SIZE]`.
@@ -836,7 +844,7 @@ def measure_image_size(paths):
         + (f", capped at {MAX_DEFAULT_IMAGE_SIZE}" if median > MAX_DEFAULT_IMAGE_SIZE else "")
         + ". Set --image_size to override."
     )
-    if _measured.get(tuple(paths[:1] + paths[-1:])) != size:
+    if announce and _measured.get(tuple(paths[:1] + paths[-1:])) != size:
         _measured[tuple(paths[:1] + paths[-1:])] = size
         logging.info(message)
         print(message)
