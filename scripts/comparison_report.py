@@ -263,7 +263,8 @@ def pilot_table(pilot_dir):
     The criterion is kNN gain over random initialization per CPU-hour of
     pretraining, at an (approximately) equal CPU budget. A candidate may be
     the first epochs of a longer run (`pretrain.py --stop_at_epoch`): its
-    epochs column then says of how many its schedule is.
+    epochs column then says of how many its schedule is. Rows are in the
+    order of backbone, width and image size.
     """
     from keras_directcopy.data.datasets import get_dataset_spec
 
@@ -273,7 +274,8 @@ def pilot_table(pilot_dir):
         "| gain (points) | gain per CPU-hour |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in sorted(os.listdir(pilot_dir)):
+    rows = []  # ((backbone, width, image size), row): sorted by number, not by folder name
+    for name in os.listdir(pilot_dir):
         folder = os.path.join(pilot_dir, name)
         if not os.path.exists(os.path.join(folder, "run.json")):
             continue
@@ -288,13 +290,14 @@ def pilot_table(pilot_dir):
         image_size = run.get("image_size") or config.get("image_size") or get_dataset_spec(
             config["dataset"]).image_size
         parameters, feature_dim = _encoder_size(config, image_size)
-        lines.append(
+        row = (
             f"| {config['backbone']}, width {config['width_multiplier']} | {image_size} | {parameters:,} "
             f"| {feature_dim} | {run['epochs_done']} of {config['epochs']} | {run['steps']} "
             f"| {cpu_hours:.3f} | {run['wall_time_s']:.0f} "
             f"| {floor:.2f} | {knn:.2f} | {knn - floor:+.2f} | {(knn - floor) / cpu_hours:+.1f} |"
         )
-    return "\n".join(lines)
+        rows.append(((config["backbone"], config["width_multiplier"], image_size), row))
+    return "\n".join(lines + [row for _, row in sorted(rows)])
 
 
 def write_pilot_table(pilot_dir):
