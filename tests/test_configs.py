@@ -43,11 +43,16 @@ def test_the_cifar100_recipe_is_the_cifar10_one_on_cifar100():
 
 def test_the_imagenette_recipe_reads_a_folder_and_names_no_images():
     """`--config=imagenette_resnet18` alone is refused with the message that
-    asks for the folder; with --dataset=folder:ROOT it trains at 128 px."""
+    asks for the folder; with --dataset=folder:ROOT it trains the Imagenette
+    preset's architecture, at its size, for its epochs."""
     from keras_directcopy.data.datasets import get_dataset_spec
+    from keras_directcopy.presets.zoo import get_preset
 
     config = CONFIGS["imagenette_resnet18"]
-    assert (config.dataset, config.image_size, config.lr_schedule) == ("imagenette", 128, "warmup_cosine")
+    preset = get_preset("imagenette")
+    assert (config.dataset, config.lr_schedule) == ("imagenette", "warmup_cosine")
+    assert (config.backbone, config.width_multiplier) == (preset["backbone"], preset["backbone_kwargs"]["width_multiplier"])
+    assert (config.image_size, config.epochs) == (preset["input_shape"][0], preset["epochs"])
     with pytest.raises(ValueError, match="pass --dataset=folder:ROOT"):
         get_dataset_spec(config.dataset)
 
