@@ -240,7 +240,8 @@ def hardware_line():
     gpus = tf.config.list_physical_devices("GPU")
     cpu = cpu_model()
     avx512 = {True: "with AVX-512", False: "without AVX-512", None: "AVX-512 unknown"}[cpu["avx512"]]
-    hardware = f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores ({cpu['model']}, {avx512})"
+    name = ", ".join(part for part in (cpu["model"], cpu["family_model"], avx512) if part)
+    hardware = f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores ({name})"
     versions = f"TensorFlow {tf.__version__}"
     if "jax" in FLAGS.backends:
         from importlib.metadata import version

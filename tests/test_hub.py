@@ -284,6 +284,39 @@ def test_card_names_the_cpu_model_and_avx512_when_recorded():
     assert "- Hardware: x86_64 CPU, 2 cores; no GPU;" in hub.build_model_card(preset)
 
 
+def test_card_names_the_cpu_family_and_model_numbers_when_recorded():
+    # A virtual machine may show a generic model name; the numbers name the generation.
+    preset = make_preset("0" * 64)
+    preset["run"]["hardware"] = {**HARDWARE, "cpu_model": "Intel(R) Xeon(R) Processor",
+                                 "cpu_family_model": "family 6 model 207", "avx512": True}
+    card = hub.build_model_card(preset)
+    assert "- Hardware: Intel(R) Xeon(R) Processor (x86_64, family 6 model 207, with AVX-512) CPU" in card
+
+
+def test_card_of_a_run_resumed_on_another_machine_names_each_machine_and_its_cpu_hours():
+    preset = make_preset("0" * 64)
+    intel = {**HARDWARE, "cpu_model": "Intel(R) Xeon(R) Processor", "cpu_family_model": "family 6 model 207",
+             "avx512": True}
+    preset["run"]["hardware"] = intel
+    preset["run"]["hardware_parts"] = [
+        {"invocations": [1, 2], "hardware": None, "first_step": 0, "wall_time_s": 1000.0, "cpu_time_s": 1800.0},
+        {"invocations": [3], "hardware": intel, "first_step": 5, "wall_time_s": 3321.5, "cpu_time_s": 5580.0},
+    ]
+    card = hub.build_model_card(preset)
+    assert "ran in 2 parts of different speed" in card
+    assert ("  - from step 0 (invocations 1, 2): machine not recorded (the run record did not hold it then);"
+            " 0.50 CPU-hours.") in card
+    assert ("  - from step 5 (invocation 3): Intel(R) Xeon(R) Processor (x86_64, family 6 model 207,"
+            " with AVX-512) CPU, 2 cores; no GPU;") in card
+    assert "; 1.55 CPU-hours." in card
+    # The totals stay, and the last machine is not presented as the whole run's.
+    assert "CPU time 2.05 CPU-hours" in card
+    assert "- Hardware: Intel" not in card
+    # One part: the single line, as before.
+    preset["run"]["hardware_parts"] = preset["run"]["hardware_parts"][1:]
+    assert "- Hardware: Intel(R) Xeon(R) Processor (x86_64, family 6 model 207" in hub.build_model_card(preset)
+
+
 def test_card_without_run_record_says_so():
     card = hub.build_model_card(make_preset("0" * 64, run=None))
     assert "No run record" in card

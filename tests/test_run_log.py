@@ -2,13 +2,16 @@
 (The end-to-end resume after kill -9 is in test_pretrain.py.)"""
 
 import json
+import re
 import subprocess
 
 import keras
 import numpy as np
 import pytest
 
-from keras_directcopy.training.run_log import HISTORY_FILENAME, PROGRESS_FILENAME, RunLog, read_history
+from keras_directcopy.training.run_log import (
+    HISTORY_FILENAME, PROGRESS_FILENAME, RunLog, hardware_parts, read_history,
+)
 from keras_directcopy.utils.provenance import git_commit
 
 
@@ -77,3 +80,67 @@ def test_git_commit_marks_a_checkout_with_changed_tracked_files(tmp_path):
     outside = tmp_path.parent / f"{tmp_path.name}_no_checkout"  # pytest's tmp is not in a repo
     outside.mkdir()
     assert git_commit(str(outside)) == "unknown"
+
+
+AMD = {"cpu_model": "AMD EPYC 9B14", "avx512": True}
+INTEL = {"cpu_model": "Intel(R) Xeon(R) Processor", "cpu_family_model": "family 6 model 207", "avx512": True}
+
+
+def test_each_invocation_records_its_machine_first_step_and_the_totals_it_started_at(tmp_path):
+    first = RunLog(str(tmp_path), command="first", hardware=AMD)
+    first.start(resumed=False)
+    fit_with(first, epochs=2)
+    first.flush()
+    second = RunLog(str(tmp_path), command="second", hardware=INTEL)
+    second.start(resumed=True, step=4)
+    progress = json.loads((tmp_path / PROGRESS_FILENAME).read_text())
+    one, two = progress["invocations"]
+    assert (one["hardware"], one["first_step"], one["run_cpu_time_s_at_start"]) == (AMD, 0, 0.0)
+    assert (two["hardware"], two["first_step"]) == (INTEL, 4)
+    # The second starts where the first's totals ended, so each one's cost is known.
+    assert two["run_cpu_time_s_at_start"] == round(first.progress["cpu_time_s"], 1) > 0
+    assert two["run_wall_time_s_at_start"] == round(first.progress["wall_time_s"], 1) > 0
+
+
+def invocation(hardware, first_step, wall, cpu):
+    return {"command": "c", "hardware": hardware, "first_step": first_step,
+            "run_wall_time_s_at_start": wall, "run_cpu_time_s_at_start": cpu}
+
+
+def test_hardware_parts_group_consecutive_invocations_on_one_machine_with_their_cost():
+    progress = {"wall_time_s": 1000.0, "cpu_time_s": 1900.0, "invocations": [
+        invocation(AMD, 0, 0.0, 0.0), invocation(AMD, 300, 200.0, 390.0),
+        invocation(INTEL, 700, 450.0, 880.0), invocation(AMD, 900, 800.0, 1500.0)]}
+    assert hardware_parts(progress) == [
+        {"invocations": [1, 2], "hardware": AMD, "first_step": 0, "wall_time_s": 450.0, "cpu_time_s": 880.0},
+        {"invocations": [3], "hardware": INTEL, "first_step": 700, "wall_time_s": 350.0, "cpu_time_s": 620.0},
+        {"invocations": [4], "hardware": AMD, "first_step": 900, "wall_time_s": 200.0, "cpu_time_s": 400.0},
+    ]
+    parts = hardware_parts(progress)
+    assert sum(part["cpu_time_s"] for part in parts) == progress["cpu_time_s"]
+
+
+def test_hardware_parts_of_a_run_whose_first_invocations_predate_the_record():
+    # Invocations recorded before progress.json held the machine: one part
+    # without hardware, whose cost ends where the first recorded one starts.
+    progress = {"wall_time_s": 900.0, "cpu_time_s": 1700.0, "invocations": [
+        {"command": "c"}, {"command": "c"}, invocation(INTEL, 500, 600.0, 1100.0)]}
+    assert hardware_parts(progress) == [
+        {"invocations": [1, 2], "hardware": None, "first_step": 0, "wall_time_s": 600.0, "cpu_time_s": 1100.0},
+        {"invocations": [3], "hardware": INTEL, "first_step": 500, "wall_time_s": 300.0, "cpu_time_s": 600.0},
+    ]
+    only_old = {"wall_time_s": 5.0, "cpu_time_s": 9.0, "invocations": [{"command": "c"}, {"command": "c"}]}
+    assert hardware_parts(only_old) == [
+        {"invocations": [1, 2], "hardware": None, "first_step": 0, "wall_time_s": 5.0, "cpu_time_s": 9.0}]
+
+
+def test_the_cpu_record_names_family_and_model_numbers_where_the_cpu_reports_them():
+    from keras_directcopy.utils.provenance import cpu_model
+
+    cpu = cpu_model()
+    with open("/proc/cpuinfo") as cpuinfo:
+        text = cpuinfo.read()
+    if "cpu family" in text:  # x86
+        assert re.fullmatch(r"family \d+ model \d+", cpu["family_model"])
+    else:
+        assert cpu["family_model"] is None

@@ -606,6 +606,10 @@ def _card_values(preset, *, repo_id):
     * `step`: the run config with the training-step fields it predates
       filled with the behaviour of its time;
     * `config_rows`: `(field, JSON text)` of the run config;
+    * `hardware_parts`: the run's `hardware_parts` (consecutive invocations
+      on one machine, with its share of the cost; `training.run_log`)
+      when it has more than one, else empty: the card then names each
+      machine instead of `run["hardware"]`, the last one's;
     * `commits`: `[{"commit", "invocations"}]`, the run's commits in order
       with the (1-based) invocations that ran each; a commit not recorded
       is None; empty without a run record;
@@ -644,6 +648,7 @@ def _card_values(preset, *, repo_id):
     full_scale_name = FULL_SCALE_CONFIGS.get(preset["dataset"])
     full_scale = CONFIGS.get(full_scale_name) if full_scale_name else None
     backbone_kwargs = preset.get("backbone_kwargs") or {}
+    hardware_parts = (run or {}).get("hardware_parts") or []
     this_run = {
         "backbone": preset["backbone"],
         "width_multiplier": backbone_kwargs.get("width_multiplier", config.get("width_multiplier")),
@@ -685,6 +690,7 @@ def _card_values(preset, *, repo_id):
         "step": {**_UNRECORDED_STEP_FIELDS, **config},
         # JSON spelling, so an unset (None) field reads `null`, as in run.json.
         "config_rows": [(key, json.dumps(value)) for key, value in config.items()],
+        "hardware_parts": hardware_parts if len(hardware_parts) > 1 else [],
         "commits": _commit_groups(run),
         "predictor_eps": _predictor_eps(preset, run, config),
         "direct_method": preset["method"] in _DIRECT_METHODS,

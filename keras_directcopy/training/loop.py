@@ -17,7 +17,7 @@ from keras_directcopy.models.non_contrastive import NonContrastiveModel
 from keras_directcopy.models.predictors import DIRECT_METHODS
 from keras_directcopy.training import strategies
 from keras_directcopy.training.callbacks import LearningRateLogger, ResumableBackup, StopOnNonFiniteLoss
-from keras_directcopy.training.run_log import RunLog
+from keras_directcopy.training.run_log import RunLog, hardware_parts
 from keras_directcopy.utils.files import atomic_save, atomic_write_text
 from keras_directcopy.utils.provenance import git_commit, hardware_summary
 
@@ -64,7 +64,8 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
     if stop_at_epoch is not None and not 1 <= stop_at_epoch:
         # Before the run log, so a bad value leaves nothing in output_dir.
         raise ValueError(f"--stop_at_epoch={stop_at_epoch} is invalid: it must be an epoch, 1 or more.")
-    run_log = RunLog(output_dir, command=command, git_commit=git_commit())  # its clock starts now
+    run_log = RunLog(output_dir, command=command, git_commit=git_commit(),
+                     hardware=hardware_summary())  # its clock starts now
     # `config` checked its own fields when it was made, before any data is
     # read or model built.
     previous_policy = keras.config.dtype_policy()
@@ -156,7 +157,7 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
 
     done = backup.restore(model)
-    run_log.start(resumed=bool(done))
+    run_log.start(resumed=bool(done), step=done)
     if done:
         print(f"Resuming from the backup at step {done} of {total_steps}.")
     logs = {}
@@ -203,6 +204,8 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
         # One per invocation; a run started before this field existed has None there.
         "git_commits": [entry.get("git_commit") for entry in run_log.progress["invocations"]],
         "hardware": hardware_summary(),
+        # The machine and cost of each part of a run resumed on other machines.
+        "hardware_parts": hardware_parts(run_log.progress),
     }
     if chief:
         save_encoder(model.encoder, output_dir)

@@ -8,9 +8,12 @@ A run directory holds:
   cumulative wall-clock and CPU seconds at that point. An epoch that was
   interrupted after its line was written and then redone appears twice;
   `read_history` keeps the last line of each epoch.
-* `progress.json`: the cumulative totals and the command and git commit
-  of every invocation, so that `run.json` reports the cost of the whole
-  run rather than of its last invocation, and which code each part ran.
+* `progress.json`: the cumulative totals and, for every invocation, its
+  command, git commit, machine (`utils.provenance.hardware_summary`), the
+  step it started at and the totals when it started, so that `run.json`
+  reports the cost of the whole run rather than of its last invocation,
+  which code each part ran, and on which machine (a long run resumed on
+  another machine has parts of different speed: `hardware_parts`).
 
 CPU seconds are the process's CPU time (`time.process_time`: all threads,
 input pipeline included), so a run's cost in CPU-hours does not depend on
@@ -43,27 +46,32 @@ class RunLog(keras.callbacks.Callback):
             `progress.json`.
         git_commit: the commit of the code this invocation runs, recorded
             beside its command (a resumed run may span commits).
+        hardware: the machine this invocation runs on
+            (`utils.provenance.hardware_summary()`), recorded beside it.
         write: False on non-chief workers of a multi-worker run.
         flush_seconds: also write `progress.json` during an epoch at most
             this often, so an interruption loses at most this much time
             from the totals.
     """
 
-    def __init__(self, output_dir, command=None, git_commit=None, write=True, flush_seconds=60.0):
+    def __init__(self, output_dir, command=None, git_commit=None, hardware=None, write=True,
+                 flush_seconds=60.0):
         super().__init__()
         self.history_path = os.path.join(output_dir, HISTORY_FILENAME)
         self.progress_path = os.path.join(output_dir, PROGRESS_FILENAME)
         self.command = command
         self.git_commit = git_commit
+        self.hardware = hardware
         self.write = write
         self.flush_seconds = flush_seconds
         self.progress = {"wall_time_s": 0.0, "cpu_time_s": 0.0, "invocations": []}
         self._mark = (time.time(), time.process_time())
         self._last_flush = self._mark[0]
 
-    def start(self, resumed):
+    def start(self, resumed, step=0):
         """Continues the totals of a resumed run, or starts them from zero
-        (a fresh run also truncates an old `history.jsonl`)."""
+        (a fresh run also truncates an old `history.jsonl`), and records
+        this invocation, which starts at optimizer step `step`."""
         if resumed and os.path.exists(self.progress_path):
             with open(self.progress_path) as file:
                 self.progress = json.load(file)
@@ -71,7 +79,11 @@ class RunLog(keras.callbacks.Callback):
             os.remove(self.history_path)
         self.progress["invocations"].append(
             {"command": self.command, "git_commit": self.git_commit,
-             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "hardware": self.hardware, "first_step": int(step),
+             # The run's totals before this invocation: where its cost begins.
+             "run_wall_time_s_at_start": round(self.progress["wall_time_s"], 1),
+             "run_cpu_time_s_at_start": round(self.progress["cpu_time_s"], 1)}
         )
         self.flush()
 
@@ -103,6 +115,39 @@ class RunLog(keras.callbacks.Callback):
         if self.write:
             with open(self.history_path, "a") as file:
                 file.write(json.dumps(record) + "\n")
+
+
+def hardware_parts(progress):
+    """The run's consecutive parts that ran on one machine, from its
+    `progress.json` contents.
+
+    Consecutive invocations with the same `hardware` record form one part;
+    invocations recorded before `progress.json` held the machine
+    (`hardware` absent) form parts with `hardware` None. Returns a list of
+    `{"invocations": [1-based numbers], "hardware": dict | None,
+    "first_step": int | None, "wall_time_s": float | None,
+    "cpu_time_s": float | None}`, where the times are the part's share of
+    the run's totals, None where the invocations that bound it did not
+    record the totals they started at.
+    """
+    invocations = progress.get("invocations", [])
+    parts = []
+    for number, invocation in enumerate(invocations, start=1):
+        hardware = invocation.get("hardware")
+        if parts and parts[-1]["hardware"] == hardware:
+            parts[-1]["invocations"].append(number)
+            continue
+        parts.append({"invocations": [number], "hardware": hardware,
+                      "first_step": invocation.get("first_step", 0 if number == 1 else None),
+                      "_start": invocation})
+    ends = [part["_start"] for part in parts[1:]] + [None]
+    for part, next_start in zip(parts, ends):
+        start = part.pop("_start")
+        for key in ("wall_time_s", "cpu_time_s"):
+            begin = 0.0 if part["invocations"][0] == 1 else start.get(f"run_{key}_at_start")
+            end = progress.get(key) if next_start is None else next_start.get(f"run_{key}_at_start")
+            part[key] = None if begin is None or end is None else round(end - begin, 1)
+    return parts
 
 
 def read_history(path):

@@ -12,24 +12,31 @@ import keras
 
 
 def cpu_model():
-    """The CPU's model name and whether it has AVX-512, from `/proc/cpuinfo`.
+    """The CPU's model name, family and model numbers, and whether it has
+    AVX-512, from `/proc/cpuinfo`.
 
     Machines sold as the same kind differ several-fold in speed, and the
-    model name and AVX-512 are what tells them apart. Returns
-    `{"model": str, "avx512": bool | None}`; off Linux the model is
-    `platform.processor()` and `avx512` is None (unknown).
+    model name and AVX-512 are what tells them apart; where a virtual
+    machine shows a generic name ("Intel(R) Xeon(R) Processor"), the
+    family and model numbers still name the generation. Returns
+    `{"model": str, "family_model": str | None, "avx512": bool | None}`,
+    `family_model` like `"family 6 model 207"` on x86 and None where
+    `/proc/cpuinfo` has no such fields; off Linux the model is
+    `platform.processor()` and the rest None (unknown).
     """
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             lines = cpuinfo.read().splitlines()
     except OSError:
-        return {"model": platform.processor() or platform.machine(), "avx512": None}
+        return {"model": platform.processor() or platform.machine(), "family_model": None, "avx512": None}
     fields = {}
     for line in lines:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
+    family, model = fields.get("cpu family"), fields.get("model")
     return {
         "model": fields.get("model name") or platform.processor() or platform.machine(),
+        "family_model": f"family {family} model {model}" if family and model else None,
         "avx512": "avx512f" in fields.get("flags", "").split(),
     }
 
@@ -48,6 +55,7 @@ def hardware_summary():
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_model": cpu["model"],
+        "cpu_family_model": cpu["family_model"],
         "avx512": cpu["avx512"],
         "cpu_count": os.cpu_count(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
