@@ -42,6 +42,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from keras_directcopy.theory import linear_network  # noqa: E402
 from keras_directcopy.utils.files import atomic_save, atomic_write_text  # noqa: E402
+from keras_directcopy.utils.provenance import cpu_model  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -216,17 +217,6 @@ def _rounded(value, digits=6):
 def _finite(value):
     value = float(value)
     return value if np.isfinite(value) else None
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def _max_relative_error(actual, expected, mask):
@@ -439,7 +429,7 @@ def main(argv):
     summary = dict(
         command=" ".join(["python", "scripts/linear_theory.py"] + sys.argv[1:]),
         hardware=dict(
-            machine=platform.machine(), processor=_cpu_model(),
+            machine=platform.machine(), processor=cpu_model()["model"],
             cpu_count=os.cpu_count(), python=platform.python_version(),
             numpy=np.__version__, tensorflow=tf.__version__,
         ),
