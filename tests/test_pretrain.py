@@ -198,6 +198,12 @@ def test_resume_after_kill_minus_nine(data_dir, tmp_path):
     # The cost and the history cover both invocations, not only the last.
     assert run["invocations"] == 2 and len(run["commands"]) == 2
     assert run["git_commits"] == [run["git_commit"]] * 2
+    # Both invocations ran on this machine: one part, holding the whole cost.
+    (part,) = run["hardware_parts"]
+    assert part["invocations"] == [1, 2] and part["hardware"]["cpu_model"] == run["hardware"]["cpu_model"]
+    assert part["first_step"] == 0 and part["cpu_time_s"] == run["cpu_time_s"]
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert [entry["first_step"] for entry in progress["invocations"]] == [0, resumed_at]
     history = read_history(tmp_path)
     assert [record["step"] for record in history] == [8, 16, 24]
     assert run["wall_time_s"] >= history[-1]["wall_time_s"] > 0
