@@ -67,7 +67,10 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("data_dir", None, "tfds data directory of the real input.")
 flags.DEFINE_string("output", None, "Also write the Markdown table here.")
-flags.DEFINE_string("single", None, "Internal: run one configuration (JSON) and print its result.")
+flags.DEFINE_string(
+    "single", None,
+    "Run one configuration and print its result: JSON with backbone, predictor, input (synthetic or real) and "
+    "xla, and optionally recipe, batchnorm (fused or keras) and steps_per_execution (default 1).")
 flags.DEFINE_enum(
     "peer", None, ["torch"],
     "Also time a PyTorch implementation of the same DirectCopy step (scripts/torch_peer.py; "
@@ -278,6 +281,7 @@ def main(argv):
             config["backbone"], config["predictor"], config["input"], config["xla"],
             FLAGS.batch_size, FLAGS.warmup_steps, FLAGS.steps, FLAGS.dataset, FLAGS.data_dir,
             recipe=config.get("recipe"), fused_batchnorm=config.get("batchnorm", "fused") == "fused",
+            steps_per_execution=config.get("steps_per_execution", 1),
         )
         print("RESULT " + json.dumps(result))
         return

@@ -40,6 +40,19 @@ def test_benchmark_prints_a_table(data_dir, tmp_path):  # noqa: F811
         assert cells[8].endswith("%") and cells[9].endswith("%")  # real/synthetic, update cost
 
 
+def test_steps_per_execution_is_timed_per_step():
+    from keras_directcopy.training.benchmark import measure
+
+    result = measure("resnet20", "directcopy", "synthetic", False, batch_size=8, warmup_steps=2, steps=4,
+                     dataset="cifar10", data_dir=None, recipe="cifar10_resnet20", steps_per_execution=2)
+    assert result["steps_per_execution"] == 2
+    assert result["pairs_per_s"] == pytest.approx(8 / (result["step_ms"] / 1000))
+    assert 0 < result["step_ms"] < 60_000
+    with pytest.raises(ValueError, match="multiples of steps_per_execution=2"):
+        measure("resnet20", "directcopy", "synthetic", False, batch_size=8, warmup_steps=2, steps=3,
+                dataset="cifar10", data_dir=None, recipe="cifar10_resnet20", steps_per_execution=2)
+
+
 def test_the_table_checks_the_targets():
     from keras_directcopy.training.benchmark import table
 

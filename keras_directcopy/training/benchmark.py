@@ -24,7 +24,7 @@ from keras_directcopy.training.loop import build_model
 
 
 def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, steps, dataset, data_dir,
-            recipe=None, fused_batchnorm=True):
+            recipe=None, fused_batchnorm=True, steps_per_execution=1):
     """Times the pretraining step of one configuration in this process.
 
     Args:
@@ -44,6 +44,10 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
         fused_batchnorm: BatchNorm with TensorFlow's fused kernel (the
             default of training) or Keras' op-by-op path
             (`models.fused_batchnorm`).
+        steps_per_execution: train steps per call of the compiled train
+            function (Keras' `compile(steps_per_execution=...)`, the
+            `--steps_per_execution` of pretraining); `warmup_steps` and
+            `steps` must be multiples of it.
 
     Returns:
         A dict: the configuration, `pairs_per_s`, `step_ms`, `update_percent`
@@ -52,6 +56,10 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
         `memory_kind` (the GPU allocator's peak, or the process's peak
         resident set size on a CPU, which includes the TensorFlow runtime).
     """
+    if warmup_steps % steps_per_execution or steps % steps_per_execution or not warmup_steps:
+        raise ValueError(
+            f"warmup_steps={warmup_steps} and steps={steps} must be multiples of steps_per_execution="
+            f"{steps_per_execution} (and warmup_steps at least one of them): the timer runs per execution.")
     on_jax = keras.backend.backend() == "jax"
     if on_jax:
         # JAX runs the step through XLA (`jax.jit`); it has no fused BatchNorm
@@ -70,7 +78,7 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
             build_backbone(backbone, (size, size, 3)), predictor=predictor, fused_batchnorm=fused_batchnorm
         )
         optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    model.compile(optimizer, jit_compile=xla)
+    model.compile(optimizer, jit_compile=xla, steps_per_execution=steps_per_execution)
     if input_kind == "synthetic":
         batch = np.random.default_rng(0).integers(0, 256, (batch_size, 2, size, size, 3), np.uint8)
         inputs = tf.data.Dataset.from_tensors(batch).repeat()
@@ -88,7 +96,8 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
 
     timer = keras.callbacks.LambdaCallback(on_train_batch_end=record_time)
     model.fit(inputs, epochs=1, steps_per_epoch=warmup_steps + steps, callbacks=[timer], verbose=0)
-    step_seconds = (times[-1] - times[warmup_steps - 1]) / steps
+    # One time per execution of `steps_per_execution` steps.
+    step_seconds = (times[-1] - times[warmup_steps // steps_per_execution - 1]) / steps
 
     update_percent = None
     if predictor in DIRECT_METHODS:
@@ -112,7 +121,7 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
         memory_kind = "process peak RSS"
     return dict(
         backend=keras.backend.backend(), backbone=backbone, predictor=predictor, input=input_kind, xla=xla,
-        batchnorm="fused" if fused_batchnorm else "keras",
+        batchnorm="fused" if fused_batchnorm else "keras", steps_per_execution=steps_per_execution,
         pairs_per_s=batch_size / step_seconds, step_ms=1000 * step_seconds,
         update_percent=update_percent, peak_mb=peak_mb, memory_kind=memory_kind,
     )
