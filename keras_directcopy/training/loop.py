@@ -203,7 +203,7 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
         "git_commit": run_log.git_commit,
         # One per invocation; a run started before this field existed has None there.
         "git_commits": [entry.get("git_commit") for entry in run_log.progress["invocations"]],
-        "hardware": hardware_summary(),
+        "hardware": run_log.hardware,  # this invocation's machine
         # The machine and cost of each part of a run resumed on other machines.
         "hardware_parts": hardware_parts(run_log.progress),
     }
