@@ -361,3 +361,19 @@ def field_choices(name):
     return getattr(_FIELD_CHECKS.get(name), "choices", None)
 
 
+
+
+# Fields that say where the data is, how often to monitor and back up, and
+# which kernels compute the step, but not what a run trains: an interrupted
+# run may be resumed with other values of these (the data moved to another
+# machine, a backup every 200 steps instead of every epoch), and with no
+# other change (`recipe_fields`).
+NON_RECIPE_FIELDS = (
+    "data_dir", "knn_every", "knn_k", "save_freq", "steps_per_execution", "jit_compile", "fused_batchnorm",
+)
+
+
+def recipe_fields(config):
+    """The fields of `config` that define what a run trains: all but
+    `NON_RECIPE_FIELDS`, as a dict."""
+    return {name: value for name, value in dataclasses.asdict(config).items() if name not in NON_RECIPE_FIELDS}

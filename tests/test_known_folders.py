@@ -171,6 +171,28 @@ def test_an_unrelated_folder_is_described_by_nothing(tmp_path):
         "imagenette"]
 
 
+def test_a_folder_recipe_holds_its_contents_not_its_path(tmp_path):
+    """What a pretraining run records as its data, and checks when resumed
+    (`loop.recipe_record`): a folder moved elsewhere is the same data; one
+    with an image more is not."""
+    from keras_directcopy.training.loop import recipe_record
+    from keras_directcopy.training.run_log import DATASET_CONTENTS_KEY
+
+    counts = {"train": {"emu": 2, "yak": 1}, "val": {"emu": 1, "yak": 1}}
+    here, there = make_tree(tmp_path / "here", counts), make_tree(tmp_path / "there", counts)
+    config = get_config("quickstart", dataset=f"folder:{here}")
+
+    def recipe(folder):
+        return recipe_record(config, data.identify_dataset(f"folder:{folder}"), 12)
+
+    assert recipe(here) == recipe(there)
+    assert recipe(here)["dataset"] == "folder:" and len(recipe(here)[DATASET_CONTENTS_KEY]) == 64
+    write_image(there / "train" / "yak" / "extra.png", 12, 10, 7)
+    assert recipe(here)[DATASET_CONTENTS_KEY] != recipe(there)[DATASET_CONTENTS_KEY]
+    assert recipe_record(get_config("quickstart"), data.identify_dataset("cifar10"), 32)[
+        DATASET_CONTENTS_KEY] is None
+
+
 # -- The name alone, and evaluating a preset trained on a folder dataset ---------------
 
 

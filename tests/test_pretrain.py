@@ -20,6 +20,7 @@ from absl import flags
 from keras_directcopy import configs
 from keras_directcopy.data import offline as offline_data
 from keras_directcopy.models.predictors import DEFAULT_EPS
+from keras_directcopy.presets import registration
 from keras_directcopy.training import config_flags
 from keras_directcopy.training.run_log import read_history
 
@@ -217,24 +218,39 @@ def test_resume_after_kill_minus_nine(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_stop_at_epoch_ends_a_part_of_the_run_on_the_full_schedule(data_dir, tmp_path):
-    flags = [*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}", "--epochs=3",
-             "--knn_every=5", "--jit_compile=false"]
-    part = run_pretrain(*flags, "--stop_at_epoch=1")
+    """A run in parts: the first stops early on the full schedule; a resume
+    with another recipe is refused and changes nothing; the run then resumes
+    from another folder with other monitoring, which is allowed."""
+    output_dir = tmp_path / "run"
+    flags = [*SMALL_RUN, f"--data_dir={data_dir}", "--epochs=3", "--jit_compile=false"]
+    part = run_pretrain(*flags, f"--output_dir={output_dir}", "--knn_every=5", "--stop_at_epoch=1")
     assert part.returncode == 0, part.stderr[-3000:]
     assert "Stopped after epoch 1 of 3 (--stop_at_epoch)" in part.stdout
-    run = read_run(tmp_path)
+    run = read_run(output_dir)
     assert (run["steps"], run["epochs_done"], run["config"]["epochs"]) == (8, 1, 3)
     # The stopping epoch is evaluated, though not a multiple of --knn_every.
     assert 0.0 <= run["final_metrics"]["knn_accuracy"] <= 1.0
     # The learning rate follows the 3-epoch cosine (no warmup in quickstart), not a 1-epoch one.
-    assert read_history(tmp_path)[0]["lr"] == pytest.approx(0.03 * 0.5 * (1 + math.cos(math.pi * 8 / 24)))
-    rest = run_pretrain(*flags)
+    assert read_history(output_dir)[0]["lr"] == pytest.approx(0.03 * 0.5 * (1 + math.cos(math.pi * 8 / 24)))
+
+    saved = {path: path.read_bytes() for path in output_dir.rglob("*") if path.is_file()}
+    other = run_pretrain(*flags, f"--output_dir={output_dir}", "--knn_every=5", "--lr=0.1")
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert "holds a run trained with other settings than this command's: --lr 0.03 in the run, 0.1 here" in other.stderr
+    assert {path: path.read_bytes() for path in output_dir.rglob("*") if path.is_file()} == saved
+
+    moved = tmp_path / "moved"
+    output_dir.rename(moved)
+    rest = run_pretrain(*flags, f"--output_dir={moved}", "--knn_every=1")
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert "Resuming from the backup at step 8 of 24" in rest.stdout
-    run = read_run(tmp_path)
+    run = read_run(moved)
     assert (run["steps"], run["epochs_done"], run["invocations"]) == (24, 3, 2)
-    # One command for both parts, so the run can be registered as a preset.
-    assert run["commands"][0] == run["commands"][1] and "--stop_at_epoch" not in run["commands"][0]
+    assert "--stop_at_epoch" not in run["commands"][0] and run["commands"][0] != run["commands"][1]
+    # Both parts recorded one recipe, so the run can be registered as a preset.
+    recipes = [entry["recipe"] for entry in json.loads((moved / "progress.json").read_text())["invocations"]]
+    assert recipes[0] == recipes[1] and recipes[0]["lr"] == 0.03 and "knn_every" not in recipes[0]
+    registration.check_one_recipe(str(moved), run)
 
 
 def test_the_recorded_command_leaves_out_stop_at_epoch(pretrain_script):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from keras_directcopy.training.run_log import (
-    HISTORY_FILENAME, PROGRESS_FILENAME, RunLog, hardware_parts, read_history,
+    DATASET_CONTENTS_KEY, HISTORY_FILENAME, PROGRESS_FILENAME, RunLog, hardware_parts, read_history,
 )
 from keras_directcopy.utils.provenance import git_commit
 
@@ -144,3 +144,36 @@ def test_the_cpu_record_names_family_and_model_numbers_where_the_cpu_reports_the
         assert re.fullmatch(r"family \d+ model \d+", cpu["family_model"])
     else:
         assert cpu["family_model"] is None
+
+
+RECIPE = {"dataset": "cifar10", "lr": 0.03, "epochs": 100, "image_size": 32, DATASET_CONTENTS_KEY: None}
+
+
+def test_a_run_resumes_only_with_the_recipe_it_recorded(tmp_path):
+    first = RunLog(str(tmp_path), command="python scripts/pretrain.py --lr=0.03", recipe=RECIPE)
+    first.check_recipe()  # nothing recorded yet: a new run
+    first.start(resumed=False)
+    assert json.loads((tmp_path / PROGRESS_FILENAME).read_text())["invocations"][0]["recipe"] == RECIPE
+
+    RunLog(str(tmp_path), recipe=dict(RECIPE)).check_recipe()  # the same recipe resumes
+    changed = RunLog(str(tmp_path), recipe={**RECIPE, "lr": 0.1, "epochs": 50})
+    with pytest.raises(ValueError) as error:
+        changed.check_recipe()
+    message = str(error.value)
+    assert "--epochs 100 in the run, 50 here" in message and "--lr 0.03 in the run, 0.1 here" in message
+    assert "python scripts/pretrain.py --lr=0.03" in message and "another --output_dir" in message
+    moved = RunLog(str(tmp_path), recipe={**RECIPE, DATASET_CONTENTS_KEY: "0" * 64})
+    with pytest.raises(ValueError, match="class folders or image counts are not the run's"):
+        moved.check_recipe()
+
+
+def test_runs_from_before_the_recipe_record_are_not_checked(tmp_path):
+    (tmp_path / PROGRESS_FILENAME).write_text(json.dumps(
+        {"wall_time_s": 1.0, "cpu_time_s": 1.0, "invocations": [{"command": "old"}]}
+    ))
+    RunLog(str(tmp_path), recipe=RECIPE).check_recipe()
+    run_log = RunLog(str(tmp_path), recipe=RECIPE)
+    run_log.start(resumed=True)
+    # From now on the run has a recipe to be checked against.
+    with pytest.raises(ValueError, match="--lr 0.03 in the run, 0.3 here"):
+        RunLog(str(tmp_path), recipe={**RECIPE, "lr": 0.3}).check_recipe()

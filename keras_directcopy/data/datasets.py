@@ -39,6 +39,7 @@ normalize them.
 
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import socket
@@ -266,10 +267,14 @@ class DatasetIdentity:
             saying so; for one that shares class folders with a known dataset
             without being it, a line saying what differs (it is then recorded
             as `folder:PATH`); None for other folders and for tfds datasets.
+        contents_sha256: for a folder, the sha256 of its class folders and
+            per-class image counts in each split (`count_folder_images`),
+            which stay the same when the folder moves; None for tfds datasets.
     """
 
     record: dict
     description: str | None
+    contents_sha256: str | None = None
 
 
 def identify_dataset(dataset):
@@ -290,19 +295,21 @@ def identify_dataset(dataset):
         return DatasetIdentity({"dataset": dataset}, None)
     folder = folder_path(dataset)
     counts = count_folder_images(folder)
+    contents_sha256 = hashlib.sha256(json.dumps(counts, sort_keys=True).encode()).hexdigest()
     name = known_folders.identify(counts)
     record = {"dataset": name or FOLDER_PREFIX + folder, "data_folder": folder}
     if name:
         return DatasetIdentity(record, (
             f"{folder} has the class folders and image counts of "
-            f"{known_folders.get_known_folder(name).display_name}: recorded as dataset {name!r}."))
+            f"{known_folders.get_known_folder(name).display_name}: recorded as dataset {name!r}."),
+            contents_sha256)
     lines = [
         f"{folder} shares class folders with {known_folders.get_known_folder(known).display_name} but is "
         f"not it ({'; '.join(known_folders.differences(counts, known))}): recorded as "
         f"{FOLDER_PREFIX + folder!r}."
         for known in known_folders.related(counts)
     ]
-    return DatasetIdentity(record, "\n".join(lines) or None)
+    return DatasetIdentity(record, "\n".join(lines) or None, contents_sha256)
 
 
 def dataset_record(dataset):

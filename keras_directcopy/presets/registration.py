@@ -26,6 +26,7 @@ import shutil
 
 from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME, resolve_architecture_kwargs
 from keras_directcopy.presets import hub, zoo
+from keras_directcopy.training.run_log import PROGRESS_FILENAME, recipe_differences
 from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
 
 
@@ -125,8 +126,7 @@ def register_run(preset, run_dir, bundle):
             f"{run_dir} trained {config['predictor']} on {actual} (dataset, backbone, width), but "
             f"preset {preset['name']!r} is {preset['method']} on {expected}."
         )
-    if len(set(run["commands"])) != 1:
-        raise ValueError(f"{run_dir} was resumed with different commands: {run['commands']}.")
+    check_one_recipe(run_dir, run)
     weights = os.path.join(run_dir, RUN_WEIGHTS_FILENAME)
     architecture = os.path.join(run_dir, ARCHITECTURE_FILENAME)
     if not os.path.exists(architecture):
@@ -169,6 +169,36 @@ def register_run(preset, run_dir, bundle):
         additional_metrics=[],
     )
     return [(architecture, preset["architecture"]), (weights, preset["weights"])]
+
+
+def check_one_recipe(run_dir, run):
+    """Refuses a run whose invocations trained different recipes.
+
+    Invocations that recorded their recipe (`run_log.RunLog`) must have
+    recorded the same one; they may differ in where the data and outputs
+    were, which `scripts/pretrain.py` allows when resuming. Invocations from
+    before that record are compared by their commands, which must then be
+    identical, to each other and to the first recorded one's.
+    """
+    progress_path = os.path.join(run_dir, PROGRESS_FILENAME)
+    if os.path.exists(progress_path):
+        with open(progress_path) as file:
+            invocations = json.load(file)["invocations"]
+    else:
+        invocations = [{"command": command} for command in run["commands"]]
+    with_recipe = [entry for entry in invocations if entry.get("recipe") is not None]
+    for entry in with_recipe[1:]:
+        differences = recipe_differences(with_recipe[0]["recipe"], entry["recipe"])
+        if differences:
+            raise ValueError(
+                f"{run_dir} was resumed with another recipe (the first invocation's against the "
+                f"one started {entry.get('started')}): {'; '.join(differences)}."
+            )
+    commands = {entry["command"] for entry in invocations if entry.get("recipe") is None}
+    if with_recipe and commands:
+        commands.add(with_recipe[0]["command"])
+    if len(commands) > 1:
+        raise ValueError(f"{run_dir} was resumed with different commands: {sorted(commands)}.")
 
 
 def register_metrics(preset, metrics_path):

@@ -9,6 +9,7 @@ import os
 
 import keras
 
+from keras_directcopy import configs
 from keras_directcopy.data import augment
 from keras_directcopy.data import datasets as data
 from keras_directcopy.evaluation.knn import KNNMonitor, knn_accuracy
@@ -17,7 +18,7 @@ from keras_directcopy.models.non_contrastive import NonContrastiveModel
 from keras_directcopy.models.predictors import DIRECT_METHODS
 from keras_directcopy.training import strategies
 from keras_directcopy.training.callbacks import LearningRateLogger, ResumableBackup, StopOnNonFiniteLoss
-from keras_directcopy.training.run_log import RunLog, hardware_parts
+from keras_directcopy.training.run_log import DATASET_CONTENTS_KEY, RunLog, hardware_parts
 from keras_directcopy.utils.files import atomic_save, atomic_write_text
 from keras_directcopy.utils.provenance import git_commit, hardware_summary
 
@@ -156,6 +157,9 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
 
+    run_log.recipe = recipe_record(config, identity, image_size)
+    if os.path.exists(backup.path):
+        run_log.check_recipe()  # before the backup is restored, or overwritten
     done = backup.restore(model)
     run_log.start(resumed=bool(done), step=done)
     if done:
@@ -211,6 +215,25 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
         save_encoder(model.encoder, output_dir)
         atomic_write_text(os.path.join(output_dir, "run.json"), json.dumps(run, indent=2))
     return run
+
+
+def recipe_record(config, identity, image_size):
+    """What a run trains, as each of its invocations records it
+    (`RunLog.check_recipe` refuses to resume under another): the config's
+    `configs.recipe_fields`, the image size trained at, and the dataset as
+    `data.identify_dataset` identifies it, a folder by its contents rather
+    than its path (a run may move to another machine, its data with it).
+
+    Args:
+        config: a `PretrainConfig`.
+        identity: `data.identify_dataset(config.dataset)`.
+        image_size: the image size trained at.
+    """
+    dataset = identity.record["dataset"]
+    if dataset.startswith(data.FOLDER_PREFIX):
+        dataset = data.FOLDER_PREFIX  # a folder not identified as a known dataset: its path may change
+    return {**configs.recipe_fields(config), "dataset": dataset, "image_size": image_size,
+            DATASET_CONTENTS_KEY: identity.contents_sha256}
 
 
 def build_model(config, image_size, total_steps, synchronized_bn=False):

@@ -9,11 +9,15 @@ A run directory holds:
   interrupted after its line was written and then redone appears twice;
   `read_history` keeps the last line of each epoch.
 * `progress.json`: the cumulative totals and, for every invocation, its
-  command, git commit, machine (`utils.provenance.hardware_summary`), the
-  step it started at and the totals when it started, so that `run.json`
+  command, git commit, recipe (what it trains: `configs.recipe_fields`, the
+  dataset by content and the image size), machine
+  (`utils.provenance.hardware_summary`), the step it started at and the
+  totals when it started, so that `run.json`
   reports the cost of the whole run rather than of its last invocation,
   which code each part ran, and on which machine (a long run resumed on
-  another machine has parts of different speed: `hardware_parts`).
+  another machine has parts of different speed: `hardware_parts`), and so
+  that a run is only resumed with the recipe it was started with
+  (`RunLog.check_recipe`).
 
 CPU seconds are the process's CPU time (`time.process_time`: all threads,
 input pipeline included), so a run's cost in CPU-hours does not depend on
@@ -48,20 +52,25 @@ class RunLog(keras.callbacks.Callback):
             beside its command (a resumed run may span commits).
         hardware: the machine this invocation runs on
             (`utils.provenance.hardware_summary()`), recorded beside it.
+        recipe: what this invocation trains, a JSON-serializable dict
+            (`training.loop.recipe_record`), recorded beside it and checked
+            against the run's by `check_recipe`.
         write: False on non-chief workers of a multi-worker run.
         flush_seconds: also write `progress.json` during an epoch at most
             this often, so an interruption loses at most this much time
             from the totals.
     """
 
-    def __init__(self, output_dir, command=None, git_commit=None, hardware=None, write=True,
-                 flush_seconds=60.0):
+    def __init__(self, output_dir, command=None, git_commit=None, hardware=None, recipe=None,
+                 write=True, flush_seconds=60.0):
         super().__init__()
+        self.output_dir = output_dir
         self.history_path = os.path.join(output_dir, HISTORY_FILENAME)
         self.progress_path = os.path.join(output_dir, PROGRESS_FILENAME)
         self.command = command
         self.git_commit = git_commit
         self.hardware = hardware
+        self.recipe = recipe
         self.write = write
         self.flush_seconds = flush_seconds
         self.progress = {"wall_time_s": 0.0, "cpu_time_s": 0.0, "invocations": []}
@@ -80,12 +89,40 @@ class RunLog(keras.callbacks.Callback):
         self.progress["invocations"].append(
             {"command": self.command, "git_commit": self.git_commit,
              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "hardware": self.hardware, "first_step": int(step),
+             "recipe": self.recipe, "hardware": self.hardware, "first_step": int(step),
              # The run's totals before this invocation: where its cost begins.
              "run_wall_time_s_at_start": round(self.progress["wall_time_s"], 1),
              "run_cpu_time_s_at_start": round(self.progress["cpu_time_s"], 1)}
         )
         self.flush()
+
+    def check_recipe(self):
+        """Refuses to resume a run that was trained with another recipe.
+
+        Call it before resuming from a backup. The recipe is compared with
+        the one the run's latest invocation recorded; runs from before
+        invocations recorded one are not checked.
+
+        Raises:
+            ValueError: naming each setting that differs, its value in the
+                run and in this invocation, and the two ways on.
+        """
+        if self.recipe is None or not os.path.exists(self.progress_path):
+            return
+        with open(self.progress_path) as file:
+            invocations = json.load(file).get("invocations", [])
+        recorded = [entry for entry in invocations if entry.get("recipe") is not None]
+        if not recorded:
+            return
+        differences = recipe_differences(recorded[-1]["recipe"], self.recipe)
+        if differences:
+            raise ValueError(
+                f"{self.output_dir} holds a run trained with other settings than this command's: "
+                f"{'; '.join(differences)}. Resume it with the settings it was started with (its last "
+                f"command: {recorded[-1].get('command')}), or pass another --output_dir to start a "
+                "new run. Only where the data is, how often to monitor and back up, and which "
+                "kernels compute the step may change when resuming."
+            )
 
     def totals(self):
         """`(wall_time_s, cpu_time_s)` of the whole run so far."""
@@ -115,6 +152,26 @@ class RunLog(keras.callbacks.Callback):
         if self.write:
             with open(self.history_path, "a") as file:
                 file.write(json.dumps(record) + "\n")
+
+
+def recipe_differences(run_recipe, recipe):
+    """The settings in which `recipe` differs from `run_recipe`, each as
+    "NAME VALUE in the run, VALUE here" (an empty list if none)."""
+    differences = []
+    for name in sorted(set(run_recipe) | set(recipe)):
+        before, now = run_recipe.get(name), recipe.get(name)
+        if before == now:
+            continue
+        if name == DATASET_CONTENTS_KEY:
+            differences.append("the data folder's class folders or image counts are not the run's")
+        else:
+            differences.append(f"--{name} {before!r} in the run, {now!r} here")
+    return differences
+
+
+# The key of a recipe that holds a data folder's contents
+# (`DatasetIdentity.contents_sha256`), not a flag.
+DATASET_CONTENTS_KEY = "dataset_contents_sha256"
 
 
 def hardware_parts(progress):
