@@ -121,7 +121,7 @@ def test_unfinished_run_and_foreign_metrics_are_refused(registry, tmp_path):
     with pytest.raises(ValueError, match=f"--preset={NAME}"):
         registration.register(NAME, *dirs, metrics=str(metrics_path))
 
-    with pytest.raises(FileNotFoundError, match="No preset file"):
+    with pytest.raises(FileNotFoundError, match=f"'nope' is no preset's alias. Presets in .*: {NAME}; aliases: none"):
         registration.register("nope", *dirs, run_dir=str(run_dir))
     assert (zoo_dir / f"{NAME}.json").read_text() == before
     assert not (zoo_dir / NAME).exists() and not list(cards.iterdir())
@@ -144,6 +144,18 @@ def test_a_run_without_its_architecture_or_of_another_architecture_is_refused(re
         registration.register(NAME, *dirs, run_dir=str(run_dir), bundle=True)
     assert "layer 'images' differs in batch_shape" in str(other.value)
     assert (zoo_dir / f"{NAME}.json").read_text() == before and not (zoo_dir / NAME).exists()
+
+
+def test_a_preset_is_named_by_its_file_or_its_alias(registry, tmp_path):
+    zoo_dir, _, cards, _ = registry
+    path = zoo_dir / f"{NAME}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "aliases": ["tiny"],
+                                "weights": {"filename": "encoder.weights.h5", "sha256": "ab" * 32}}))
+    metrics_path = tmp_path / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics_for(NAME)))
+    preset = registration.register("tiny", str(zoo_dir), str(cards), metrics=str(metrics_path))
+    assert preset["name"] == NAME and json.loads(path.read_text())["metrics"]["knn"]["top1"] == 0.4321
+    assert (cards / f"{NAME}.md").exists() and not (zoo_dir / "tiny.json").exists()
 
 
 def test_a_run_is_registered_only_if_every_invocation_trained_one_recipe(registry):

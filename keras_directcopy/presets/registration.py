@@ -20,6 +20,7 @@ and image counts (`data.datasets.dataset_record`); a run or metrics on
 another folder is refused, and the message says why.
 """
 
+import glob
 import json
 import os
 import shutil
@@ -42,7 +43,8 @@ def register(
     `<cards_dir>/<preset_name>.md`.
 
     Args:
-        preset_name: the preset (its file name in `zoo_dir`).
+        preset_name: the preset (its file name in `zoo_dir`), or its
+            dataset alias.
         zoo_dir: the registry directory.
         cards_dir: where model cards go.
         run_dir: a finished `scripts/pretrain.py` output directory.
@@ -55,13 +57,12 @@ def register(
         The updated preset dict.
 
     Raises:
-        FileNotFoundError: no such preset file.
+        FileNotFoundError: no such preset file or alias.
         ValueError: see `register_run`, `register_metrics` and
             `register_additional_metrics`; nothing is written.
     """
+    preset_name = _preset_of(preset_name, zoo_dir)
     path = os.path.join(zoo_dir, f"{preset_name}.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No preset file {path}; the preset names are the files in {zoo_dir}.")
     if not (run_dir or metrics or additional_metrics):
         raise ValueError("Pass --run_dir (weights and run record), --metrics and/or --additional_metrics.")
     with open(path) as file:
@@ -83,6 +84,29 @@ def register(
         atomic_write_text(os.path.join(cards_dir, f"{preset['name']}.md"), card)
     atomic_write_text(path, json.dumps(preset, indent=2) + "\n")
     return preset
+
+
+def _preset_of(name, zoo_dir):
+    """The preset `name` names in `zoo_dir`: itself, or the preset whose
+    dataset alias it is (`imagenette`).
+
+    Raises:
+        FileNotFoundError: on neither, listing the names and aliases there.
+    """
+    if os.path.exists(os.path.join(zoo_dir, f"{name}.json")):
+        return name
+    aliases = {}
+    for path in sorted(glob.glob(os.path.join(zoo_dir, "*.json"))):
+        with open(path) as file:
+            preset = json.load(file)
+        aliases.update({alias: preset["name"] for alias in preset.get("aliases", ())})
+    if name in aliases:
+        return aliases[name]
+    names = sorted(os.path.basename(path)[:-len(".json")] for path in glob.glob(os.path.join(zoo_dir, "*.json")))
+    raise FileNotFoundError(
+        f"No preset file {os.path.join(zoo_dir, name + '.json')}, and {name!r} is no preset's alias. "
+        f"Presets in {zoo_dir}: {', '.join(names) or 'none'}; aliases: {', '.join(sorted(aliases)) or 'none'}."
+    )
 
 
 MAX_BUNDLED_BYTES = 4 * 2**20
