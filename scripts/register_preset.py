@@ -59,7 +59,10 @@ from absl import app, flags  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-flags.DEFINE_string("preset", None, "Preset name (its file is <zoo_dir>/<preset>.json) or its dataset alias (imagenette).", required=True)
+flags.DEFINE_string(
+    "preset", None, "Preset name (its file is <zoo_dir>/<preset>.json) or its dataset alias (imagenette).",
+    required=True,
+)
 flags.DEFINE_string("run_dir", None, "A finished scripts/pretrain.py output directory.")
 flags.DEFINE_bool(
     "bundle", False,
