@@ -146,6 +146,15 @@ def test_a_run_without_its_architecture_or_of_another_architecture_is_refused(re
     assert (zoo_dir / f"{NAME}.json").read_text() == before and not (zoo_dir / NAME).exists()
 
 
+def test_an_encoder_over_the_bundle_limit_is_refused_with_the_way_on(registry, monkeypatch):
+    zoo_dir, run_dir, cards, _ = registry
+    monkeypatch.setattr(registration, "MAX_BUNDLED_BYTES", 2**20)  # the tiny encoder is smaller
+    registration.register(NAME, str(zoo_dir), str(cards), run_dir=str(run_dir), bundle=True)
+    monkeypatch.setattr(registration, "MAX_BUNDLED_BYTES", 2**17)
+    with pytest.raises(ValueError, match="is 0.3 MB; only encoders up to 0.125 MB are bundled. Publish it"):
+        registration.register(NAME, str(zoo_dir), str(cards), run_dir=str(run_dir), bundle=True)
+
+
 def test_a_preset_is_named_by_its_file_or_its_alias(registry, tmp_path):
     zoo_dir, _, cards, _ = registry
     path = zoo_dir / f"{NAME}.json"
