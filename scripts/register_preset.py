@@ -93,7 +93,7 @@ def main(argv):
                           additional_metrics=FLAGS.additional_metrics)
     except (ValueError, FileNotFoundError, KeyError) as error:
         sys.exit(f"register_preset.py: {error}")
-    path = os.path.join(FLAGS.zoo_dir, f"{FLAGS.preset}.json")
+    path = os.path.join(FLAGS.zoo_dir, f"{preset['name']}.json")
     print(f"Updated {path}: weights sha256 {preset['weights']['sha256']}"
           + (f", architecture sha256 {preset['architecture']['sha256']}" if FLAGS.run_dir else "")
           + (f", bundled in {os.path.join(FLAGS.zoo_dir, preset['name'])}" if preset["weights"]["bundled"] else "")

@@ -323,15 +323,17 @@ def test_new_weights_void_the_additional_evaluations(registry, tmp_path):
 @pytest.mark.slow
 def test_register_script_takes_a_comma_separated_list(cifar100_registry, tmp_path):
     zoo_dir, cards = cifar100_registry
+    path = zoo_dir / f"{NAME}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "aliases": ["tiny"]}))
     primary, coarse, k20, floor = other_evaluations()
     files = [write_metrics(tmp_path, f"{i}.json", m) for i, m in enumerate((coarse, k20, floor))]
     result = run_script(
-        f"--preset={NAME}", f"--zoo_dir={zoo_dir}", f"--cards_dir={cards}",
+        "--preset=tiny", f"--zoo_dir={zoo_dir}", f"--cards_dir={cards}",
         f"--metrics={write_metrics(tmp_path, 'primary.json', primary)}",
         f"--additional_metrics={','.join(files)}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "with 3 additional evaluation(s)" in result.stdout
+    assert f"Updated {path}:" in result.stdout and "with 3 additional evaluation(s)" in result.stdout
     assert json.loads((zoo_dir / f"{NAME}.json").read_text())["additional_metrics"] == [coarse, k20, floor]
     refused = run_script(f"--preset={NAME}", f"--zoo_dir={zoo_dir}", f"--cards_dir={cards}",
                          f"--metrics={files[2]}")
