@@ -361,8 +361,6 @@ def field_choices(name):
     return getattr(_FIELD_CHECKS.get(name), "choices", None)
 
 
-
-
 # Fields that say where the data is, how often to monitor and back up, and
 # which kernels compute the step, but not what a run trains: an interrupted
 # run may be resumed with other values of these (the data moved to another
