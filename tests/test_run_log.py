@@ -162,6 +162,7 @@ def test_a_run_resumes_only_with_the_recipe_it_recorded(tmp_path):
     message = str(error.value)
     assert "--epochs 100 in the run, 50 here" in message and "--lr 0.03 in the run, 0.1 here" in message
     assert "python scripts/pretrain.py --lr=0.03" in message and "another --output_dir" in message
+    assert "copy its backup/ folder alone into the new one" in message
     moved = RunLog(str(tmp_path), recipe={**RECIPE, DATASET_CONTENTS_KEY: "0" * 64})
     with pytest.raises(ValueError, match="class folders or image counts are not the run's"):
         moved.check_recipe()

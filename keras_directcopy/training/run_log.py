@@ -120,8 +120,9 @@ class RunLog(keras.callbacks.Callback):
                 f"{self.output_dir} holds a run trained with other settings than this command's: "
                 f"{'; '.join(differences)}. Resume it with the settings it was started with (its last "
                 f"command: {recorded[-1].get('command')}), or pass another --output_dir to start a "
-                "new run. Only where the data is, how often to monitor and back up, and which "
-                "kernels compute the step may change when resuming."
+                "new run (to go on from this run's weights under new settings on purpose, copy its "
+                "backup/ folder alone into the new one). Only where the data is, how often to monitor "
+                "and back up, and which kernels compute the step may change when resuming."
             )
 
     def totals(self):
