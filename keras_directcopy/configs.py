@@ -375,3 +375,24 @@ def recipe_fields(config):
     """The fields of `config` that define what a run trains: all but
     `NON_RECIPE_FIELDS`, as a dict."""
     return {name: value for name, value in dataclasses.asdict(config).items() if name not in NON_RECIPE_FIELDS}
+
+
+# The key of a run's recipe that holds its data folder's contents
+# (`data.datasets.DatasetIdentity.contents_sha256`), not a flag.
+DATASET_CONTENTS_KEY = "dataset_contents_sha256"
+
+
+def recipe_differences(run_recipe, recipe):
+    """The settings in which `recipe` differs from `run_recipe` (recipes as
+    `training.loop.recipe_record` makes them), each as "--NAME VALUE in the
+    run, VALUE here"; an empty list if none."""
+    differences = []
+    for name in sorted(set(run_recipe) | set(recipe)):
+        before, now = run_recipe.get(name), recipe.get(name)
+        if before == now:
+            continue
+        if name == DATASET_CONTENTS_KEY:
+            differences.append("the data folder's class folders or image counts are not the run's")
+        else:
+            differences.append(f"--{name} {before!r} in the run, {now!r} here")
+    return differences

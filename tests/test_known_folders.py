@@ -176,7 +176,7 @@ def test_a_folder_recipe_holds_its_contents_not_its_path(tmp_path):
     (`loop.recipe_record`): a folder moved elsewhere is the same data; one
     with an image more is not."""
     from keras_directcopy.training.loop import recipe_record
-    from keras_directcopy.training.run_log import DATASET_CONTENTS_KEY
+    from keras_directcopy.configs import DATASET_CONTENTS_KEY
 
     counts = {"train": {"emu": 2, "yak": 1}, "val": {"emu": 1, "yak": 1}}
     here, there = make_tree(tmp_path / "here", counts), make_tree(tmp_path / "there", counts)

@@ -249,7 +249,8 @@ def test_stop_at_epoch_ends_a_part_of_the_run_on_the_full_schedule(data_dir, tmp
     assert "--stop_at_epoch" not in run["commands"][0] and run["commands"][0] != run["commands"][1]
     # Both parts recorded one recipe, so the run can be registered as a preset.
     recipes = [entry["recipe"] for entry in json.loads((moved / "progress.json").read_text())["invocations"]]
-    assert recipes[0] == recipes[1] and recipes[0]["lr"] == 0.03 and "knn_every" not in recipes[0]
+    assert recipes[0] == recipes[1] == run["recipe"] and run["recipe_recorded"] == [True, True]
+    assert run["recipe"]["lr"] == 0.03 and "knn_every" not in run["recipe"]
     registration.check_one_recipe(str(moved), run)
 
 

@@ -9,8 +9,9 @@ import keras
 import numpy as np
 import pytest
 
+from keras_directcopy.configs import DATASET_CONTENTS_KEY
 from keras_directcopy.training.run_log import (
-    DATASET_CONTENTS_KEY, HISTORY_FILENAME, PROGRESS_FILENAME, RunLog, hardware_parts, read_history,
+    HISTORY_FILENAME, PROGRESS_FILENAME, RunLog, hardware_parts, read_history,
 )
 from keras_directcopy.utils.provenance import git_commit
 

@@ -27,7 +27,6 @@ import shutil
 
 from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME, resolve_architecture_kwargs
 from keras_directcopy.presets import hub, zoo
-from keras_directcopy.training.run_log import PROGRESS_FILENAME, recipe_differences
 from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
 
 
@@ -199,33 +198,23 @@ def register_run(preset, run_dir, bundle):
 
 
 def check_one_recipe(run_dir, run):
-    """Refuses a run whose invocations trained different recipes.
+    """Refuses a run whose invocations may have trained different recipes.
 
-    Invocations that recorded their recipe (`run_log.RunLog`) must have
-    recorded the same one; they may differ in where the data and outputs
-    were, which `scripts/pretrain.py` allows when resuming. Invocations from
-    before that record are compared by their commands, which must then be
+    Invocations that recorded their recipe (`run.json`'s `recipe_recorded`)
+    trained the same one, which `scripts/pretrain.py` checks when it resumes;
+    their commands may differ in where the data and outputs were. Invocations
+    from before that record are compared by their commands, which must be
     identical, to each other and to the first recorded one's.
     """
-    progress_path = os.path.join(run_dir, PROGRESS_FILENAME)
-    if os.path.exists(progress_path):
-        with open(progress_path) as file:
-            invocations = json.load(file)["invocations"]
-    else:
-        invocations = [{"command": command} for command in run["commands"]]
-    with_recipe = [entry for entry in invocations if entry.get("recipe") is not None]
-    for entry in with_recipe[1:]:
-        differences = recipe_differences(with_recipe[0]["recipe"], entry["recipe"])
-        if differences:
-            raise ValueError(
-                f"{run_dir} was resumed with another recipe (the first invocation's against the "
-                f"one started {entry.get('started')}): {'; '.join(differences)}."
-            )
-    commands = {entry["command"] for entry in invocations if entry.get("recipe") is None}
-    if with_recipe and commands:
-        commands.add(with_recipe[0]["command"])
+    recorded = run.get("recipe_recorded") or [False] * len(run["commands"])
+    commands = {command for command, known in zip(run["commands"], recorded) if not known}
+    if commands and any(recorded):
+        commands.add(run["commands"][recorded.index(True)])
     if len(commands) > 1:
-        raise ValueError(f"{run_dir} was resumed with different commands: {sorted(commands)}.")
+        raise ValueError(
+            f"{run_dir} was resumed with different commands, by invocations that did not record "
+            f"their recipe: {sorted(commands)}."
+        )
 
 
 def register_metrics(preset, metrics_path):

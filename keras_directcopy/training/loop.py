@@ -18,7 +18,7 @@ from keras_directcopy.models.non_contrastive import NonContrastiveModel
 from keras_directcopy.models.predictors import DIRECT_METHODS
 from keras_directcopy.training import strategies
 from keras_directcopy.training.callbacks import LearningRateLogger, ResumableBackup, StopOnNonFiniteLoss
-from keras_directcopy.training.run_log import DATASET_CONTENTS_KEY, RunLog, hardware_parts
+from keras_directcopy.training.run_log import RunLog, hardware_parts
 from keras_directcopy.utils.files import atomic_save, atomic_write_text
 from keras_directcopy.utils.provenance import git_commit, hardware_summary
 
@@ -186,6 +186,10 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
         "config": {**dataclasses.asdict(config), "dataset": dataset_record["dataset"]},
         **({"data_folder": dataset_record["data_folder"]} if "data_folder" in dataset_record else {}),
         "commands": [entry["command"] for entry in run_log.progress["invocations"]],
+        # What the run trains (every invocation that recorded it trained the
+        # same: `RunLog.check_recipe`), and which invocations recorded it.
+        "recipe": run_log.recipe,
+        "recipe_recorded": [entry.get("recipe") is not None for entry in run_log.progress["invocations"]],
         "strategy": strategy_name,
         "backend": keras.backend.backend(),
         "num_replicas": strategy.num_replicas_in_sync,
@@ -233,7 +237,7 @@ def recipe_record(config, identity, image_size):
     if dataset.startswith(data.FOLDER_PREFIX):
         dataset = data.FOLDER_PREFIX  # a folder not identified as a known dataset: its path may change
     return {**configs.recipe_fields(config), "dataset": dataset, "image_size": image_size,
-            DATASET_CONTENTS_KEY: identity.contents_sha256}
+            configs.DATASET_CONTENTS_KEY: identity.contents_sha256}
 
 
 def build_model(config, image_size, total_steps, synchronized_bn=False):

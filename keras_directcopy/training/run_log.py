@@ -31,6 +31,7 @@ import time
 import keras
 import numpy as np
 
+from keras_directcopy.configs import recipe_differences
 from keras_directcopy.utils.files import atomic_write_text
 
 HISTORY_FILENAME = "history.jsonl"
@@ -153,26 +154,6 @@ class RunLog(keras.callbacks.Callback):
         if self.write:
             with open(self.history_path, "a") as file:
                 file.write(json.dumps(record) + "\n")
-
-
-def recipe_differences(run_recipe, recipe):
-    """The settings in which `recipe` differs from `run_recipe`, each as
-    "NAME VALUE in the run, VALUE here" (an empty list if none)."""
-    differences = []
-    for name in sorted(set(run_recipe) | set(recipe)):
-        before, now = run_recipe.get(name), recipe.get(name)
-        if before == now:
-            continue
-        if name == DATASET_CONTENTS_KEY:
-            differences.append("the data folder's class folders or image counts are not the run's")
-        else:
-            differences.append(f"--{name} {before!r} in the run, {now!r} here")
-    return differences
-
-
-# The key of a recipe that holds a data folder's contents
-# (`DatasetIdentity.contents_sha256`), not a flag.
-DATASET_CONTENTS_KEY = "dataset_contents_sha256"
 
 
 def hardware_parts(progress):
