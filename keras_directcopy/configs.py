@@ -385,9 +385,14 @@ DATASET_CONTENTS_KEY = "dataset_contents_sha256"
 def recipe_differences(run_recipe, recipe):
     """The settings in which `recipe` differs from `run_recipe` (recipes as
     `training.loop.recipe_record` makes them), each as "--NAME VALUE in the
-    run, VALUE here"; an empty list if none."""
+    run, VALUE here"; an empty list if none.
+
+    Only settings both recipes hold are compared: a field added to
+    `PretrainConfig` since the run started (or removed) is not a change of
+    the run's recipe, so a run resumes under a newer version of the package.
+    """
     differences = []
-    for name in sorted(set(run_recipe) | set(recipe)):
+    for name in sorted(set(run_recipe) & set(recipe)):
         before, now = run_recipe.get(name), recipe.get(name)
         if before == now:
             continue

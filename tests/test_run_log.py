@@ -157,6 +157,8 @@ def test_a_run_resumes_only_with_the_recipe_it_recorded(tmp_path):
     assert json.loads((tmp_path / PROGRESS_FILENAME).read_text())["invocations"][0]["recipe"] == RECIPE
 
     RunLog(str(tmp_path), recipe=dict(RECIPE)).check_recipe()  # the same recipe resumes
+    # A config field added by a newer version of the package is not a change.
+    RunLog(str(tmp_path), recipe={**RECIPE, "a_new_field": 1}).check_recipe()
     changed = RunLog(str(tmp_path), recipe={**RECIPE, "lr": 0.1, "epochs": 50})
     with pytest.raises(ValueError) as error:
         changed.check_recipe()
