@@ -393,7 +393,7 @@ def recipe_differences(run_recipe, recipe):
     """
     differences = []
     for name in sorted(set(run_recipe) & set(recipe)):
-        before, now = run_recipe.get(name), recipe.get(name)
+        before, now = run_recipe[name], recipe[name]
         if before == now:
             continue
         if name == DATASET_CONTENTS_KEY:

@@ -94,14 +94,15 @@ def _preset_of(name, zoo_dir):
     """
     if os.path.exists(os.path.join(zoo_dir, f"{name}.json")):
         return name
-    names, aliases = [], {}
+    presets = {}
     for path in sorted(glob.glob(os.path.join(zoo_dir, "*.json"))):
         with open(path) as file:
             preset = json.load(file)
-        names.append(preset["name"])
-        aliases.update({alias: preset["name"] for alias in preset.get("aliases", ())})
+        presets[preset["name"]] = preset
+    aliases = zoo._aliases(presets)  # the rule load_pretrained resolves aliases by
     if name in aliases:
         return aliases[name]
+    names = list(presets)
     raise FileNotFoundError(
         f"No preset file {os.path.join(zoo_dir, name + '.json')}, and {name!r} is no preset's alias. "
         f"Presets in {zoo_dir}: {', '.join(names) or 'none'}; aliases: {', '.join(sorted(aliases)) or 'none'}."
