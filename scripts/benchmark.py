@@ -23,6 +23,10 @@ the same way as the train step, and reported as a percentage of a step.
 Targets: real input at least 90% of synthetic throughput, and the DirectCopy
 update under 1% of a step. The table marks every row that misses one.
 
+`--view_batching` times the encoders' share of our step with the two views
+run as two batches (what training does), as one batch, and as one batch with
+per-view BatchNorm statistics (`training/view_batching.py`).
+
 `--augmenter_only` times `keras_directcopy.data.augment.TwoViewAugmenter` with the
 preset of `--dataset` on random uint8 images held in memory (`--input_size`
 px, by default the view size), mapped with `num_parallel_calls=AUTOTUNE` and
@@ -77,13 +81,21 @@ flags.DEFINE_enum(
     "pip install -e '.[bench]'), alternating with ours, and print the ratio per backbone.",
 )
 flags.DEFINE_list("peer_modes", ["channels_last", "compile"], "--peer=torch: PyTorch modes to time.")
-flags.DEFINE_integer("rounds", 2, "--peer: alternating rounds of ours and the peer's.", lower_bound=1)
+flags.DEFINE_integer(
+    "rounds", 2, "--peer, --view_batching: alternating rounds of the compared steps.", lower_bound=1
+)
 flags.DEFINE_string("peer_recipe", "cifar10_resnet20", "--peer: the recipe both steps follow.")
 flags.DEFINE_string("single_peer", None, "Internal: time one PyTorch peer configuration (JSON).")
 flags.DEFINE_bool(
     "profile", False,
     "Profile our DirectCopy step (--peer_recipe, synthetic input) with the TensorFlow profiler and print "
     "the share of convolutions, BatchNorm, the predictor, the optimizer and the rest, per backbone.",
+)
+flags.DEFINE_bool(
+    "view_batching", False,
+    "Time the encoders' share of the step (--backbones, synthetic input, fused BatchNorm) with the two views "
+    "as two batches (our step), as one batch, and as one batch with per-view BatchNorm statistics, "
+    "alternating for --rounds rounds.",
 )
 flags.DEFINE_bool(
     "augmenter_only", False,
@@ -234,6 +246,33 @@ def report_profile():
             file.write(text + "\n")
 
 
+def report_view_batching():
+    """Prints (and writes to --output) `view_batching_throughput` per backbone."""
+    from keras_directcopy.data.datasets import get_dataset_spec
+    from keras_directcopy.training.view_batching import view_batching_throughput
+
+    size = get_dataset_spec(FLAGS.dataset).image_size
+    lines = ["| backbone | views | pairs/s, per round | mean | vs two batches |", "|---|---|---|---|---|"]
+    for backbone in FLAGS.backbones:
+        throughput = view_batching_throughput(
+            backbone, FLAGS.batch_size, FLAGS.warmup_steps, FLAGS.steps, rounds=FLAGS.rounds, image_size=size
+        )
+        baseline = sum(throughput["two_batches"]) / FLAGS.rounds
+        for mode, rounds in throughput.items():
+            mean = sum(rounds) / FLAGS.rounds
+            lines.append(f"| {backbone} | {mode} | {' / '.join(f'{x:.1f}' for x in rounds)} | {mean:.1f} "
+                         f"| {mean / baseline:.3f} |")
+            print(lines[-1], flush=True)
+    text = (f"{hardware_line()} Batch {FLAGS.batch_size} per view, {size} px, {FLAGS.steps} timed steps per "
+            f"round after {FLAGS.warmup_steps} warm-up steps, synthetic input, fused BatchNorm, XLA off; the "
+            f"online encoder's forward, backward and SGD update and the target encoder's forward pass.\n"
+            f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n" + "\n".join(lines))
+    print(text)
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as file:
+            file.write(text + "\n")
+
+
 def hardware_line():
     """The machine: GPUs, or the CPU's model, AVX-512 and core count; the libraries."""
     import tensorflow as tf
@@ -294,6 +333,9 @@ def main(argv):
         return
     if FLAGS.profile:
         report_profile()
+        return
+    if FLAGS.view_batching:
+        report_view_batching()
         return
     from keras_directcopy.training.benchmark import table
 

@@ -111,3 +111,20 @@ def test_the_peer_table_compares_best_with_best():
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1] == "400.0 (off, fused), 300.0 (off, keras)"
     assert cells[3:] == ["400.0", "320.0 (compile)", "1.25", "1500 / 1450"]
+
+
+def test_view_batching_prints_each_mode_against_two_batches(tmp_path):
+    output = tmp_path / "view_batching.md"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--view_batching",
+         "--backbones=resnet20", "--batch_size=4", "--warmup_steps=1", "--steps=1", "--rounds=1",
+         f"--output={output}"],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = output.read_text()
+    assert "Hardware: CPU only" in table and "Batch 4 per view, 32 px" in table
+    rows = [line for line in table.splitlines() if line.startswith("| resnet20 |")]
+    assert [row.split("|")[2].strip() for row in rows] == [
+        "two_batches", "one_batch", "one_batch_per_view_statistics"]
+    assert rows[0].rstrip(" |").endswith("1.000")  # the baseline against itself
