@@ -170,7 +170,7 @@ def test_card_body_shows_each_recorded_value_as_recorded():
         linear["feature_normalization"], "after the final epoch",
         f"{run['wall_time_s']!r} s ({run['wall_time_s'] / 3600:.2f} h)",
         f"{METRICS['wall_time_s']!r} s",
-        f"{HARDWARE['processor']} CPU, {HARDWARE['cpu_count']} cores; no GPU",
+        f"{HARDWARE['processor']} CPU (model and AVX-512 support not recorded), {HARDWARE['cpu_count']} cores; no GPU",
         f"TensorFlow {HARDWARE['tensorflow']}, Keras {HARDWARE['keras']}, Python {HARDWARE['python']}",
         f"over {run['invocations']} invocations (interrupted and resumed); "
         f"CPU time {run['cpu_time_s'] / 3600:.2f} CPU-hours",
@@ -279,9 +279,10 @@ def test_card_names_the_cpu_model_and_avx512_when_recorded():
         preset["run"]["hardware"] = {**HARDWARE, "cpu_model": "AMD EPYC 9B14", "avx512": avx512}
         card = hub.build_model_card(preset)
         assert f"- Hardware: AMD EPYC 9B14 (x86_64, {words}) CPU, 2 cores; no GPU;" in card
-    # Older records name the architecture only.
+    # Older records name the architecture only, and the card says what is missing.
     preset["run"]["hardware"] = HARDWARE
-    assert "- Hardware: x86_64 CPU, 2 cores; no GPU;" in hub.build_model_card(preset)
+    assert ("- Hardware: x86_64 CPU (model and AVX-512 support not recorded), 2 cores; no GPU;"
+            in hub.build_model_card(preset))
 
 
 def test_card_names_the_cpu_family_and_model_numbers_when_recorded():
