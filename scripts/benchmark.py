@@ -212,10 +212,7 @@ def compare_with_peer():
             f"{FLAGS.warmup_steps} warm-up steps, synthetic input, recipe {FLAGS.peer_recipe}.\n"
             f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n" + peer_table(rows)
             + "\n\nEvery measurement, per backbone, ours then PyTorch's:\n\n```\n" + measurements + "\n```")
-    print(text)
-    if FLAGS.output:
-        with open(FLAGS.output, "w") as file:
-            file.write(text + "\n")
+    print_and_write(text)
 
 
 def report_profile():
@@ -240,10 +237,7 @@ def report_profile():
     for backbone, profile in profiles.items():
         top = ", ".join(f"{name} {100 * share:.1f}%" for name, share in list(profile["op_types"].items())[:8])
         text += f"\n\n{backbone}, largest op types: {top}."
-    print(text)
-    if FLAGS.output:
-        with open(FLAGS.output, "w") as file:
-            file.write(text + "\n")
+    print_and_write(text)
 
 
 def report_view_batching():
@@ -267,10 +261,16 @@ def report_view_batching():
             f"round after {FLAGS.warmup_steps} warm-up steps, synthetic input, fused BatchNorm, XLA off; the "
             f"online encoder's forward, backward and SGD update and the target encoder's forward pass.\n"
             f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n" + "\n".join(lines))
+    print_and_write(text)
+
+
+def print_and_write(text):
+    """Prints a result and, with --output, writes it there (atomically)."""
+    from keras_directcopy.utils.files import atomic_write_text
+
     print(text)
     if FLAGS.output:
-        with open(FLAGS.output, "w") as file:
-            file.write(text + "\n")
+        atomic_write_text(FLAGS.output, text + "\n")
 
 
 def hardware_line():
@@ -350,10 +350,7 @@ def main(argv):
         f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n"
     )
     text = header + table(results)
-    print(text)
-    if FLAGS.output:
-        with open(FLAGS.output, "w") as file:
-            file.write(text + "\n")
+    print_and_write(text)
 
 
 if __name__ == "__main__":

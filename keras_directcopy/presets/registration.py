@@ -102,10 +102,9 @@ def _preset_of(name, zoo_dir):
     aliases = zoo._aliases(presets)  # the rule load_pretrained resolves aliases by
     if name in aliases:
         return aliases[name]
-    names = list(presets)
     raise FileNotFoundError(
         f"No preset file {os.path.join(zoo_dir, name + '.json')}, and {name!r} is no preset's alias. "
-        f"Presets in {zoo_dir}: {', '.join(names) or 'none'}; aliases: {', '.join(sorted(aliases)) or 'none'}."
+        f"Presets in {zoo_dir}: {', '.join(presets) or 'none'}; aliases: {', '.join(sorted(aliases)) or 'none'}."
     )
 
 
