@@ -51,9 +51,11 @@ facebookresearch/luckmatters, `ssl/real-dataset`:
   images, read from the user's copy (`--dataset=folder:ROOT`; the name alone
   names no images), with a half-width ResNet-18 (256 features, the
   ImageNet stem, the 512 -> 128 projector of images up to 96 px) at 96 px
-  for 560 epochs: about 15 CPU-hours on 2 CPU cores with AVX-512 (1.3
-  CPU-seconds per step of batch 128, 73 steps per epoch). The equal-budget
-  pilot `scripts/results/backbone_pilot_imagenette/` chose 96 px over
+  for 560 epochs of 73 steps of batch 128: 98 CPU-seconds per epoch on a
+  2-core AMD EPYC with AVX-512 (15.2 CPU-hours for 560 epochs at that
+  rate), about 150 on a 2-core Intel Xeon with AVX-512; the preset's run,
+  which used both, took 21.0 CPU-hours. The equal-budget pilot
+  `scripts/results/backbone_pilot_imagenette/` chose 96 px over
   lightly's 128 px (330 epochs in the same budget): after the first 1.3
   CPU-hours of each schedule, +16.1 kNN points over the random-init floor
   against +10.2.
