@@ -58,6 +58,12 @@ flags.DEFINE_list(
     "training) and/or keras (Keras' op-by-op computation); see keras_directcopy.models.fused_batchnorm.",
 )
 flags.DEFINE_list(
+    "augmentation", ["auto"],
+    "How real input is augmented: auto (the pipeline's default: by the batch for views of up to "
+    "64 px), batch (TwoViewAugmenter.augment_batch) and/or image (one image at a time); see "
+    "keras_directcopy.data.batch_augment.",
+)
+flags.DEFINE_list(
     "backends", ["tensorflow"],
     "Keras backends to measure the step on, each configuration in its own process: tensorflow "
     "and/or jax (always XLA-compiled, with Keras' BatchNorm).",
@@ -111,20 +117,27 @@ FLAGS = flags.FLAGS
 
 
 def report_augmenter_throughput(preset, input_size, images, repeats):
-    """Prints `augmenter_throughput` of `preset`'s seeded augmenter, one line per pass."""
+    """Prints `augmenter_throughput` of `preset`'s seeded augmenter, one line
+    per pass: one image at a time and, where the images allow it, by the
+    batch, alternating pass by pass."""
     from keras_directcopy.data import augment
     from keras_directcopy.training.benchmark import augmenter_throughput
 
     config = augment.get_preset(preset)
     side = input_size or config.image_size
     augmenter = augment.TwoViewAugmenter(config, seed=0)
-    for result in augmenter_throughput(augmenter, side, images, repeats):
-        print(
-            f"{preset} {side}->{config.image_size} px: {result['pairs_per_s']:.0f} pairs/s "
-            f"({result['pairs_per_cpu_s']:.0f} pairs per CPU-second), "
-            f"{len(os.sched_getaffinity(0))} CPU core(s) usable",
-            flush=True,
-        )
+    modes = ["per image"]
+    if augmenter.supports_batches((side, side, 3)):
+        modes.append("by batch")
+    for _ in range(repeats):
+        for mode in modes:
+            [result] = augmenter_throughput(augmenter, side, images, 1, batched=mode == "by batch")
+            print(
+                f"{preset} {side}->{config.image_size} px, {mode}: {result['pairs_per_s']:.0f} pairs/s "
+                f"({result['pairs_per_cpu_s']:.0f} pairs per CPU-second), "
+                f"{len(os.sched_getaffinity(0))} CPU core(s) usable",
+                flush=True,
+            )
 
 
 def configurations():
@@ -140,8 +153,10 @@ def configurations():
                         continue
                     for xla in FLAGS.xla if full else FLAGS.xla[:1]:
                         for kernel in FLAGS.batchnorm:
-                            yield dict(backend=backend, backbone=backbone, predictor=predictor,
-                                       input=input_kind, xla=xla == "on", batchnorm=kernel)
+                            for augmentation in FLAGS.augmentation if input_kind == "real" else ["auto"]:
+                                yield dict(backend=backend, backbone=backbone, predictor=predictor,
+                                           input=input_kind, xla=xla == "on", batchnorm=kernel,
+                                           augmentation=augmentation)
 
 
 def run_in_subprocess(config, flag="single"):
@@ -306,6 +321,11 @@ def main(argv):
         raise app.UsageError(
             f"--backends takes tensorflow and/or jax (the pretraining backends); got {', '.join(sorted(unknown_backends))}."
         )
+    unknown_augmentations = set(FLAGS.augmentation) - {"auto", "batch", "image"}
+    if unknown_augmentations:
+        raise app.UsageError(
+            f"--augmentation takes auto, batch and/or image; got {', '.join(sorted(unknown_augmentations))}."
+        )
     unknown_kernels = set(FLAGS.batchnorm) - {"fused", "keras"}
     if unknown_kernels:
         raise app.UsageError(f"--batchnorm takes fused and/or keras; got {', '.join(sorted(unknown_kernels))}.")
@@ -321,6 +341,7 @@ def main(argv):
             FLAGS.batch_size, FLAGS.warmup_steps, FLAGS.steps, FLAGS.dataset, FLAGS.data_dir,
             recipe=config.get("recipe"), fused_batchnorm=config.get("batchnorm", "fused") == "fused",
             steps_per_execution=config.get("steps_per_execution", 1),
+            batched_augmentation={"batch": True, "image": False}.get(config.get("augmentation", "auto")),
         )
         print("RESULT " + json.dumps(result))
         return

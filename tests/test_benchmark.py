@@ -74,18 +74,45 @@ def test_the_table_checks_the_targets():
     assert cells[2][9] == "" and cells[2][-1] == "ok"  # no update to time
 
 
+def test_the_table_names_an_explicit_augmentation_path():
+    from keras_directcopy.training.benchmark import table
+
+    rows = [
+        dict(backbone="resnet20", predictor="directcopy", input=kind, xla=False, batchnorm="fused",
+             augmentation=augmentation, pairs_per_s=pairs, step_ms=100.0, update_percent=0.2,
+             peak_mb=900.0, memory_kind="process peak RSS")
+        for kind, augmentation, pairs in [
+            ("synthetic", "auto", 100.0), ("real", "auto", 95.0), ("real", "batch", 96.0), ("real", "image", 89.0)
+        ]
+    ]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in table(rows).splitlines()[2:]]
+    assert [row[3] for row in cells] == ["synthetic", "real", "real, by batch", "real, per image"]
+    assert [row[8] for row in cells] == ["", "95%", "96%", "89%"]  # each against the one synthetic row
+    assert cells[3][-1] == "MISSED: real < 90% of synthetic"
+
+
 @pytest.mark.slow
-def test_augmenter_only_prints_pairs_per_second():
+@pytest.mark.parametrize(
+    "flags, size, modes",
+    [
+        # STL-10 from 120 px: crops are shrunk with antialiasing, so one image at a time only.
+        (["--dataset=stl10", "--input_size=120", "--images=300"], "120->96", ["per image"]),
+        (["--dataset=cifar10", "--images=600"], "32->32", ["per image", "by batch"]),
+    ],
+)
+def test_augmenter_only_prints_pairs_per_second(flags, size, modes):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--augmenter_only",
-         "--dataset=stl10", "--input_size=120", "--images=300", "--repeats=2"],
+         "--repeats=2", *flags],
         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    line = (r"^stl10 120->96 px: (\d+) pairs/s \((\d+) pairs per CPU-second\), "
+    dataset = flags[0].split("=")[1]
+    line = (rf"^{dataset} {size} px, (per image|by batch): (\d+) pairs/s \((\d+) pairs per CPU-second\), "
             r"\d+ CPU core\(s\) usable$")
     lines = re.findall(line, result.stdout, re.MULTILINE)
-    assert len(lines) == 2 and all(int(wall) > 0 and int(cpu) > 0 for wall, cpu in lines)
+    assert [mode for mode, _, _ in lines] == modes * 2
+    assert all(int(wall) > 0 and int(cpu) > 0 for _, wall, cpu in lines)
 
 
 def test_the_profile_files_every_op_and_finds_the_convolutions():

@@ -25,6 +25,55 @@ def test_two_view_pipeline_on_mock_tfds(dataset, size):
     assert not np.array_equal(views[0, 0], views[1, 0])
 
 
+class CountingAugmenter(TwoViewAugmenter):
+    """Records which path the pipeline traced: one image or a whole batch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.paths = []
+
+    def __call__(self, image, seed=None):
+        self.paths.append("image")
+        return super().__call__(image, seed)
+
+    def augment_batch(self, images, seed=None):
+        self.paths.append("batch")
+        return super().augment_batch(images, seed)
+
+
+@pytest.mark.parametrize(
+    "dataset, batched_augmentation, path",
+    [
+        ("cifar10", None, "batch"),  # 32 px: by the batch by default
+        ("cifar10", False, "image"),
+        ("stl10", None, "image"),  # 96 px: per image by default, where it is faster
+        ("stl10", True, "batch"),
+    ],
+)
+def test_pipeline_augments_by_the_batch_where_it_pays(dataset, batched_augmentation, path):
+    augmenter = CountingAugmenter(get_preset(dataset), seed=0)
+    with tfds.testing.mock_data(num_examples=8):
+        batches = data.pretrain_dataset(
+            dataset, None, 4, augmenter, seed=0, shuffle_buffer=8,
+            batched_augmentation=batched_augmentation,
+        )
+        batch = next(iter(batches))
+    assert augmenter.paths == [path]
+    size = get_preset(dataset).image_size
+    assert batch.dtype == tf.uint8 and batch.shape == (4, 2, size, size, 3)
+    views = batch.numpy().astype(np.int32)
+    assert all(np.any(views[i, 0] != views[i, 1]) for i in range(4))
+
+
+def test_batched_augmentation_of_an_image_folder_is_refused(tmp_path):
+    write_images(tmp_path / "a", 4, ".png")
+    augmenter = TwoViewAugmenter(get_preset("folder", image_size=16), seed=0)
+    with pytest.raises(ValueError, match="one static size.*batched_augmentation=None"):
+        data.pretrain_dataset(f"folder:{tmp_path}", None, 2, augmenter, batched_augmentation=True)
+    batch = next(iter(data.pretrain_dataset(f"folder:{tmp_path}", None, 2, augmenter)))
+    assert batch.shape == (2, 2, 16, 16, 3)
+
+
 @pytest.mark.parametrize("dataset, size, split", [("cifar10", 32, "test"), ("imagenet2012", 224, "test")])
 def test_evaluation_pipeline_has_labels_and_no_augmentation(dataset, size, split):
     with tfds.testing.mock_data(num_examples=5):

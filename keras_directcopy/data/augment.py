@@ -123,6 +123,14 @@ real CIFAR-10 pipeline at 94% and 101% of the synthetic-input throughput in
 two runs (target: at least 90%). At 224 px the antialiased resize, the hue
 rotation and the 23 px blur take most of the time; CPU-only ImageNet
 pretraining is not a target.
+
+By the batch. At 32 px most of a call's time is the dispatch of its small
+ops. `TwoViewAugmenter.augment_batch` computes the same views for a batch of
+images of one size with ops over the whole batch (`batch_augment.py`; equal
+to this path to float32 rounding, each image with its own draws), and
+`datasets.pretrain_dataset` uses it for views of up to 64 px. The
+`--augmenter_only` command prints both paths; its figures are in the
+README's benchmark section.
 """
 
 import dataclasses
@@ -357,9 +365,9 @@ def get_preset(name, image_size=None):
 # Gray level weights (ITU-R 601) of torchvision's rgb_to_grayscale and of
 # tf.image.rgb_to_grayscale, which keras-cv's Grayscale calls: the contrast
 # and saturation blends use the gray of the grayscale step.
-_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 _CROP_TRIES = 10  # torchvision's RandomResizedCrop tries ten times
-# Uniform [0, 1) numbers drawn per view, all in one op (see `_draw`).
+# Uniform [0, 1) numbers drawn per view, all in one op (see `draw`).
 _DRAW_SIZES = {
     "crop_area": _CROP_TRIES,
     "crop_log_ratio": _CROP_TRIES,
@@ -441,7 +449,7 @@ class TwoViewAugmenter:
         config = self.config
         size = config.image_size
         seed = tf.random.experimental.stateless_fold_in(self._image_seed(seed), view_index)
-        draws = _draw(seed)
+        draws = draw(seed)
         image = tf.convert_to_tensor(image)
         if image.dtype != tf.uint8:
             image = tf.cast(image, tf.float32)
@@ -460,11 +468,68 @@ class TwoViewAugmenter:
             image = _maybe_blur(image, config, draws, blur_prob)
         # Round once, before solarizing: the views are uint8 like the dataset
         # images, and the threshold then acts as PIL's on uint8 values.
-        image = tf.round(_clip(image))
+        image = tf.round(clip(image))
         solarize_prob = config.solarize_prob[view_index]
         if solarize_prob > 0:
             image = _maybe_apply(self._solarization, image, draws["solarize"] < solarize_prob)
         return tf.ensure_shape(tf.cast(image, tf.uint8), (size, size, 3))
+
+    def supports_batches(self, image_shape):
+        """Whether `augment_batch` takes images of this static shape `(H, W, 3)`.
+
+        True for images of one known size that the plain bicubic kernel
+        resizes (see `batch_augment.supports`); image folders, whose images
+        differ in size, go one image at a time through `__call__`.
+        """
+        # Imported here: batch_augment builds on this module's helpers.
+        from keras_directcopy.data import batch_augment
+
+        return batch_augment.supports(self.config, image_shape)
+
+    def augment_batch(self, images, seed=None):
+        """The two views of every image of a batch, as `__call__` per image.
+
+        The same augmentation, computed with ops over the whole batch (much
+        faster for small images; see `batch_augment`); each image still gets
+        its own random parameters.
+
+        Args:
+            images: uint8 (or 0..255 float) `(B, H, W, 3)`, `H` and `W` static
+                (`supports_batches`).
+            seed: optional int32 `(2,)` stateless seed of the batch; None
+                draws one from the augmenter's generator.
+
+        Returns:
+            uint8 `(B, 2, S, S, 3)`.
+
+        Raises:
+            ValueError: if the images' shape is not supported.
+        """
+        from keras_directcopy.data import batch_augment
+
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank != 4 or not self.supports_batches(images.shape[1:]):
+            raise ValueError(
+                f"augment_batch needs (batch, H, W, 3) images with static H and W and a bicubic "
+                f"resize without antialiasing (or images no larger than the {self.config.image_size} "
+                f"px views), got shape {images.shape} with interpolation "
+                f"{self.config.interpolation!r}; map the augmenter over single images instead."
+            )
+        seed = self._image_seed(seed)
+        batch = [images.shape[0]] if images.shape[0] is not None else tf.shape(images)[:1]
+        # Channels first, once for both views: the resize is then two matrix
+        # products per image, and the colour operations work on whole planes.
+        planes = tf.transpose(tf.cast(images, tf.float32), [0, 3, 1, 2])
+        views = [
+            batch_augment.augment_views(
+                planes,
+                self.config,
+                draw(tf.random.experimental.stateless_fold_in(seed, view_index), batch),
+                view_index,
+            )
+            for view_index in (0, 1)
+        ]
+        return tf.stack(views, axis=1)
 
     def _image_seed(self, seed):
         if seed is not None:
@@ -501,14 +566,75 @@ def _maybe_apply(layer, image, apply):
     return tf.cond(apply, lambda: layer(image), lambda: image)
 
 
-def _draw(seed):
-    """All random numbers of one view, uniform in [0, 1), from one stateless op."""
-    values = tf.random.stateless_uniform([sum(_DRAW_SIZES.values())], seed)
-    parts = tf.split(values, list(_DRAW_SIZES.values()))
+def draw(seed, batch_shape=()):
+    """All random numbers of one view, uniform in [0, 1), from one stateless op.
+
+    Args:
+        seed: int32 `(2,)` stateless seed.
+        batch_shape: leading shape, `()` for one image, `(B,)` for a batch
+            (a list or an int32 tensor).
+
+    Returns:
+        dict of float32 tensors named as `_DRAW_SIZES`, shaped
+        `batch_shape + (size,)`, or `batch_shape` where the size is 1.
+    """
+    size = sum(_DRAW_SIZES.values())
+    if isinstance(batch_shape, (tuple, list)):
+        shape = list(batch_shape) + [size]  # static, for shape inference
+    else:
+        shape = tf.concat([batch_shape, [size]], axis=0)
+    values = tf.random.stateless_uniform(shape, seed)
+    parts = tf.split(values, list(_DRAW_SIZES.values()), axis=-1)
     return {
-        name: part[0] if size == 1 else part
+        name: part[..., 0] if size == 1 else part
         for (name, size), part in zip(_DRAW_SIZES.items(), parts)
     }
+
+
+def crop_box(height, width, config, draws):
+    """torchvision's RandomResizedCrop box for images of `height x width`.
+
+    Args:
+        height, width: float32 scalars, the image's size.
+        config: an `AugmentationConfig`.
+        draws: a view's draws (`draw`), for one image or with a batch axis.
+
+    Returns:
+        float32 `(top, left, crop_height, crop_width)`, whole numbers, each
+        of the draws' batch shape.
+    """
+    scale_low, scale_high = config.crop_scale
+    target_area = height * width * (scale_low + (scale_high - scale_low) * draws["crop_area"])
+    log_low, log_high = math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1])
+    aspect = tf.exp(log_low + (log_high - log_low) * draws["crop_log_ratio"])
+    # All ten candidate boxes at once; the first one that fits wins, as in
+    # torchvision's loop.
+    widths = tf.round(tf.sqrt(target_area * aspect))
+    heights = tf.round(tf.sqrt(target_area / aspect))
+    fits = (widths > 0) & (heights > 0) & (widths <= width) & (heights <= height)
+    found = tf.reduce_any(fits, axis=-1)
+    first = tf.one_hot(tf.argmax(tf.cast(fits, tf.int32), axis=-1), _CROP_TRIES)
+    # None fits (rare, e.g. very elongated images): torchvision's fallback,
+    # the largest centered crop whose ratio is clamped into `crop_ratio`.
+    ratio_low, ratio_high = config.crop_ratio
+    ratio = width / height
+    fallback_width = tf.where(ratio > ratio_high, tf.round(height * ratio_high), width)
+    fallback_height = tf.where(ratio < ratio_low, tf.round(width / ratio_low), height)
+    crop_width = tf.where(found, tf.reduce_sum(widths * first, axis=-1), fallback_width)
+    crop_height = tf.where(found, tf.reduce_sum(heights * first, axis=-1), fallback_height)
+    position = draws["crop_position"]
+    # Uniform integer offsets in [0, H - h] and [0, W - w].
+    top = tf.where(
+        found,
+        tf.floor(position[..., 0] * (height - crop_height + 1)),
+        tf.floor((height - crop_height) / 2),
+    )
+    left = tf.where(
+        found,
+        tf.floor(position[..., 1] * (width - crop_width + 1)),
+        tf.floor((width - crop_width) / 2),
+    )
+    return top, left, crop_height, crop_width
 
 
 def _crop_resize_flip(image, config, draws):
@@ -520,37 +646,7 @@ def _crop_resize_flip(image, config, draws):
     shape = tf.shape(image)
     height = tf.cast(shape[0], tf.float32)
     width = tf.cast(shape[1], tf.float32)
-    scale_low, scale_high = config.crop_scale
-    target_area = height * width * (scale_low + (scale_high - scale_low) * draws["crop_area"])
-    log_low, log_high = math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1])
-    aspect = tf.exp(log_low + (log_high - log_low) * draws["crop_log_ratio"])
-    # All ten candidate boxes at once; the first one that fits wins, as in
-    # torchvision's loop.
-    widths = tf.round(tf.sqrt(target_area * aspect))
-    heights = tf.round(tf.sqrt(target_area / aspect))
-    fits = (widths > 0) & (heights > 0) & (widths <= width) & (heights <= height)
-    found = tf.reduce_any(fits)
-    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
-    # None fits (rare, e.g. very elongated images): torchvision's fallback,
-    # the largest centered crop whose ratio is clamped into `crop_ratio`.
-    ratio_low, ratio_high = config.crop_ratio
-    ratio = width / height
-    fallback_width = tf.where(ratio > ratio_high, tf.round(height * ratio_high), width)
-    fallback_height = tf.where(ratio < ratio_low, tf.round(width / ratio_low), height)
-    crop_width = tf.where(found, tf.gather(widths, first), fallback_width)
-    crop_height = tf.where(found, tf.gather(heights, first), fallback_height)
-    position = draws["crop_position"]
-    # Uniform integer offsets in [0, H - h] and [0, W - w].
-    top = tf.where(
-        found,
-        tf.floor(position[0] * (height - crop_height + 1)),
-        tf.floor((height - crop_height) / 2),
-    )
-    left = tf.where(
-        found,
-        tf.floor(position[1] * (width - crop_width + 1)),
-        tf.floor((width - crop_width) / 2),
-    )
+    top, left, crop_height, crop_width = crop_box(height, width, config, draws)
     begin = tf.cast(tf.stack([top, left, 0.0]), tf.int32)
     extent = tf.cast(tf.stack([crop_height, crop_width, 3.0]), tf.int32)
     crop = tf.slice(image, begin, extent)
@@ -576,22 +672,25 @@ def _crop_resize_flip(image, config, draws):
         flip = tf.cast(draws["flip"] < config.flip_prob, tf.int32)
         resized = tf.reverse(resized, tf.slice(tf.constant([1]), [0], tf.reshape(flip, [1])))
     # Bicubic interpolation overshoots; the colour operations expect 0..255.
-    return _clip(resized)
+    return clip(resized)
 
 
-def _clip(values):
+def clip(values):
     return tf.clip_by_value(values, 0.0, 255.0)
 
 
-def _gray_matrix():
+def gray_matrix():
     """`(3, 3)` matrix M with `pixels @ M` = the gray level in all channels."""
-    return tf.tile(tf.constant(_GRAY_WEIGHTS, tf.float32)[:, None], [1, 3])
+    return tf.tile(tf.constant(GRAY_WEIGHTS, tf.float32)[:, None], [1, 3])
 
 
-def _colour_jitter(pixels, config, draws):
-    """torchvision's `ColorJitter` on `(P, 3)` floats in 0..255.
+def jitter_factors(config, draws):
+    """A view's colour jitter parameters, from its draws (`draw`).
 
-    See the module docstring for the order of the operations.
+    Returns:
+        float32 `(brightness, contrast, saturation, hue)`, each of the draws'
+        batch shape: the factors uniform in `[max(0, 1 - x), 1 + x]`
+        (torchvision's ranges) and the hue shift in `[-hue, hue]`.
     """
     u = draws["jitter_factors"]
 
@@ -599,10 +698,34 @@ def _colour_jitter(pixels, config, draws):
         low = max(0.0, 1.0 - strength)
         return low + (1.0 + strength - low) * u
 
-    brightness = factor(config.brightness, u[0])
-    contrast = factor(config.contrast, u[1])
-    saturation = factor(config.saturation, u[2])
-    hue = config.hue * (2.0 * u[3] - 1.0)
+    return (
+        factor(config.brightness, u[..., 0]),
+        factor(config.contrast, u[..., 1]),
+        factor(config.saturation, u[..., 2]),
+        config.hue * (2.0 * u[..., 3] - 1.0),
+    )
+
+
+def jitter_case(config, draws):
+    """Which colour jitter a view gets, int32 of the draws' batch shape.
+
+    0: none (probability `1 - jitter_prob`); 1: hue first, 2: hue last (1/3
+    each); 3: contrast, hue, saturation; 4: saturation, hue, contrast (1/6
+    each); brightness always first (see the module docstring).
+    """
+    order = draws["jitter_order"]
+    case = tf.reduce_sum(
+        tf.cast(order[..., None] >= tf.constant([1 / 3, 2 / 3, 5 / 6]), tf.int32), axis=-1
+    )
+    return tf.where(draws["jitter"] < config.jitter_prob, case + 1, 0)
+
+
+def _colour_jitter(pixels, config, draws):
+    """torchvision's `ColorJitter` on `(P, 3)` floats in 0..255.
+
+    See the module docstring for the order of the operations.
+    """
+    brightness, contrast, saturation, hue = jitter_factors(config, draws)
 
     # An operation of strength 0 is the identity, and is left out of the graph.
     def brightness_part(pixels):
@@ -615,15 +738,15 @@ def _colour_jitter(pixels, config, draws):
         if config.contrast == 0:
             return pixels
         # Blend with the mean gray level of the whole image.
-        mean_gray = tf.reduce_sum(tf.reduce_mean(pixels, axis=0) * _GRAY_WEIGHTS)
-        return _clip(contrast * pixels + (1.0 - contrast) * mean_gray)
+        mean_gray = tf.reduce_sum(tf.reduce_mean(pixels, axis=0) * GRAY_WEIGHTS)
+        return clip(contrast * pixels + (1.0 - contrast) * mean_gray)
 
     def saturate(pixels):
         if config.saturation == 0:
             return pixels
         # Blend with the gray image: one (3, 3) channel mix.
-        mix = saturation * tf.eye(3) + (1.0 - saturation) * _gray_matrix()
-        return _clip(tf.matmul(pixels, mix))
+        mix = saturation * tf.eye(3) + (1.0 - saturation) * gray_matrix()
+        return clip(tf.matmul(pixels, mix))
 
     def rotate_hue(pixels):
         if config.hue == 0:
@@ -649,12 +772,7 @@ def _colour_jitter(pixels, config, draws):
     def saturation_hue_contrast():  # 1/6
         return contrast_part(rotate_hue(saturate(brightness_part(pixels))))
 
-    order = draws["jitter_order"]
-    case = tf.searchsorted(
-        tf.constant([1 / 3, 2 / 3, 5 / 6]), order[None], side="right", out_type=tf.int32
-    )[0]
-    # Branch 0: jitter not applied (probability 1 - jitter_prob).
-    branch = tf.where(draws["jitter"] < config.jitter_prob, case + 1, 0)
+    branch = jitter_case(config, draws)
     return tf.switch_case(
         branch,
         [lambda: pixels, hue_first, hue_last, contrast_hue_saturation, saturation_hue_contrast],

@@ -48,7 +48,7 @@ import urllib.parse
 import tensorflow as tf
 from absl import logging
 
-from keras_directcopy.data import known_folders
+from keras_directcopy.data import batch_augment, known_folders
 
 FOLDER_PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -516,6 +516,7 @@ def pretrain_dataset(
     shuffle_buffer=10_000,
     cache=None,
     input_context=None,
+    batched_augmentation=None,
 ):
     """The two-view pretraining pipeline.
 
@@ -537,6 +538,16 @@ def pretrain_dataset(
         input_context: `tf.distribute.InputContext` when built through
             `strategy.distribute_datasets_from_function`: the data are then
             sharded per input pipeline (worker) and batched per replica.
+        batched_augmentation: augment whole batches with
+            `augmenter.augment_batch` (the same augmentation, each image with
+            its own draws, in far fewer ops; see `data/batch_augment.py`)
+            rather than mapping `augmenter` over single images. None: where
+            the augmenter offers it for these images (a `TwoViewAugmenter`
+            and images of one static size, not image folders) and it is the
+            faster path, for views of at most
+            `batch_augment.BATCHED_BY_DEFAULT_MAX_SIZE` px (CIFAR); True
+            also for larger views (STL-10); True where it is not offered is
+            an error.
 
     Returns:
         A `tf.data.Dataset` yielding uint8 `(batch, 2, S, S, 3)`, where batch
@@ -570,8 +581,26 @@ def pretrain_dataset(
     if cache if cache is not None else stored_size <= CACHE_MAX_IMAGE_SIZE:
         images = images.cache()
     images = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    views = images.map(augmenter, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    views = views.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    supports_batches = getattr(augmenter, "supports_batches", None)
+    batch_ready = supports_batches is not None and supports_batches(images.element_spec.shape)
+    if batched_augmentation and not batch_ready:
+        raise ValueError(
+            f"batched_augmentation=True needs a TwoViewAugmenter whose config it supports and images "
+            f"of one static size; {dataset!r} gives images of shape {images.element_spec.shape}. "
+            "Leave batched_augmentation=None to augment one image at a time there."
+        )
+    if batched_augmentation is None:
+        batched_augmentation = batch_ready and (
+            augmenter.config.image_size <= batch_augment.BATCHED_BY_DEFAULT_MAX_SIZE
+        )
+    if batched_augmentation:
+        views = images.batch(batch_size, drop_remainder=True).map(
+            augmenter.augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False
+        )
+    else:
+        views = images.map(augmenter, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        views = views.batch(batch_size, drop_remainder=True)
+    views = views.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     if input_context is not None:
         # Sharded by hand above; do not let tf.distribute shard again.

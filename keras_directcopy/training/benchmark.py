@@ -24,7 +24,7 @@ from keras_directcopy.training.loop import build_model
 
 
 def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, steps, dataset, data_dir,
-            recipe=None, fused_batchnorm=True, steps_per_execution=1):
+            recipe=None, fused_batchnorm=True, steps_per_execution=1, batched_augmentation=None):
     """Times the pretraining step of one configuration in this process.
 
     Args:
@@ -48,6 +48,9 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
             function (Keras' `compile(steps_per_execution=...)`, the
             `--steps_per_execution` of pretraining); `warmup_steps` and
             `steps` must be multiples of it.
+        batched_augmentation: real input augmented by the batch (True), by
+            the image (False) or, None, by the batch where supported
+            (`data.pretrain_dataset`).
 
     Returns:
         A dict: the configuration, `pairs_per_s`, `step_ms`, `update_percent`
@@ -84,7 +87,9 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
         inputs = tf.data.Dataset.from_tensors(batch).repeat()
     else:
         augmenter = augment.TwoViewAugmenter(augment.get_preset(dataset))
-        inputs = data.pretrain_dataset(dataset, data_dir, batch_size, augmenter).repeat()
+        inputs = data.pretrain_dataset(
+            dataset, data_dir, batch_size, augmenter, batched_augmentation=batched_augmentation
+        ).repeat()
 
     times = []
 
@@ -122,6 +127,7 @@ def measure(backbone, predictor, input_kind, xla, batch_size, warmup_steps, step
     return dict(
         backend=keras.backend.backend(), backbone=backbone, predictor=predictor, input=input_kind, xla=xla,
         batchnorm="fused" if fused_batchnorm else "keras", steps_per_execution=steps_per_execution,
+        augmentation={True: "batch", False: "image"}.get(batched_augmentation, "auto"),
         pairs_per_s=batch_size / step_seconds, step_ms=1000 * step_seconds,
         update_percent=update_percent, peak_mb=peak_mb, memory_kind=memory_kind,
     )
@@ -155,28 +161,30 @@ def _compiled_update(predictor, xla):
     return update
 
 
-def augmenter_throughput(augmenter, input_size, images, repeats):
+def augmenter_throughput(augmenter, input_size, images, repeats, batched=False):
     """Times `augmenter` in a parallel `tf.data` map over random uint8 images.
 
     Args:
-        augmenter: callable, one uint8 `(H, W, 3)` image to its two views.
+        augmenter: a `TwoViewAugmenter` (or any callable, one uint8
+            `(H, W, 3)` image to its two views, when not `batched`).
         input_size: side of the square source images.
         images: images per timed pass.
         repeats: timed passes, after an untimed warm-up (tracing, autotuning).
+        batched: map `augmenter.augment_batch` over batches of 256 images,
+            as `data.pretrain_dataset` does where it can, rather than
+            `augmenter` over single images batched afterwards.
 
     Returns:
         One dict per pass: `pairs_per_s` (wall time) and `pairs_per_cpu_s`
         (CPU time of this process).
     """
     sources = np.random.default_rng(0).integers(0, 256, (512, input_size, input_size, 3), np.uint8)
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(sources)
-        .repeat()
-        .take(images)
-        .map(augmenter, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(256)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    dataset = tf.data.Dataset.from_tensor_slices(sources).repeat().take(images)
+    if batched:
+        dataset = dataset.batch(256).map(augmenter.augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = dataset.map(augmenter, num_parallel_calls=tf.data.AUTOTUNE).batch(256)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
     for _ in dataset.take(4):
         pass
     results = []
@@ -212,8 +220,11 @@ def table(results):
         update = "" if r["update_percent"] is None else f"{r['update_percent']:.2f}%"
         if r["predictor"] == "directcopy" and r["update_percent"] is not None and r["update_percent"] >= 1:
             notes.append("MISSED: DirectCopy update >= 1%")
+        input_kind = r["input"]
+        if input_kind == "real" and r.get("augmentation", "auto") != "auto":
+            input_kind += {"batch": ", by batch", "image": ", per image"}[r["augmentation"]]
         rows.append(
-            f"| {r.get('backend', 'tensorflow')} | {r['backbone']} | {r['predictor']} | {r['input']} "
+            f"| {r.get('backend', 'tensorflow')} | {r['backbone']} | {r['predictor']} | {input_kind} "
             f"| {'on' if r['xla'] else 'off'} "
             f"| {r.get('batchnorm', 'keras')} | {r['pairs_per_s']:.1f} | {r['step_ms']:.0f} | {ratio} | {update} "
             f"| {r['peak_mb']:.0f} | {'; '.join(notes) or 'ok'} |"
