@@ -27,11 +27,17 @@ update under 1% of a step. The table marks every row that misses one.
 run as two batches (what training does), as one batch, and as one batch with
 per-view BatchNorm statistics (`training/view_batching.py`).
 
+`--augmentation` chooses how the real pipeline augments: `auto` (its
+default), `batch` (`TwoViewAugmenter.augment_batch`) and/or `image` (one image
+at a time); explicit choices are labelled in the table's input column.
+
 `--augmenter_only` times `keras_directcopy.data.augment.TwoViewAugmenter` with the
-preset of `--dataset` on random uint8 images held in memory (`--input_size`
-px, by default the view size), mapped with `num_parallel_calls=AUTOTUNE` and
-batched by 256, and prints pairs per second of wall time and per CPU-second
-(which varies less on a shared machine).
+preset of `--dataset` (at `--view_size`, by default the preset's) on random
+uint8 images held in memory (`--input_size` px, by default the view size),
+one image at a time and, where the images allow it, by batches of 256
+(`augment_batch`), alternating, each mapped with `num_parallel_calls=AUTOTUNE`,
+and prints pairs per second of wall time and per CPU-second (which varies
+less on a shared machine).
 """
 
 import json
@@ -110,20 +116,23 @@ flags.DEFINE_bool(
 flags.DEFINE_integer(
     "input_size", None, "--augmenter_only: side of the source images (default: the view size)."
 )
+flags.DEFINE_integer(
+    "view_size", None, "--augmenter_only: side of the views (default: the preset's).", lower_bound=1
+)
 flags.DEFINE_integer("images", 20_000, "--augmenter_only: images per timed pass.", lower_bound=1)
 flags.DEFINE_integer("repeats", 3, "--augmenter_only: timed passes.", lower_bound=1)
 
 FLAGS = flags.FLAGS
 
 
-def report_augmenter_throughput(preset, input_size, images, repeats):
+def report_augmenter_throughput(preset, input_size, images, repeats, view_size=None):
     """Prints `augmenter_throughput` of `preset`'s seeded augmenter, one line
     per pass: one image at a time and, where the images allow it, by the
     batch, alternating pass by pass."""
     from keras_directcopy.data import augment
     from keras_directcopy.training.benchmark import augmenter_throughput
 
-    config = augment.get_preset(preset)
+    config = augment.get_preset(preset, image_size=view_size)
     side = input_size or config.image_size
     augmenter = augment.TwoViewAugmenter(config, seed=0)
     modes = ["per image"]
@@ -330,7 +339,7 @@ def main(argv):
     if unknown_kernels:
         raise app.UsageError(f"--batchnorm takes fused and/or keras; got {', '.join(sorted(unknown_kernels))}.")
     if FLAGS.augmenter_only:
-        report_augmenter_throughput(FLAGS.dataset, FLAGS.input_size, FLAGS.images, FLAGS.repeats)
+        report_augmenter_throughput(FLAGS.dataset, FLAGS.input_size, FLAGS.images, FLAGS.repeats, FLAGS.view_size)
         return
     if FLAGS.single:
         from keras_directcopy.training.benchmark import measure

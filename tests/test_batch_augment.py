@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_directcopy.data import augment, batch_augment
+from keras_directcopy.data import augment, batch_augment, view_parameters
 from keras_directcopy.data.augment import AugmentationConfig, TwoViewAugmenter, get_preset
 
 SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
@@ -68,7 +68,7 @@ def test_blur_matrices_are_the_reflected_separable_blur():
 def per_image_draws(image_seeds, view_index):
     """The draws `TwoViewAugmenter.view` makes for each seed, stacked on a batch axis."""
     draws = [
-        augment.draw(tf.random.experimental.stateless_fold_in(seed, view_index))
+        view_parameters.draw(tf.random.experimental.stateless_fold_in(seed, view_index))
         for seed in image_seeds
     ]
     return {name: tf.stack([d[name] for d in draws]) for name in draws[0]}

@@ -41,7 +41,7 @@ path elsewhere (STL-10's 96 px, image folders, whose sizes vary).
 import numpy as np
 import tensorflow as tf
 
-from keras_directcopy.data import augment
+from keras_directcopy.data import view_parameters
 
 # TensorFlow's bicubic resize reads its cubic weights from a table of
 # 1,024 steps per pixel (tensorflow/core/kernels/image/resize_bicubic_op.cc).
@@ -65,10 +65,10 @@ _CUBIC_TABLE = _keys_cubic_table()
 # Views up to this side are augmented by the batch by default
 # (`datasets.pretrain_dataset`). The batched resize and blur are dense
 # matrices, whose cost per pixel grows with the side, while the per-image
-# kernels' does not: `python scripts/benchmark.py --augmenter_only` and the
-# same comparison at other sides, on a 2-core Intel Xeon with AVX-512, gave
-# 2.4-2.8x the per-image pairs per CPU-second at 32 px, 1.45x at 48, 1.1x at
-# 64 and 0.9x at 96 (STL-10's recipe, with its blur).
+# kernels' does not: `python scripts/benchmark.py --augmenter_only` on a
+# 2-core Intel Xeon with AVX-512 gave 2.6x the per-image pairs per
+# CPU-second at 32 px (CIFAR), 1.55x at 48 and 1.1x at 64 (`--view_size`),
+# and 0.97x for STL-10's recipe at 96 px, with its blur.
 BATCHED_BY_DEFAULT_MAX_SIZE = 64
 
 
@@ -143,13 +143,13 @@ def crop_resize_flip(planes, config, draws):
             images with their channels first.
         config: an `augment.AugmentationConfig`.
         draws: the view's uniform draws, each with a leading batch axis
-            (`augment.draw`).
+            (`view_parameters.draw`).
 
     Returns:
         float32 `(B, 3, S, S)`, clipped to 0..255.
     """
     height, width = planes.shape[2], planes.shape[3]
-    top, left, crop_height, crop_width = augment.crop_box(
+    top, left, crop_height, crop_width = view_parameters.crop_box(
         tf.constant(height, tf.float32), tf.constant(width, tf.float32), config, draws
     )
     side = config.image_size
@@ -162,7 +162,7 @@ def crop_resize_flip(planes, config, draws):
     # broadcast over the channel axis.
     resized = tf.matmul(planes, columns[:, None], transpose_b=True)  # (B, 3, H, S)
     resized = tf.matmul(rows[:, None], resized)  # (B, 3, S, S)
-    return augment.clip(resized)
+    return view_parameters.clip(resized)
 
 
 def rotate_hue(red, green, blue, delta):
@@ -217,7 +217,7 @@ def _on_some(apply, function, values):
 
 
 def _gray(red, green, blue):
-    weights = augment.GRAY_WEIGHTS
+    weights = view_parameters.GRAY_WEIGHTS
     return weights[0] * red + weights[1] * green + weights[2] * blue
 
 
@@ -229,8 +229,8 @@ def colour_jitter(channels, config, draws):
     jitter is not applied); the identities at factor 1 let brightness,
     contrast and saturation run on every image.
     """
-    brightness, contrast, saturation, hue = augment.jitter_factors(config, draws)
-    case = augment.jitter_case(config, draws)  # 0: none; 1..4 as in augment.py
+    brightness, contrast, saturation, hue = view_parameters.jitter_factors(config, draws)
+    case = view_parameters.jitter_case(config, draws)  # 0: none; 1..4 as in augment.py
     one = tf.ones_like(brightness)
 
     def scale(channels, active):
@@ -244,14 +244,14 @@ def colour_jitter(channels, config, draws):
             return channels
         factor = tf.where(active, contrast, one)[:, None]
         mean_gray = _gray(*[tf.reduce_mean(channel, axis=1, keepdims=True) for channel in channels])
-        return tuple(augment.clip(factor * channel + (1.0 - factor) * mean_gray) for channel in channels)
+        return tuple(view_parameters.clip(factor * channel + (1.0 - factor) * mean_gray) for channel in channels)
 
     def saturate(channels, active):
         if config.saturation == 0:
             return channels
         factor = tf.where(active, saturation, one)[:, None]
         gray = _gray(*channels)
-        return tuple(augment.clip(factor * channel + (1.0 - factor) * gray) for channel in channels)
+        return tuple(view_parameters.clip(factor * channel + (1.0 - factor) * gray) for channel in channels)
 
     def hue_at(channels, active):
         if config.hue == 0:
@@ -312,7 +312,7 @@ def augment_views(planes, config, draws, view_index):
             with static `H`, `W` (see `supports`).
         config: an `augment.AugmentationConfig`.
         draws: dict of the view's uniform draws with a leading batch axis
-            (`augment.draw` of shape `(B,)`).
+            (`view_parameters.draw` with batch shape `(B,)`).
         view_index: 0 or 1, for the per-view blur and solarization
             probabilities.
 
@@ -333,7 +333,7 @@ def augment_views(planes, config, draws, view_index):
     blur_prob = config.blur_prob[view_index]
     if blur_prob > 0:
         views = maybe_blur(views, config, draws, blur_prob)
-    views = tf.round(augment.clip(views))
+    views = tf.round(view_parameters.clip(views))
     solarize_prob = config.solarize_prob[view_index]
     if solarize_prob > 0:
         # keras-cv's Solarization: values at or above the threshold inverted.
