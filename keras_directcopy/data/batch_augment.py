@@ -3,10 +3,14 @@
 `augment.TwoViewAugmenter` augments one image per call: at 32 px most of its
 time is the dispatch of some seventy small ops per view, not arithmetic. For
 images that all have one known size (CIFAR, STL-10 from tfds), this module
-computes the same function on a batch `(B, H, W, 3)` with a few dozen ops in
-all, each on the whole batch. Every image still gets its own parameters
-(crop box, flip, jitter factors and order, grayscale, blur, solarization),
-drawn from the same distributions; only the arithmetic is regrouped:
+computes the same function on a batch `(B, H, W, 3)` with about two hundred
+ops in all, each on the whole batch. Every image still gets its own
+parameters (crop box, flip, jitter factors and order, grayscale, blur,
+solarization), drawn from the same distributions by the same functions
+(`view_parameters.py`); a batch draws them all from one stateless seed, so
+they are not the numbers the per-image path would draw for those images.
+Only the arithmetic is regrouped, with the channels as separate planes
+(TensorFlow's CPU reductions and stacks along a last axis of 3 are slow):
 
 - crop, bicubic resize and flip: TensorFlow's bicubic resize (Keys' cubic,
   half-pixel centers, its 1,024-entry coefficient table, zero weight and
@@ -21,7 +25,9 @@ drawn from the same distributions; only the arithmetic is regrouped:
   it at that slot (six slots cover the four orders of `augment.py`);
 - blur: a Gaussian blur with reflected borders is a `(S, S)` matrix on each
   axis, applied to the images drawn for it;
-- grayscale and solarization: keras-cv's layers on the batch, kept where drawn.
+- grayscale and solarization: what keras-cv's `Grayscale` (the ITU-R 601 gray
+  level in every channel) and `Solarization` (values at or above the
+  threshold inverted) compute, on the planes, kept where drawn.
 
 The results equal the per-image path's to float32 rounding: before the final
 rounding to uint8 the two differ by a few units in the last place, so a view

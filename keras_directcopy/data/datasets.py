@@ -520,7 +520,8 @@ def pretrain_dataset(
 ):
     """The two-view pretraining pipeline.
 
-    Each image is augmented twice, independently (per image, never per
+    Each image is augmented twice, independently (with draws of its own,
+    never shared across a batch, also where the augmentation runs by the
     batch), and the views are stacked, so a batch is one tensor
     `(batch, 2, S, S, 3)` uint8 — the form `fit()` accepts under every
     `tf.distribute` strategy. Batches drop the remainder.
@@ -530,7 +531,8 @@ def pretrain_dataset(
         data_dir: tfds data directory.
         global_batch_size: batch size summed over all replicas.
         augmenter: callable, one uint8 `(H, W, 3)` image to `(2, S, S, 3)`
-            (`keras_directcopy.data.augment.TwoViewAugmenter`).
+            (`keras_directcopy.data.augment.TwoViewAugmenter`, which also
+            augments whole batches).
         seed: shuffle seed (None: random).
         shuffle_buffer: images in the shuffle buffer.
         cache: keep the decoded images in memory; by default only for
