@@ -38,16 +38,22 @@ POWER_ITERATION_MAX_STEPS = 500
 
 class SameConv2d(nn.Conv2d):
     """A bias-free convolution with TensorFlow's "same" padding: for stride 2
-    the extra row and column of padding go at the bottom and right."""
+    the extra row and column of padding go at the bottom and right, by an
+    explicit pad; symmetric padding is the convolution's own."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, bias=False)
 
     def forward(self, x):
-        pad = _same_padding(x.shape[-2], self.kernel_size[0], self.stride[0]), \
-            _same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
-        x = functional.pad(x, (pad[1][0], pad[1][1], pad[0][0], pad[0][1]))
-        return super().forward(x)
+        (top, bottom), (left, right) = (
+            _same_padding(x.shape[-2], self.kernel_size[0], self.stride[0]),
+            _same_padding(x.shape[-1], self.kernel_size[1], self.stride[1]))
+        if top == bottom and left == right:
+            # Symmetric (every stride-1 and 1x1 convolution here): the
+            # convolution pads inside its kernel, as a PyTorch model would,
+            # rather than copying the input into a padded tensor first.
+            return functional.conv2d(x, self.weight, None, self.stride, (top, left))
+        return super().forward(functional.pad(x, (left, right, top, bottom)))
 
 
 def _same_padding(size, kernel, stride):
