@@ -27,6 +27,11 @@ update under 1% of a step. The table marks every row that misses one.
 run as two batches (what training does), as one batch, and as one batch with
 per-view BatchNorm statistics (`training/view_batching.py`).
 
+`--onednn_kernels` runs our step and the PyTorch peer with oneDNN's verbose
+log and sums oneDNN's own time per kind of primitive: both frameworks run
+their convolutions and (ours) BatchNorm in oneDNN, so this shows whether the
+two steps ran the same kernels for the same time.
+
 `--augmentation` chooses how the real pipeline augments: `auto` (its
 default), `batch` (`TwoViewAugmenter.augment_batch`) and/or `image` (one image
 at a time); explicit choices are labelled in the table's input column.
@@ -104,6 +109,12 @@ flags.DEFINE_bool(
     "the share of convolutions, BatchNorm, the predictor, the optimizer and the rest, per backbone.",
 )
 flags.DEFINE_bool(
+    "onednn_kernels", False,
+    "Run our DirectCopy step (fused BatchNorm, XLA off, one inter-op thread) and the PyTorch peer (the first "
+    "--peer_modes mode) with ONEDNN_VERBOSE=1, per backbone, and print oneDNN's time per step for each kind "
+    "of primitive (convolutions by direction, BatchNorm, reorders) side by side.",
+)
+flags.DEFINE_bool(
     "view_batching", False,
     "Time the encoders' share of the step (--backbones, synthetic input, fused BatchNorm) with the two views "
     "as two batches (our step), as one batch, and as one batch with per-view BatchNorm statistics, "
@@ -168,7 +179,10 @@ def configurations():
                                            augmentation=augmentation)
 
 
-def run_in_subprocess(config, flag="single"):
+def run_in_subprocess(config, flag="single", environment=None, with_output=False):
+    """Runs one configuration (`--single`, or `--single_peer` with
+    `flag="single_peer"`) in a fresh process with `environment` added to
+    ours; returns its result, and with `with_output` also its stdout."""
     command = [sys.executable, os.path.abspath(__file__), f"--{flag}={json.dumps(config)}",
                f"--batch_size={FLAGS.batch_size}", f"--warmup_steps={FLAGS.warmup_steps}",
                f"--steps={FLAGS.steps}", f"--dataset={FLAGS.dataset}", f"--peer_recipe={FLAGS.peer_recipe}"]
@@ -176,12 +190,13 @@ def run_in_subprocess(config, flag="single"):
         command.append(f"--data_dir={FLAGS.data_dir}")
     # Each configuration in a fresh process, on its Keras backend (TensorFlow
     # by default, as every configuration of the other modes).
-    environment = {**os.environ, "KERAS_BACKEND": config.get("backend", "tensorflow")}
+    environment = {**os.environ, "KERAS_BACKEND": config.get("backend", "tensorflow"), **(environment or {})}
     result = subprocess.run(command, capture_output=True, text=True, env=environment)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode or not lines:
         raise RuntimeError(f"benchmark of {config} failed:\n{result.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    measured = json.loads(lines[-1][len("RESULT "):])
+    return (measured, result.stdout) if with_output else measured
 
 
 def measure_peer(backbone, mode):
@@ -236,6 +251,47 @@ def compare_with_peer():
             f"{FLAGS.warmup_steps} warm-up steps, synthetic input, recipe {FLAGS.peer_recipe}.\n"
             f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n" + peer_table(rows)
             + "\n\nEvery measurement, per backbone, ours then PyTorch's:\n\n```\n" + measurements + "\n```")
+    print_and_write(text)
+
+
+def report_onednn_kernels():
+    """Prints (and writes to --output) oneDNN's time per primitive kind in
+    our step (one inter-op thread) and the peer's (first --peer_modes mode),
+    per backbone, from `ONEDNN_VERBOSE` logs."""
+    from keras_directcopy.training.benchmark import onednn_kernel_times
+
+    mode = FLAGS.peer_modes[0]
+    # One inter-op thread: TensorFlow otherwise runs independent ops side by
+    # side on the same cores, and each kernel's wall time then includes the
+    # other's; PyTorch's eager step runs one kernel at a time.
+    ours_environment = {"ONEDNN_VERBOSE": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    steps_run = FLAGS.warmup_steps + FLAGS.steps
+    sections = []
+    for backbone in FLAGS.backbones:
+        ours, ours_output = run_in_subprocess(
+            dict(backbone=backbone, predictor="directcopy", input="synthetic", xla=False, batchnorm="fused",
+                 recipe=FLAGS.peer_recipe),
+            environment=ours_environment, with_output=True)
+        theirs, theirs_output = run_in_subprocess(
+            {"backbone": backbone, "mode": mode}, flag="single_peer",
+            environment={"ONEDNN_VERBOSE": "1"}, with_output=True)
+        kernels = [onednn_kernel_times(ours_output, steps_run), onednn_kernel_times(theirs_output, steps_run)]
+        lines = [f"| {backbone}: oneDNN primitive | ours: ms per step (calls) | PyTorch {mode}: ms per step (calls) "
+                 f"| ours, implementations | PyTorch, implementations |", "|---|---|---|---|---|"]
+        for name in dict.fromkeys(list(kernels[0]) + list(kernels[1])):
+            cells = [f"{k[name]['ms']:.1f} ({k[name]['calls']:g})" if name in k else "-" for k in kernels]
+            names = [", ".join(k[name]["implementations"]) if name in k else "-" for k in kernels]
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} | {names[0]} | {names[1]} |")
+        totals = [sum(entry["ms"] for entry in k.values()) for k in kernels]
+        lines.append(f"| all oneDNN primitives | {totals[0]:.1f} | {totals[1]:.1f} | | |")
+        lines.append(f"| the whole step, timed steps (wall) | {ours['step_ms']:.1f} | {theirs['step_ms']:.1f} | | |")
+        sections.append("\n".join(lines))
+        print(sections[-1], flush=True)
+    text = (f"{hardware_line()} Batch {FLAGS.batch_size}, {FLAGS.warmup_steps} warm-up and {FLAGS.steps} timed "
+            f"steps, synthetic input, recipe {FLAGS.peer_recipe}; our step with the fused BatchNorm kernel, XLA "
+            f"off and one inter-op thread; oneDNN times are per step over all {steps_run} steps run, with "
+            f"ONEDNN_VERBOSE=1 (which slows both steps slightly).\n"
+            f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n" + "\n\n".join(sections))
     print_and_write(text)
 
 
@@ -313,7 +369,7 @@ def hardware_line():
         from importlib.metadata import version
 
         versions += f", JAX {version('jax')}, Keras {version('keras')}"
-    if FLAGS.peer:
+    if FLAGS.peer or FLAGS.onednn_kernels:
         import torch
 
         versions += f", PyTorch {torch.__version__}"
@@ -363,6 +419,9 @@ def main(argv):
         return
     if FLAGS.profile:
         report_profile()
+        return
+    if FLAGS.onednn_kernels:
+        report_onednn_kernels()
         return
     if FLAGS.view_batching:
         report_view_batching()

@@ -2,6 +2,7 @@
 mode its lines (smoke tests: the numbers themselves are the benchmark's
 business, not the tests')."""
 
+import os
 import re
 import subprocess
 import sys
@@ -155,3 +156,47 @@ def test_view_batching_prints_each_mode_against_two_batches(tmp_path):
     assert [row.split("|")[2].strip() for row in rows] == [
         "two_batches", "one_batch", "one_batch_per_view_statistics"]
     assert rows[0].rstrip(" |").endswith("1.000")  # the baseline against itself
+
+
+def test_onednn_kernel_times_reads_tensorflows_own_verbose_log():
+    """On a real oneDNN log: TensorFlow's CPU convolutions run in oneDNN,
+    which logs each execution; three calls of one convolution are summed
+    into one entry."""
+    from keras_directcopy.training.benchmark import onednn_kernel_times
+
+    program = (
+        "import tensorflow as tf\n"
+        "convolve = tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, 'SAME'))\n"
+        "x, w = tf.random.normal((4, 16, 16, 8)), tf.random.normal((3, 3, 8, 16))\n"
+        "for _ in range(3):\n"
+        "    convolve(x, w).numpy()\n"
+        "print('not a oneDNN line,exec,cpu,convolution,x,forward_training,9.0')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    kernels = onednn_kernel_times(result.stdout, steps=3)
+    forward = kernels["convolution forward_training"]
+    assert forward["calls"] == 1  # per step: three calls over three steps
+    assert 0 < forward["ms"] < 9.0 / 3  # the line that is not oneDNN's is left out
+    assert forward["implementations"] and all(":" in name for name in forward["implementations"])
+    assert list(kernels) == sorted(kernels, key=lambda name: kernels[name]["ms"], reverse=True)
+
+
+@pytest.mark.slow
+def test_onednn_kernels_prints_both_steps_side_by_side(tmp_path):
+    output = tmp_path / "onednn.md"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--onednn_kernels",
+         "--backbones=resnet20", "--batch_size=4", "--warmup_steps=1", "--steps=1", f"--output={output}"],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = output.read_text()
+    assert "Hardware: CPU only" in table and "PyTorch 2." in table and "one inter-op thread" in table
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in table.splitlines() if line.startswith("| "))}
+    forward = rows["convolution forward_training"]
+    # ResNet-20: 19 convolutions, run on two views by the online and the target network.
+    assert forward[1].endswith("(76)") and forward[2].endswith("(76)")
+    assert float(rows["all oneDNN primitives"][1]) > 0 and float(rows["all oneDNN primitives"][2]) > 0

@@ -347,3 +347,43 @@ def profile_step(backbone, batch_size, steps, recipe="cifar10_resnet20", warmup_
         "categories": {name: seconds / total for name, seconds in categories.most_common()},
         "op_types": {name: seconds / total for name, seconds in op_types.most_common()},
     }
+
+
+def onednn_kernel_times(verbose_output, steps):
+    """oneDNN's own time per kind of primitive, read from its verbose log.
+
+    With `ONEDNN_VERBOSE=1`, oneDNN (the convolution and BatchNorm library
+    inside both TensorFlow's and PyTorch's CPU builds) prints a line per
+    primitive it executes, ending with its wall time in milliseconds:
+    ``onednn_verbose,v1,primitive,exec,cpu,KIND,IMPLEMENTATION,PROPAGATION,...,TIME``.
+    Summing them per kind and propagation shows, for two frameworks running
+    the same step, whether they ran the same kernels for the same time.
+
+    Args:
+        verbose_output: a process's standard output, as text; lines that are
+            not oneDNN execution records are ignored.
+        steps: the training steps the process ran (warm-up included), to
+            give times and calls per step.
+
+    Returns:
+        `{"KIND PROPAGATION": {"ms": per step, "calls": per step,
+        "implementations": [names]}}`, largest time first (a reorder's
+        propagation is "undef": it is then left out of the name).
+    """
+    times, calls, implementations = {}, {}, {}
+    for line in verbose_output.splitlines():
+        fields = line.strip().split(",")
+        if not fields[0] == "onednn_verbose" or "exec" not in fields[:4]:
+            continue
+        at = fields.index("exec")
+        # exec, engine, kind, implementation, propagation, ..., time.
+        kind, implementation, propagation = fields[at + 2:at + 5]
+        name = kind if propagation == "undef" else f"{kind} {propagation}"
+        times[name] = times.get(name, 0.0) + float(fields[-1])
+        calls[name] = calls.get(name, 0) + 1
+        implementations.setdefault(name, set()).add(implementation)
+    return {
+        name: {"ms": times[name] / steps, "calls": calls[name] / steps,
+               "implementations": sorted(implementations[name])}
+        for name in sorted(times, key=times.get, reverse=True)
+    }
