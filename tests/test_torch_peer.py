@@ -105,14 +105,21 @@ def peer_online_weights(peer, model):
     return np.concatenate(values)
 
 
-def test_same_padding_matches_tensorflow():
-    """TensorFlow pads a stride-2 3x3 "same" convolution at the bottom and
-    right only; the peer's convolution does the same."""
+@pytest.mark.parametrize("size, kernel_size, stride", [
+    (8, 3, 2),  # TensorFlow pads at the bottom and right only: an explicit pad
+    (8, 3, 1),  # symmetric: the convolution's own padding
+    (7, 3, 2),  # symmetric at stride 2
+    (8, 1, 2),  # no padding
+    (20, 7, 2),  # the ImageNet stem: 2 pixels at the top, 3 at the bottom
+])
+def test_same_padding_matches_tensorflow(size, kernel_size, stride):
+    """The peer's convolution pads "same" as TensorFlow does, whether it pads
+    inside the convolution (symmetric) or explicitly (asymmetric)."""
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
-    kernel = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
-    expected = tf.nn.conv2d(x, kernel, strides=2, padding="SAME").numpy()
-    conv = torch_peer.SameConv2d(3, 4, 3, stride=2)
+    x = rng.normal(size=(1, size, size, 3)).astype(np.float32)
+    kernel = rng.normal(size=(kernel_size, kernel_size, 3, 4)).astype(np.float32)
+    expected = tf.nn.conv2d(x, kernel, strides=stride, padding="SAME").numpy()
+    conv = torch_peer.SameConv2d(3, 4, kernel_size, stride=stride)
     with torch.no_grad():
         conv.weight.copy_(torch.from_numpy(kernel).permute(3, 2, 0, 1))
         actual = conv(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()

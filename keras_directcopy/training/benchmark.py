@@ -373,7 +373,7 @@ def onednn_kernel_times(verbose_output, steps):
     times, calls, implementations = {}, {}, {}
     for line in verbose_output.splitlines():
         fields = line.strip().split(",")
-        if not fields[0] == "onednn_verbose" or "exec" not in fields[:4]:
+        if fields[0] != "onednn_verbose" or "exec" not in fields[:4]:
             continue
         at = fields.index("exec")
         # exec, engine, kind, implementation, propagation, ..., time.
