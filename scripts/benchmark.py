@@ -225,6 +225,13 @@ def measure_peer(backbone, mode):
     )
 
 
+def peer_comparison_config(backbone, xla, batchnorm):
+    """Our side of a comparison with the PyTorch peer: the DirectCopy step of
+    --peer_recipe on synthetic input, as a `--single` configuration."""
+    return dict(backbone=backbone, predictor="directcopy", input="synthetic", xla=xla, batchnorm=batchnorm,
+                recipe=FLAGS.peer_recipe)
+
+
 def compare_with_peer():
     """Ours (every --xla setting) and the PyTorch peer (every --peer_modes
     mode), alternating for --rounds rounds, each in its own process, on the
@@ -237,10 +244,7 @@ def compare_with_peer():
         for _ in range(FLAGS.rounds):
             for xla in FLAGS.xla:
                 for kernel in FLAGS.batchnorm:
-                    ours.append(run_in_subprocess(dict(
-                        backbone=backbone, predictor="directcopy", input="synthetic", xla=xla == "on",
-                        batchnorm=kernel, recipe=FLAGS.peer_recipe,
-                    )))
+                    ours.append(run_in_subprocess(peer_comparison_config(backbone, xla == "on", kernel)))
                     print(json.dumps(ours[-1]), flush=True)
             for mode in FLAGS.peer_modes:
                 theirs.append(run_in_subprocess({"backbone": backbone, "mode": mode}, flag="single_peer"))
@@ -269,8 +273,7 @@ def report_onednn_kernels():
     sections = []
     for backbone in FLAGS.backbones:
         ours, ours_output = run_in_subprocess(
-            dict(backbone=backbone, predictor="directcopy", input="synthetic", xla=False, batchnorm="fused",
-                 recipe=FLAGS.peer_recipe),
+            peer_comparison_config(backbone, xla=False, batchnorm="fused"),
             environment=ours_environment, with_output=True)
         theirs, theirs_output = run_in_subprocess(
             {"backbone": backbone, "mode": mode}, flag="single_peer",
