@@ -173,7 +173,9 @@ def test_onednn_kernel_times_reads_tensorflows_own_verbose_log():
         "print('not a oneDNN line,exec,cpu,convolution,x,forward_training,9.0')\n"
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+                            env={**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+                                 # TensorFlow leaves oneDNN off on CPUs without AVX-512 VNNI/BF16.
+                                 "TF_ENABLE_ONEDNN_OPTS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     kernels = onednn_kernel_times(result.stdout, steps=3)
     forward = kernels["convolution forward_training"]

@@ -114,6 +114,37 @@ def record_case(name, weights_path):
     }
 
 
+# Significant bits of each mixed policy's compute dtype (float16 keeps 11,
+# bfloat16 8), so a rounding is off by up to u = 2^-bits of the value.
+SIGNIFICANT_BITS = {"mixed_float16": 11, "mixed_bfloat16": 8}
+# How far this step's rounding errors grow, in units of u, in its update
+# (see `mixed_precision_bound`).
+STEP_AMPLIFICATION = 128
+
+
+def mixed_precision_bound(policy):
+    """The largest relative error `||mixed - float32|| / ||float32||` of the
+    update (all online weights as one vector) that `policy`'s arithmetic
+    allows in `mixed_precision_update`: `STEP_AMPLIFICATION * 2^-bits`,
+    1/16 for float16 and 1/2 for bfloat16.
+
+    Why a multiple of u, and this one: the step's gradients are sums with
+    heavy cancellation (the convolution kernel's runs over 32 x 8 x 8 =
+    2,048 positions), so rounding each term by up to u moves a sum by u
+    times its terms' absolute sum, tens of times its value. float16 sums in
+    float32 on every CPU and its update is off by about 77u here; 128u bounds
+    the same step for both formats. For bfloat16 that is 1/2: where a CPU
+    has no bfloat16 dot-product instructions (AVX2-only CPUs, or TensorFlow
+    without oneDNN) Eigen accumulates the sums in bfloat16 too, and with
+    2,048 terms the worst case of that, (n - 1)u ~ 8 times the absolute sum,
+    bounds nothing; 8 bits leave only the update's direction and size to
+    within half its length (cosine > 0.86, norm within 50%). What the test
+    can still catch is a wiring error: an update lost to bfloat16 weights,
+    a missing loss scale (2^15 too small under float16), a dropped term.
+    """
+    return STEP_AMPLIFICATION * 2.0 ** -SIGNIFICANT_BITS[policy]
+
+
 def mixed_precision_update(policy):
     """One DirectCopy step under the mixed-precision `policy`, against a
     float32 step from the same weights on the same batch.
@@ -123,10 +154,11 @@ def mixed_precision_update(policy):
     be skipped (as dynamic loss scaling does in the first steps of a real run).
 
     Returns:
-        A dict: `norm_ratio` and `cosine` of the mixed step's update of the
-        online weights (all as one vector) against the float32 one, the
-        encoder's `compute_dtype`, the mixed step's `loss` and the
-        optimizer's `iterations` after it.
+        A dict: `relative_error`, `norm_ratio` and `cosine` of the mixed
+        step's update of the online weights (all as one vector) against the
+        float32 one, the encoder's `compute_dtype`, the dtypes of the online
+        variables (`variable_dtypes`, a sorted list), the mixed step's `loss`
+        and the optimizer's `iterations` after it.
     """
     keras.utils.set_random_seed(0)
     images = two_view_images(32, seed=6)
@@ -158,12 +190,24 @@ def mixed_precision_update(policy):
     want = online_weights(reference) - start
     got = online_weights(mixed) - start
     return {
+        "relative_error": float(np.linalg.norm(got - want) / np.linalg.norm(want)),
+        "variable_dtypes": sorted({str(v.dtype) for v in mixed.online_variables}),
         "norm_ratio": float(np.linalg.norm(got) / np.linalg.norm(want)),
         "cosine": float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want))),
         "compute_dtype": mixed.encoder.layers[2].compute_dtype,
         "loss": float(history["loss"][0]),
         "iterations": int(to_numpy(mixed.optimizer.iterations)),
     }
+
+
+def assert_moves_like_float32(result, policy):
+    """`mixed_precision_update(policy)`'s result is a float32-weight step
+    in `policy`'s compute dtype whose update is within
+    `mixed_precision_bound(policy)` of the float32 step's."""
+    assert result["compute_dtype"] == policy.split("_")[1]
+    assert result["variable_dtypes"] == ["float32"], policy
+    assert np.isfinite(result["loss"]) and result["iterations"] == 1
+    assert result["relative_error"] < mixed_precision_bound(policy), (policy, result)
 
 
 def record_all(weights_dir, data_parallel=False):
