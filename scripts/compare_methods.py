@@ -39,7 +39,7 @@ import shutil
 import subprocess
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import runtime_defaults  # noqa: E402,F401 (this folder: TensorFlow's environment, set before it loads)
 
 from absl import app, flags  # noqa: E402
 from comparison_report import load_arms, write_report  # noqa: E402 (this folder)

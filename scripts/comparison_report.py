@@ -18,6 +18,8 @@ import json
 import os
 import re
 
+import runtime_defaults  # noqa: F401 (this folder: TensorFlow's environment, set before it loads)
+
 import numpy as np
 from absl import app, flags
 

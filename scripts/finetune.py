@@ -15,7 +15,7 @@ prints the test accuracy after the final epoch.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import runtime_defaults  # noqa: E402,F401 (this folder: TensorFlow's environment, set before it loads)
 
 from absl import app, flags, logging  # noqa: E402
 from encoder_flags import (  # noqa: E402 (this folder)

@@ -28,7 +28,7 @@ import platform
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import runtime_defaults  # noqa: E402,F401 (this folder: TensorFlow's environment, set before it loads)
 
 import matplotlib  # noqa: E402
 

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import runtime_defaults  # noqa: E402,F401 (this folder: TensorFlow's environment, set before it loads)
 
 from absl import app, flags, logging  # noqa: E402
 

@@ -38,7 +38,7 @@ import os
 import shlex
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import runtime_defaults  # noqa: E402,F401 (this folder: TensorFlow's environment, set before it loads)
 # utils.backend.PRETRAINING_BACKENDS, spelled out: it is needed before
 # Keras (which keras_directcopy imports) fixes the backend of the process.
 BACKENDS = ("tensorflow", "jax")

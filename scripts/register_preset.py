@@ -53,7 +53,7 @@ passed.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import runtime_defaults  # noqa: E402,F401 (this folder: TensorFlow's environment, set before it loads)
 
 from absl import app, flags  # noqa: E402
 

@@ -12,9 +12,8 @@ Needs matplotlib: `pip install -c constraints.txt -e '.[figures]'`.
 `--data_dir`, see scripts/prepare_data.py) or folder:/path/to/images.
 """
 
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import runtime_defaults  # noqa: E402,F401 (this folder: TensorFlow's environment, set before it loads)
 
 from absl import app, flags  # noqa: E402
 

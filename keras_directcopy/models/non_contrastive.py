@@ -42,7 +42,7 @@ from keras_directcopy.models.predictors import (
 )
 from keras_directcopy.models.losses import collapse_std, replica_sum, symmetric_loss
 from keras_directcopy.models.schedules import check_ema_schedule, target_momentum
-from keras_directcopy.utils import backend
+from keras_directcopy.utils import backend, onednn
 
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 # How the target network starts:
@@ -266,6 +266,15 @@ class NonContrastiveModel(keras.Model):
             )
         if self.weight_decay_mode == "decoupled":
             inner.weight_decay = self.weight_decay
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`. On TensorFlow, first warns once per process
+        where TensorFlow runs without its oneDNN kernels on an x86 CPU and
+        `TF_ENABLE_ONEDNN_OPTS` is unset (`utils.onednn.warn_if_off`: the
+        message gives the fix)."""
+        if keras.backend.backend() == "tensorflow":
+            onednn.warn_if_off()
+        return super().fit(*args, **kwargs)
 
     def compile_from_config(self, config):
         """Compiles from a saved compile config (when a saved model loads).
