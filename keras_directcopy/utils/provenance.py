@@ -10,6 +10,8 @@ import subprocess
 
 import keras
 
+from keras_directcopy.utils import onednn
+
 
 def cpu_model():
     """The CPU's model name, family and model numbers, and whether it has
@@ -42,7 +44,9 @@ def cpu_model():
 
 
 def hardware_summary():
-    """CPU (model name, AVX-512), accelerators and library versions of this machine.
+    """CPU (model name, AVX-512), accelerators, library versions of this
+    machine, and whether TensorFlow runs its oneDNN kernels (`onednn`: True,
+    False, or None where TensorFlow does not say).
 
     Imports TensorFlow (for its devices and version), so call it from the
     TensorFlow-only parts (training, dataset evaluation): this module's other
@@ -60,6 +64,7 @@ def hardware_summary():
         "cpu_count": os.cpu_count(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "tensorflow": tf.__version__,
+        "onednn": onednn.tensorflow_uses_onednn(),
         "keras": keras.__version__,
         "python": platform.python_version(),
     }
