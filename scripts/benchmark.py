@@ -93,9 +93,18 @@ flags.DEFINE_string(
     "Run one configuration and print its result: JSON with backbone, predictor, input (synthetic or real) and "
     "xla, and optionally recipe, batchnorm (fused or keras) and steps_per_execution (default 1).")
 flags.DEFINE_enum(
-    "peer", None, ["torch"],
+    "peer", None, ["torch", "lightly"],
     "Also time a PyTorch implementation of the same DirectCopy step (scripts/torch_peer.py; "
-    "pip install -e '.[bench]'), alternating with ours, and print the ratio per backbone.",
+    "pip install -e '.[bench]'), alternating with ours, and print the ratio per backbone. lightly: "
+    "lightly's BYOL training loop end to end on real CIFAR-10 images (scripts/lightly_peer.py, run by "
+    "--lightly_python) against our step on real input (fused BatchNorm, XLA off).",
+)
+flags.DEFINE_string(
+    "lightly_python", None,
+    "--peer=lightly: the Python that runs scripts/lightly_peer.py, with lightly, torchvision, numpy and pillow "
+    "(default: this one). Build it outside the repository (CI installs neither): python3 -m venv "
+    "$HOME/venvs/lightly && $HOME/venvs/lightly/bin/pip install torch torchvision lightly==1.6.0 numpy pillow, "
+    "then --lightly_python=$HOME/venvs/lightly/bin/python.",
 )
 flags.DEFINE_list("peer_modes", ["channels_last", "compile"], "--peer=torch: PyTorch modes to time.")
 flags.DEFINE_integer(
@@ -258,6 +267,74 @@ def compare_with_peer():
     print_and_write(text)
 
 
+def compare_with_lightly():
+    """Our training step on real CIFAR-10 input (the `--single` real-input
+    measurement: our tf.data pipeline and augmentation, fused BatchNorm, XLA
+    off, --peer_recipe) and lightly's BYOL loop with its DataLoader and
+    transforms (scripts/lightly_peer.py under --lightly_python), alternating
+    for --rounds rounds, each in its own process, per backbone; prints and
+    writes the table. Exits with one line where --lightly_python cannot
+    import lightly's side."""
+    python = FLAGS.lightly_python or sys.executable
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lightly_peer.py")
+    if FLAGS.dataset != "cifar10":
+        raise app.UsageError(f"--peer=lightly trains on CIFAR-10 only; got --dataset={FLAGS.dataset}.")
+
+    def run_lightly(*arguments):
+        try:
+            result = subprocess.run([python, script, *arguments], check=False, capture_output=True, text=True)
+        except OSError as error:
+            sys.exit(f"--peer=lightly: cannot run --lightly_python={python}: {error.strerror}.")
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        if result.returncode or not lines:
+            if arguments == ("--check",):  # lightly_peer.py's one-line message: what is missing, how to install it
+                sys.exit(result.stderr.strip().splitlines()[-1] if result.stderr.strip()
+                         else f"--peer=lightly: {python} {script} --check failed ({result.returncode}).")
+            raise RuntimeError(f"lightly's BYOL loop failed:\n{result.stderr[-3000:]}")
+        return json.loads(lines[-1])
+
+    versions = run_lightly("--check")  # before any measurement
+    lines = [("| backbone | ours: pairs/s, each round | lightly: pairs/s, each round | ours best | lightly best "
+              "| ours / lightly | lightly: loader wait, CPU-s per step main + workers (best round) "
+              "| peak RSS (MB), ours best / lightly best (+ largest worker) |"),
+             "|---|---|---|---|---|---|---|---|"]
+    measurements = []
+    for backbone in FLAGS.backbones:
+        ours, theirs = [], []
+        for _ in range(FLAGS.rounds):
+            ours.append(run_in_subprocess(
+                {**peer_comparison_config(backbone, xla=False, batchnorm="fused"), "input": "real"}))
+            print(json.dumps(ours[-1]), flush=True)
+            theirs.append(run_lightly(f"--backbone={backbone}", f"--batch_size={FLAGS.batch_size}",
+                                      f"--warmup_steps={FLAGS.warmup_steps}", f"--steps={FLAGS.steps}"))
+            print(json.dumps(theirs[-1]), flush=True)
+        measurements += ours + theirs
+        best_ours = max(ours, key=lambda result: result["pairs_per_s"])
+        best = max(theirs, key=lambda result: result["pairs_per_s"])
+        cpu = "" if best["workers_cpu_s"] is None else (
+            f", {best['main_cpu_s'] / best['steps']:.2f} + {best['workers_cpu_s'] / best['steps']:.2f}")
+        rounds = [" / ".join(f"{result['pairs_per_s']:.1f}" for result in side) for side in (ours, theirs)]
+        lines.append(
+            f"| {backbone} | {rounds[0]} | {rounds[1]} | {best_ours['pairs_per_s']:.1f} "
+            f"| {best['pairs_per_s']:.1f} | {best_ours['pairs_per_s'] / best['pairs_per_s']:.2f} "
+            f"| {best['loader_wait_percent']:.1f}%{cpu} | {best_ours['peak_mb']:.0f} / {best['peak_mb']:.0f} "
+            f"(+ {best['worker_peak_mb'] or 0:.0f}) |")
+        print(lines[-1], flush=True)
+    text = (f"{hardware_line()} Lightly's side: {python}, lightly {versions['lightly']}, PyTorch "
+            f"{versions['torch']}, torchvision {versions['torchvision']}, {theirs[-1]['threads']} PyTorch threads, "
+            f"{theirs[-1]['num_workers']} DataLoader workers.\n"
+            f"Batch {FLAGS.batch_size}, {FLAGS.steps} timed steps after {FLAGS.warmup_steps} warm-up steps, each "
+            f"side in its own process, end to end on the CIFAR-10 training images: ours, recipe {FLAGS.peer_recipe} "
+            f"through our tf.data pipeline and augmentation (fused BatchNorm, XLA off); lightly's, BYOL as its "
+            f"CIFAR-10 benchmark (BYOLTransform at 32 px without blur, DataLoader, projection "
+            f"{theirs[-1]['projection_dims']}, prediction {theirs[-1]['prediction_dims']}, EMA 0.99, SGD 0.06) on "
+            f"the same ResNet (scripts/torch_peer.py).\n"
+            f"Command: python scripts/benchmark.py {' '.join(sys.argv[1:])}\n\n" + "\n".join(lines)
+            + "\n\nEvery measurement, per backbone, ours then lightly's:\n\n```\n"
+            + "\n".join(json.dumps(result) for result in measurements) + "\n```")
+    print_and_write(text)
+
+
 def report_onednn_kernels():
     """Prints (and writes to --output) oneDNN's time per primitive kind in
     our step (one inter-op thread) and the peer's (first --peer_modes mode),
@@ -368,15 +445,23 @@ def hardware_line():
     avx512 = {True: "with AVX-512", False: "without AVX-512", None: "AVX-512 unknown"}[cpu["avx512"]]
     name = ", ".join(part for part in (cpu["model"], cpu["family_model"], avx512) if part)
     hardware = f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores ({name})"
-    versions = f"TensorFlow {tf.__version__}"
+    from keras_directcopy.utils.onednn import tensorflow_uses_onednn
+
+    versions = f"TensorFlow {tf.__version__} ({'with' if tensorflow_uses_onednn() else 'without'} oneDNN"
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        # oneDNN's kernels held to an older instruction set (both frameworks' oneDNN).
+        versions += f", its kernels held to ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}"
+    versions += ")"
     if "jax" in FLAGS.backends:
         from importlib.metadata import version
 
         versions += f", JAX {version('jax')}, Keras {version('keras')}"
-    if FLAGS.peer or FLAGS.onednn_kernels:
+    if FLAGS.peer == "torch" or FLAGS.onednn_kernels:  # the lightly peer names its own PyTorch
         import torch
 
         versions += f", PyTorch {torch.__version__}"
+        if os.environ.get("ATEN_CPU_CAPABILITY"):
+            versions += f" (its own kernels held to ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']})"
     return f"Hardware: {hardware}; {versions}."
 
 
@@ -417,6 +502,9 @@ def main(argv):
     if FLAGS.single_peer:
         config = json.loads(FLAGS.single_peer)
         print("RESULT " + json.dumps(measure_peer(config["backbone"], config["mode"])))
+        return
+    if FLAGS.peer == "lightly":
+        compare_with_lightly()
         return
     if FLAGS.peer:
         compare_with_peer()
