@@ -142,7 +142,7 @@ def test_loading_a_preset_does_not_import_the_training_stack():
 BACKEND_NEUTRAL = {
     "keras_directcopy", "keras_directcopy.version",
     "keras_directcopy.utils", "keras_directcopy.utils.backend", "keras_directcopy.utils.files",
-    "keras_directcopy.utils.provenance",
+    "keras_directcopy.utils.provenance", "keras_directcopy.utils.onednn",
     "keras_directcopy.models", "keras_directcopy.models.backbones", "keras_directcopy.models.heads",
     "keras_directcopy.models.predictor_matrices", "keras_directcopy.models.predictors",
     "keras_directcopy.models.schedules", "keras_directcopy.models.losses", "keras_directcopy.models.views",
