@@ -272,7 +272,7 @@ class NonContrastiveModel(keras.Model):
         where TensorFlow runs without its oneDNN kernels on an x86 CPU and
         `TF_ENABLE_ONEDNN_OPTS` is unset (`utils.onednn.warn_if_off`: the
         message gives the fix)."""
-        if keras.backend.backend() == "tensorflow":
+        if backend.is_tensorflow_backend():
             onednn.warn_if_off()
         return super().fit(*args, **kwargs)
 
