@@ -69,8 +69,10 @@ class NonContrastiveModel(keras.Model):
         predictor: a name of `PREDICTOR_NAMES` (`"directcopy"`,
             `"directpred"`, `"directset"`, `"linear"`, `"mlp"`), or a layer
             `(N, d) -> (N, d)`.
-        projector_hidden_dim, projection_dim: projector widths; by default
-            512 -> 128 for images up to 96 px and 4096 -> 256 above.
+        projector_hidden_dim: projector hidden width; by default 512 for
+            images up to 96 px and 4096 above.
+        projection_dim: projector output width; by default 128 for images
+            up to 96 px and 256 above.
         predictor_hidden_dim: hidden width of the `"mlp"` predictor
             (default `projector_hidden_dim`).
         predictor_options: dict of predictor arguments: for the direct modes
