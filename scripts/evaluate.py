@@ -112,6 +112,7 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 
+    from keras_directcopy.catalog import FOLDER_PREFIX
     from keras_directcopy.evaluation.evaluate import compare_with_recorded_knn
     from keras_directcopy.presets.zoo import is_registry_name
     from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
@@ -132,7 +133,7 @@ def main(argv):
     )
     # A folder is named as recorded: a known dataset's name (and the folder), or folder:PATH.
     recorded = metrics["dataset"]
-    if metrics.get("data_folder") and not recorded.startswith("folder:"):
+    if metrics.get("data_folder") and not recorded.startswith(FOLDER_PREFIX):
         recorded += f" in {metrics['data_folder']}"
     print(
         f"{recorded} ({source}): kNN (k={knn['k']}) top-1 {100 * knn['top1']:.2f}%{probe_text} "

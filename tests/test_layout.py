@@ -13,13 +13,14 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_directcopy"
 
 # What each part of the package may import from the package (besides itself
-# and the leaves `utils` and `version`, which import nothing from it and serve
-# every part). The order of data flow: models <- data <- training; presets and
+# and the leaves `utils`, `version` and `catalog`, which import nothing from it
+# and serve every part). The order of data flow: models <- data <- training; presets and
 # evaluation use models, never training.
-LEAVES = {"utils", "version"}
+LEAVES = {"utils", "version", "catalog"}
 ALLOWED_IMPORTS = {
     "utils": set(),
     "version": set(),
+    "catalog": set(),
     "models": set(),
     "data": set(),
     "configs": {"models"},
@@ -140,7 +141,7 @@ def test_loading_a_preset_does_not_import_the_training_stack():
 # are imported behind `utils.backend.is_tensorflow_backend()`, or inside the
 # functions that need them.
 BACKEND_NEUTRAL = {
-    "keras_directcopy", "keras_directcopy.version",
+    "keras_directcopy", "keras_directcopy.version", "keras_directcopy.catalog",
     "keras_directcopy.utils", "keras_directcopy.utils.backend", "keras_directcopy.utils.files",
     "keras_directcopy.utils.provenance", "keras_directcopy.utils.onednn",
     "keras_directcopy.models", "keras_directcopy.models.backbones", "keras_directcopy.models.heads",

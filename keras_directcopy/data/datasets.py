@@ -48,9 +48,9 @@ import urllib.parse
 import tensorflow as tf
 from absl import logging
 
+from keras_directcopy.catalog import FOLDER_PREFIX, OTHER_LABELS
 from keras_directcopy.data import batch_augment, known_folders
 
-FOLDER_PREFIX = "folder:"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Leading bytes of the image formats the folder source reads.
 _MAGIC_BYTES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
@@ -115,8 +115,6 @@ TFDS_DATASETS = {
     "imagenet2012": DatasetSpec("imagenet2012", "train", "train", "validation", 1000, 224),
 }
 DATASET_NAMES = tuple(TFDS_DATASETS) + (FOLDER_PREFIX + "PATH",)
-# Other label features, named `NAME:LABEL_KEY`: label key -> number of classes.
-OTHER_LABELS = {"cifar100": {"coarse_label": 20}}
 
 
 def get_dataset_spec(dataset, image_size=None):

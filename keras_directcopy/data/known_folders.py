@@ -19,12 +19,14 @@ it with `folder_required_message`.
 
 This module is the registry and its wording only; counting a folder's files
 is `datasets.count_folder_images`, and `datasets.identify_folder` puts the
-two together. (It imports nothing from the package, so `datasets` can import
-it; the model cards' display names and Hub ids are repeated in
-`presets.hub`, which never imports `data`, and a test keeps them equal.)
+two together. Each known dataset's display name and Hub dataset id are the
+catalog's (`keras_directcopy.catalog`), which the model cards read too; the
+datasets registered here are the catalog's `FOLDER_DATASETS`.
 """
 
 import dataclasses
+
+from keras_directcopy.catalog import DATASET_DISPLAY_NAMES, HUB_DATASET_IDS
 
 # The split whose class folders are a folder's classes (`datasets.TRAIN_FOLDER`).
 TRAIN_SPLIT = "train"
@@ -67,7 +69,7 @@ class KnownFolder:
 
 IMAGENETTE = KnownFolder(
     name="imagenette",
-    display_name="Imagenette (imagenette2)",
+    display_name=DATASET_DISPLAY_NAMES["imagenette"],
     # WordNet ids: tench, English springer, cassette player, chain saw,
     # church, French horn, garbage truck, gas pump, golf ball, parachute.
     class_names=(
@@ -78,7 +80,7 @@ IMAGENETTE = KnownFolder(
         "train": (963, 955, 993, 858, 941, 956, 961, 931, 951, 960),
         "val": (387, 395, 357, 386, 409, 394, 389, 419, 399, 390),
     },
-    hub_dataset_id="frgfm/imagenette",
+    hub_dataset_id=HUB_DATASET_IDS["imagenette"],
     layout=(
         "the imagenette2 layout: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, 10 ImageNet classes "
         "in folders named by WordNet id, 9,469 train and 3,925 val images"

@@ -41,6 +41,7 @@ import time
 import numpy as np
 from absl import logging
 
+from keras_directcopy.catalog import DATASET_DISPLAY_NAMES
 from keras_directcopy.utils.files import atomic_save, sha256_array, sha256_file
 
 CIFAR10_CHECKSUMS_FILE = "SHA256SUMS"
@@ -159,7 +160,7 @@ class CifarSource:
 
 CIFAR10 = CifarSource(
     name="cifar10",
-    title="CIFAR-10",
+    title=DATASET_DISPLAY_NAMES["cifar10"],
     train_files=CIFAR10_TRAIN_FILES,
     test_file=CIFAR10_TEST_FILE,
     labels=(LabelSpec("label", "", "class_names", CIFAR10_CLASS_NAMES),),
@@ -170,7 +171,7 @@ CIFAR10 = CifarSource(
 )
 CIFAR100 = CifarSource(
     name="cifar100",
-    title="CIFAR-100",
+    title=DATASET_DISPLAY_NAMES["cifar100"],
     train_files=CIFAR100_TRAIN_FILES,
     test_file=CIFAR100_TEST_FILE,
     labels=(

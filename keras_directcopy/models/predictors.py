@@ -14,6 +14,7 @@ and imports TensorFlow there.
 import keras
 from keras import ops
 
+from keras_directcopy.catalog import DIRECT_METHODS
 from keras_directcopy.models.predictor_matrices import (
     DIRECTCOPY_DEFAULT_EPS,
     DIRECTPRED_DEFAULT_EPS,
@@ -26,7 +27,6 @@ from keras_directcopy.models.predictor_matrices import (
 )
 from keras_directcopy.utils.backend import is_tensorflow_backend
 
-DIRECT_METHODS = ("directcopy", "directpred", "directset")
 PREDICTOR_NAMES = DIRECT_METHODS + ("linear", "mlp")
 
 # When a direct predictor's matrix is set, relative to the batch it predicts:
