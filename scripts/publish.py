@@ -58,23 +58,23 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # Imported here so that --help and flag errors do not wait for TensorFlow.
-    from keras_directcopy.presets import hub, zoo
+    from keras_directcopy.presets import checks, upload, zoo
 
     try:
         preset = zoo.get_preset(FLAGS.preset)
         # Checked before resolving the weights, so an unpublishable preset
         # gets the fix rather than a download error.
-        hub.check_publishable(preset)
+        checks.check_publishable(preset)
         weights = FLAGS.weights or zoo.resolve_weights(preset)
         head = FLAGS.head
         if head is None and preset.get("head"):
             head = zoo.resolve_file(preset, preset["head"])
         architecture = FLAGS.architecture
         if architecture is None and preset.get("architecture") and not FLAGS.weights:
-            # With --weights, hub.publish takes the file next to them.
+            # With --weights, upload.publish takes the file next to them.
             architecture = zoo.resolve_file(preset, preset["architecture"])
         repo_id = FLAGS.repo_id or preset["hub"]["repo_id"]
-        result = hub.publish(
+        result = upload.publish(
             preset, weights, repo_id, dry_run=FLAGS.dry_run, out_dir=FLAGS.out_dir,
             private=FLAGS.private, head_path=head, architecture_path=architecture,
         )

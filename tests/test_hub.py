@@ -1,5 +1,6 @@
-"""Model cards, repository folders and publishing (keras_directcopy.presets.hub,
-scripts/publish.py), with tiny real ResNet-20 weights.
+"""Model cards, repository folders and publishing (keras_directcopy.presets'
+model_card, hub_folder, keras_format and upload; scripts/publish.py), with
+tiny real ResNet-20 weights.
 
 The Hugging Face Hub cannot be reached from the test machine, so the upload
 goes to a recording stand-in for `HfApi`, and loading from the Hub reads a
@@ -27,7 +28,8 @@ from huggingface_hub import CommitInfo, ModelCard, RepoUrl
 import keras_directcopy as kdc
 from keras_directcopy.configs import CONFIGS, get_config
 from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME
-from keras_directcopy.presets import hub, zoo
+from keras_directcopy import catalog
+from keras_directcopy.presets import checks, hub_folder, model_card, repo_layout, upload, zoo
 from keras_directcopy.training.loop import save_encoder
 from tests.test_zoo import fill_hf_cache
 
@@ -36,7 +38,7 @@ SCRIPT = str(REPO_ROOT / "scripts" / "publish.py")
 # A published folder's files, for a preset with a run record and neither
 # head nor architecture file.
 FOLDER_FILES = [
-    "README.md", "config.json", "encoder.weights.h5", hub.KERAS_WEIGHTS_FILENAME, "metrics.json", "run.json",
+    "README.md", "config.json", "encoder.weights.h5", repo_layout.KERAS_WEIGHTS_FILENAME, "metrics.json", "run.json",
 ]
 NAME = "tiny_directcopy_cifar10"
 REPO_ID = "someorg/tiny-directcopy"
@@ -125,13 +127,13 @@ def model_index_values(card_text):
 
 def test_card_metadata_parses_and_model_index_equals_the_metrics():
     preset = make_preset("0" * 64)
-    card = hub.build_model_card(preset)
+    card = model_card.build_model_card(preset)
     data = ModelCard(card).data.to_dict()
     assert data["library_name"] == "keras"
     assert data["license"] == "apache-2.0"
     assert data["pipeline_tag"] == "image-feature-extraction"
     assert {"keras", "self-supervised-learning", "directcopy", "image-feature-extraction"} <= set(data["tags"])
-    assert data["datasets"] == [hub.HUB_DATASET_IDS["cifar10"]]
+    assert data["datasets"] == [catalog.HUB_DATASET_IDS["cifar10"]]
     index, values = model_index_values(card)
     assert index[0]["name"] == NAME
     assert values == {"knn": METRICS["knn"]["top1"], "linear_probe": METRICS["linear_probe"]["top1"]}
@@ -150,7 +152,7 @@ def percent(accuracy):
 
 def test_card_body_shows_each_recorded_value_as_recorded():
     preset = make_preset("0" * 64)
-    card = hub.build_model_card(preset)
+    card = model_card.build_model_card(preset)
     knn, linear, run = METRICS["knn"], METRICS["linear_probe"], preset["run"]
     config = run["config"]
     for text in [
@@ -158,8 +160,8 @@ def test_card_body_shows_each_recorded_value_as_recorded():
         f'keras.saving.load_model("hf://{REPO_ID}")',
         f'keras_directcopy.load_pretrained("{NAME}")',
         f'keras_directcopy.load_pretrained("hf://{REPO_ID}")',
-        *(hub.REFERENCES[key]["full"] for key in hub.METHODS["directcopy"][1]),
-        *(hub.REFERENCES[key]["short"] for key in hub.METHODS["directcopy"][1]),
+        *(model_card.REFERENCES[key]["full"] for key in model_card.METHOD_REFERENCES["directcopy"]),
+        *(model_card.REFERENCES[key]["short"] for key in model_card.METHOD_REFERENCES["directcopy"]),
         percent(knn["top1"]), percent(linear["top1"]), percent(linear["train_top1"]),
         f"`{knn['top1']!r}`", f"`{linear['top1']!r}`",
         f"k = {knn['k']}", f"exp(similarity / {knn['temperature']!r})",
@@ -192,12 +194,12 @@ def test_every_number_in_the_card_is_read_from_the_records():
     recorded, or as a percentage or hours), plus the template's few fixed
     constants."""
     preset = make_preset("0" * 64, head={"filename": "linear_head.weights.h5", "sha256": "12ab" * 16})
-    card = hub.build_model_card(preset)
-    reference = CONFIGS[hub.FULL_SCALE_CONFIGS["cifar10"]]
-    records = json.dumps([preset, dataclasses.asdict(reference), hub.REFERENCES, hub.LICENSE])
+    card = model_card.build_model_card(preset)
+    reference = CONFIGS[model_card.FULL_SCALE_CONFIGS["cifar10"]]
+    records = json.dumps([preset, dataclasses.asdict(reference), model_card.REFERENCES, model_card.LICENSE])
     leaves = [float(number) for number in numbers_in(records)]
     derived = {f"{100 * x:.2f}" for x in leaves if x <= 1} | {f"{x / 3600:.2f}" for x in leaves}
-    template = hub._card_template()
+    template = model_card._card_template()
     unexplained = numbers_in(card) - numbers_in(records) - derived - numbers_in(template)
     assert not unexplained
     # The template itself types in no measurement: its numbers are format
@@ -207,7 +209,7 @@ def test_every_number_in_the_card_is_read_from_the_records():
     # And a value changed in the records is the value the card shows.
     preset["metrics"]["knn"]["top1"] = accuracy = 0.123456
     preset["run"]["wall_time_s"] = seconds = 98765.25
-    changed = hub.build_model_card(preset)
+    changed = model_card.build_model_card(preset)
     for text in (percent(accuracy), f"`{accuracy!r}`", f"{seconds!r} s ({seconds / 3600:.2f} h)"):
         assert text in changed and text not in card, text
 
@@ -215,26 +217,26 @@ def test_every_number_in_the_card_is_read_from_the_records():
 def test_the_card_template_is_the_packaged_file():
     """build_model_card renders the template installed with the package
     (model_cards/template.md, as keras_directcopy.model_card_templates)."""
-    installed = importlib.resources.files(hub.CARD_TEMPLATE_PACKAGE) / hub.CARD_TEMPLATE_FILENAME
+    installed = importlib.resources.files(model_card.CARD_TEMPLATE_PACKAGE) / model_card.CARD_TEMPLATE_FILENAME
     assert installed.read_text(encoding="utf-8") == (REPO_ROOT / "model_cards" / "template.md").read_text()
-    assert hub._card_template() == installed.read_text(encoding="utf-8")
+    assert model_card._card_template() == installed.read_text(encoding="utf-8")
 
 
 def test_card_names_every_commit_of_a_run_resumed_across_commits():
     preset = make_preset("0" * 64)
     preset["run"].update(invocations=3, git_commit="bbb", git_commits=["aaa", "aaa", "bbb"])
-    card = hub.build_model_card(preset)
+    card = model_card.build_model_card(preset)
     assert ("interrupted and resumed across commits `aaa` (invocations 1, 2); "
             "`bbb` (invocation 3):") in card
     preset["run"]["git_commits"] = ["bbb", "bbb", "bbb"]
-    assert "repository at commit `bbb`:" in hub.build_model_card(preset)
+    assert "repository at commit `bbb`:" in model_card.build_model_card(preset)
     preset["run"]["git_commits"] = [None, "bbb", "bbb"]  # first invocation predates the record
-    assert "across commits `unknown` (invocation 1); `bbb` (invocations 2, 3):" in hub.build_model_card(preset)
+    assert "across commits `unknown` (invocation 1); `bbb` (invocations 2, 3):" in model_card.build_model_card(preset)
 
 
 def test_card_states_reduced_scale_against_the_full_recipe():
-    reference = CONFIGS[hub.FULL_SCALE_CONFIGS["cifar10"]]
-    card = hub.build_model_card(make_preset("0" * 64, reduced_scale=True))
+    reference = CONFIGS[model_card.FULL_SCALE_CONFIGS["cifar10"]]
+    card = model_card.build_model_card(make_preset("0" * 64, reduced_scale=True))
     assert card.count("**Reduced-scale training.**") == 2  # summary and limitations
     assert "`--config=cifar10_resnet18`" in card
     assert f"| `epochs` | 1 | {reference.epochs} |" in card
@@ -242,34 +244,34 @@ def test_card_states_reduced_scale_against_the_full_recipe():
     assert f"| `width_multiplier` | 0.25 | {reference.width_multiplier!r} |" in card
     assert f"| `batch_size` | 32 | {reference.batch_size} |" in card
 
-    full = hub.build_model_card(make_preset("0" * 64, reduced_scale=False))
+    full = model_card.build_model_card(make_preset("0" * 64, reduced_scale=False))
     assert "Reduced-scale" not in full and "reduced scale" not in full
 
 
 def test_card_states_the_eps_the_run_trained_with_never_todays_default():
     preset = make_preset("0" * 64)
     assert preset["run"]["config"]["eps"] is None  # the flags left it to the method's default
-    assert "eps 0.37 (the method's default when it was trained)" in hub.build_model_card(preset)
+    assert "eps 0.37 (the method's default when it was trained)" in model_card.build_model_card(preset)
     preset["run"]["config"]["eps"] = 0.2
-    card = hub.build_model_card(preset)
+    card = model_card.build_model_card(preset)
     assert "eps 0.2," in card and "default when it was trained" not in card
     # A run from before run.json recorded the resolved eps: the registry entry states it ...
     preset["run"]["config"]["eps"] = None
     del preset["run"]["predictor_eps"]
     with pytest.raises(ValueError, match="predictor_eps"):
-        hub.build_model_card(preset)
+        model_card.build_model_card(preset)
     preset["predictor_eps"] = 0.25
-    assert "eps 0.25 (the method's default when it was trained)" in hub.build_model_card(preset)
+    assert "eps 0.25 (the method's default when it was trained)" in model_card.build_model_card(preset)
 
 
 def test_the_shipped_card_keeps_its_eps_when_the_default_changes(monkeypatch):
     from keras_directcopy.models import predictors
 
     preset = zoo.get_preset("cifar10")
-    card = hub.build_model_card(preset)
+    card = model_card.build_model_card(preset)
     assert "eps 0.25 (the method's default when it was trained)" in card
     monkeypatch.setitem(predictors.DEFAULT_EPS, "directcopy", 0.1)
-    assert hub.build_model_card(preset) == card
+    assert model_card.build_model_card(preset) == card
 
 
 def test_card_names_the_cpu_model_and_avx512_when_recorded():
@@ -277,12 +279,12 @@ def test_card_names_the_cpu_model_and_avx512_when_recorded():
     preset = make_preset("0" * 64)
     for avx512, words in ((True, "with AVX-512"), (False, "without AVX-512")):
         preset["run"]["hardware"] = {**HARDWARE, "cpu_model": "AMD EPYC 9B14", "avx512": avx512}
-        card = hub.build_model_card(preset)
+        card = model_card.build_model_card(preset)
         assert f"- Hardware: AMD EPYC 9B14 (x86_64, {words}) CPU, 2 cores; no GPU;" in card
     # Older records name the architecture only, and the card says what is missing.
     preset["run"]["hardware"] = HARDWARE
     assert ("- Hardware: x86_64 CPU (model and AVX-512 support not recorded), 2 cores; no GPU;"
-            in hub.build_model_card(preset))
+            in model_card.build_model_card(preset))
 
 
 def test_card_names_the_cpu_family_and_model_numbers_when_recorded():
@@ -290,7 +292,7 @@ def test_card_names_the_cpu_family_and_model_numbers_when_recorded():
     preset = make_preset("0" * 64)
     preset["run"]["hardware"] = {**HARDWARE, "cpu_model": "Intel(R) Xeon(R) Processor",
                                  "cpu_family_model": "family 6 model 207", "avx512": True}
-    card = hub.build_model_card(preset)
+    card = model_card.build_model_card(preset)
     assert "- Hardware: Intel(R) Xeon(R) Processor (x86_64, family 6 model 207, with AVX-512) CPU" in card
 
 
@@ -303,7 +305,7 @@ def test_card_of_a_run_resumed_on_another_machine_names_each_machine_and_its_cpu
         {"invocations": [1, 2], "hardware": None, "first_step": 0, "wall_time_s": 1000.0, "cpu_time_s": 1800.0},
         {"invocations": [3], "hardware": intel, "first_step": 5, "wall_time_s": 3321.5, "cpu_time_s": 5580.0},
     ]
-    card = hub.build_model_card(preset)
+    card = model_card.build_model_card(preset)
     assert "ran in 2 parts of different speed" in card
     assert ("  - from step 0 (invocations 1, 2): machine not recorded (the run record did not hold it then);"
             " 0.50 CPU-hours.") in card
@@ -315,11 +317,11 @@ def test_card_of_a_run_resumed_on_another_machine_names_each_machine_and_its_cpu
     assert "- Hardware: Intel" not in card
     # One part: the single line, as before.
     preset["run"]["hardware_parts"] = preset["run"]["hardware_parts"][1:]
-    assert "- Hardware: Intel(R) Xeon(R) Processor (x86_64, family 6 model 207" in hub.build_model_card(preset)
+    assert "- Hardware: Intel(R) Xeon(R) Processor (x86_64, family 6 model 207" in model_card.build_model_card(preset)
 
 
 def test_card_without_run_record_says_so():
-    card = hub.build_model_card(make_preset("0" * 64, run=None))
+    card = model_card.build_model_card(make_preset("0" * 64, run=None))
     assert "No run record" in card
     assert TRAIN_COMMAND in card
     _, values = model_index_values(card)
@@ -331,8 +333,8 @@ def test_card_without_run_record_says_so():
     ("directset", "arXiv:2102.06810"), ("byol", "arXiv:2006.07733"), ("simsiam", "arXiv:2011.10566"),
 ])
 def test_card_cites_the_method_paper(method, reference):
-    card = hub.build_model_card(make_preset("0" * 64, method=method))
-    assert f"## Method: {hub.METHODS[method][0]}" in card
+    card = model_card.build_model_card(make_preset("0" * 64, method=method))
+    assert f"## Method: {catalog.METHOD_NAMES[method]}" in card
     assert reference in card
     assert method in ModelCard(card).data.tags
 
@@ -360,18 +362,18 @@ def cifar100_evaluations():
 
 def test_card_shows_each_additional_evaluation():
     preset, coarse, other_k, floor = cifar100_evaluations()
-    plain = hub.build_model_card(preset)
+    plain = model_card.build_model_card(preset)
     rows = {
         "coarse": (coarse, "| CIFAR-100 coarse labels (20 superclasses) | 55.00 % | 60.00 % |"),
         "k": (other_k, "| kNN k = 200 | 44.00 % | not measured |"),
         "floor": (floor, "| random-init floor of the same architecture (seed 3) | 30.00 % | 35.00 % |"),
     }
     for evaluation, row in rows.values():
-        card = hub.build_model_card({**preset, "additional_metrics": [evaluation]})
+        card = model_card.build_model_card({**preset, "additional_metrics": [evaluation]})
         assert "**Other evaluations.**" in card and row in card, row
         assert "| `additional_metrics.json` | the other evaluations" in card
         assert card.count(" | ") - plain.count(" | ") == 3 + 2  # the table's header and row only
-    card = hub.build_model_card({**preset, "additional_metrics": [coarse, other_k, floor]})
+    card = model_card.build_model_card({**preset, "additional_metrics": [coarse, other_k, floor]})
     table = card[card.index("| evaluation |"):]
     assert [line for line in table.splitlines()[2:5]] == [row for _, row in rows.values()]
     assert "Other evaluations" not in plain and "additional_metrics.json" not in plain
@@ -380,19 +382,19 @@ def test_card_shows_each_additional_evaluation():
 
 def test_card_states_the_gain_over_a_floor_of_the_headline_protocol():
     preset, coarse, _, floor = cifar100_evaluations()
-    card = hub.build_model_card({**preset, "additional_metrics": [floor]})
+    card = model_card.build_model_card({**preset, "additional_metrics": [floor]})
     # 43.21 - 30.00 and 45.67 - 35.00, in the headline paragraph.
     assert ("**45.67 %** (linear probe). Pretraining gains **+13.21 points** (kNN) and **+10.67 points** "
             "(linear probe) over the random-init floor of the same architecture (seed 3: 30.00 % kNN, "
             "35.00 % linear probe, same protocol).\n") in card
     knn_only = {**floor, "linear_probe": None}
-    card = hub.build_model_card({**preset, "additional_metrics": [knn_only]})
+    card = model_card.build_model_card({**preset, "additional_metrics": [knn_only]})
     assert ("Pretraining gains **+13.21 points** (kNN) over the random-init floor of the same "
             "architecture (seed 3: 30.00 % kNN, same protocol).") in card
     assert "| random-init floor of the same architecture (seed 3) | 30.00 % | not measured |" in card
     # A floor measured with another protocol (here the coarse labels) is a row, not the headline's floor.
     coarse_floor = {**floor, "dataset": "cifar100:coarse_label"}
-    card = hub.build_model_card({**preset, "additional_metrics": [coarse, coarse_floor]})
+    card = model_card.build_model_card({**preset, "additional_metrics": [coarse, coarse_floor]})
     assert "Pretraining gains" not in card
     assert ("| random-init floor of the same architecture (seed 3), CIFAR-100 coarse labels "
             "(20 superclasses) | 30.00 % | 35.00 % |") in card
@@ -400,7 +402,7 @@ def test_card_states_the_gain_over_a_floor_of_the_headline_protocol():
 
 def test_model_index_lists_other_label_sets_but_never_a_floor():
     preset, coarse, other_k, floor = cifar100_evaluations()
-    card = hub.build_model_card({**preset, "additional_metrics": [coarse, other_k, floor]})
+    card = model_card.build_model_card({**preset, "additional_metrics": [coarse, other_k, floor]})
     results = ModelCard(card).data.eval_results
     by_dataset = {}
     for result in results:
@@ -411,9 +413,9 @@ def test_model_index_lists_other_label_sets_but_never_a_floor():
     }
     coarse_result = next(r for r in results if r.dataset_config == "coarse_label")
     assert coarse_result.dataset_name == "CIFAR-100 coarse labels (20 superclasses)"
-    assert coarse_result.dataset_type == hub.HUB_DATASET_IDS["cifar100"]
+    assert coarse_result.dataset_type == catalog.HUB_DATASET_IDS["cifar100"]
     # A kNN-only label set has only its kNN entry.
-    card = hub.build_model_card({**preset, "additional_metrics": [{**coarse, "linear_probe": None}]})
+    card = model_card.build_model_card({**preset, "additional_metrics": [{**coarse, "linear_probe": None}]})
     assert [(r.dataset_config, r.metric_config) for r in ModelCard(card).data.eval_results] == [
         (None, "knn"), (None, "linear_probe"), ("coarse_label", "knn"),
     ]
@@ -425,9 +427,9 @@ def test_cards_without_additional_evaluations_are_unchanged():
     shipped = zoo.get_preset("cifar10")
     committed = (REPO_ROOT / "model_cards" / f"{shipped['name']}.md").read_text()
     assert "additional_metrics" not in shipped
-    assert hub.build_model_card({**shipped, "additional_metrics": []}) == committed
+    assert model_card.build_model_card({**shipped, "additional_metrics": []}) == committed
     preset = make_preset("0" * 64)
-    assert hub.build_model_card({**preset, "additional_metrics": []}) == hub.build_model_card(preset)
+    assert model_card.build_model_card({**preset, "additional_metrics": []}) == model_card.build_model_card(preset)
 
 
 PUBLISHED = {
@@ -440,7 +442,7 @@ PUBLISHED = {
 
 def test_card_sets_published_results_beside_ours_at_their_k():
     preset, _, other_k, floor = cifar100_evaluations()  # METRICS' own k is 20; other_k's 200
-    card = hub.build_model_card({**preset, "published_results": PUBLISHED})
+    card = model_card.build_model_card({**preset, "published_results": PUBLISHED})
     assert ("**Published results, for scale.** A benchmark ([docs](https://example.org/benchmarks)): "
             "ResNet-18 at 128 px, 800 epochs, the best kNN accuracy over all epochs.") in card
     table = card[card.index("| method | weighted kNN top-1 (k = 20) |"):].splitlines()
@@ -450,11 +452,11 @@ def test_card_sets_published_results_beside_ours_at_their_k():
     ]
     # Ours at the published k from another evaluation (k alone changed), never from a floor.
     at_200 = {**PUBLISHED, "knn_k": 200}
-    card = hub.build_model_card({**preset, "published_results": at_200, "additional_metrics": [floor, other_k]})
+    card = model_card.build_model_card({**preset, "published_results": at_200, "additional_metrics": [floor, other_k]})
     assert "| this encoder (DirectCopy, final epoch) | 44.00 % |" in card
-    card = hub.build_model_card({**preset, "published_results": {**PUBLISHED, "knn_k": 10}})
+    card = model_card.build_model_card({**preset, "published_results": {**PUBLISHED, "knn_k": 10}})
     assert "| this encoder (DirectCopy, final epoch) | not measured at k = 10 |" in card
-    assert "Published results" not in hub.build_model_card(preset)
+    assert "Published results" not in model_card.build_model_card(preset)
     assert str(ModelCard(card)) == card
 
 
@@ -467,21 +469,21 @@ def test_card_sets_published_results_beside_ours_at_their_k():
 def test_malformed_published_results_are_refused(change, message):
     preset = make_preset("0" * 64, published_results={**PUBLISHED, **change})
     with pytest.raises(ValueError, match=message):
-        hub.build_model_card(preset)
+        model_card.build_model_card(preset)
 
 
 def test_a_floor_or_unfit_evaluation_is_refused_in_the_preset():
     """Hand-edited entries are checked as registration checks them."""
     preset, coarse, _, floor = cifar100_evaluations()
     with pytest.raises(ValueError, match="randomly initialized encoder.*\"additional_metrics\""):
-        hub.check_publishable({**preset, "metrics": floor})
+        checks.check_publishable({**preset, "metrics": floor})
     with pytest.raises(ValueError, match="Additional evaluation 1 of preset .*repeats the protocol"):
-        hub.check_publishable({**preset, "additional_metrics": [coarse, copy.deepcopy(preset["metrics"])]})
+        checks.check_publishable({**preset, "additional_metrics": [coarse, copy.deepcopy(preset["metrics"])]})
     with pytest.raises(ValueError, match="Additional evaluations 0 and 1 .* are the same evaluation"):
-        hub.check_publishable({**preset, "additional_metrics": [floor, {**floor, "wall_time_s": 1.0}]})
+        checks.check_publishable({**preset, "additional_metrics": [floor, {**floor, "wall_time_s": 1.0}]})
     with pytest.raises(ValueError, match=f"not on preset '{NAME}': run scripts/evaluate.py --preset={NAME} "
                                          "--random_init --seed=3"):
-        hub.check_publishable({**preset, "additional_metrics": [{**floor, "preset": None}]})
+        checks.check_publishable({**preset, "additional_metrics": [{**floor, "preset": None}]})
 
 
 def test_published_folder_ships_the_additional_evaluations(tiny_weights, tmp_path):
@@ -494,16 +496,16 @@ def test_published_folder_ships_the_additional_evaluations(tiny_weights, tmp_pat
     floor = {**copy.deepcopy(METRICS), "random_init": {"seed": 0}}
     floor["knn"]["top1"] = 0.3
     preset = make_preset(sha256, metrics=metrics, additional_metrics=[other_k, floor])
-    folder = Path(hub.publish(preset, weights, REPO_ID, dry_run=True, out_dir=str(tmp_path / "repo")))
-    assert sorted(os.listdir(folder)) == sorted([*FOLDER_FILES, hub.ADDITIONAL_METRICS_FILENAME])
-    assert json.loads((folder / hub.ADDITIONAL_METRICS_FILENAME).read_text()) == [other_k, floor]
+    folder = Path(upload.publish(preset, weights, REPO_ID, dry_run=True, out_dir=str(tmp_path / "repo")))
+    assert sorted(os.listdir(folder)) == sorted([*FOLDER_FILES, repo_layout.ADDITIONAL_METRICS_FILENAME])
+    assert json.loads((folder / repo_layout.ADDITIONAL_METRICS_FILENAME).read_text()) == [other_k, floor]
     assert json.loads((folder / "metrics.json").read_text()) == METRICS
     card = (folder / "README.md").read_text()
-    assert card == hub.build_model_card(preset) and "| kNN k = 200 | 44.00 % |" in card
+    assert card == model_card.build_model_card(preset) and "| kNN k = 200 | 44.00 % |" in card
     # No file is named like it.
-    named = make_preset(sha256, weights={"filename": hub.ADDITIONAL_METRICS_FILENAME, "sha256": sha256})
+    named = make_preset(sha256, weights={"filename": repo_layout.ADDITIONAL_METRICS_FILENAME, "sha256": sha256})
     with pytest.raises(ValueError, match="is one the repository folder uses"):
-        hub.prepare_repo_folder(named, weights, str(tmp_path / "other"))
+        hub_folder.prepare_repo_folder(named, weights, str(tmp_path / "other"))
 
 
 # -- Repository folder --------------------------------------------------------
@@ -512,7 +514,7 @@ def test_published_folder_ships_the_additional_evaluations(tiny_weights, tmp_pat
 def test_repo_folder_rebuilds_the_encoder_from_config(tiny_weights, tmp_path):
     encoder, weights, sha256 = tiny_weights
     preset = make_preset(sha256)
-    folder = Path(hub.prepare_repo_folder(preset, weights, str(tmp_path / "out" / "repo")))
+    folder = Path(hub_folder.prepare_repo_folder(preset, weights, str(tmp_path / "out" / "repo")))
     assert folder == tmp_path / "out" / "repo"
     assert sorted(os.listdir(folder)) == sorted(FOLDER_FILES)
     assert os.listdir(tmp_path / "out") == ["repo"]  # no staging folder left behind
@@ -522,7 +524,7 @@ def test_repo_folder_rebuilds_the_encoder_from_config(tiny_weights, tmp_path):
     assert config["name"] == NAME and config["method"] == "directcopy"
     assert config["weights"] == {"filename": "encoder.weights.h5", "sha256": sha256}
     assert config["keras_weights"] == {
-        "filename": hub.KERAS_WEIGHTS_FILENAME, "sha256": sha256_of(folder / hub.KERAS_WEIGHTS_FILENAME),
+        "filename": repo_layout.KERAS_WEIGHTS_FILENAME, "sha256": sha256_of(folder / repo_layout.KERAS_WEIGHTS_FILENAME),
     }
     assert config["library_version"] == kdc.__version__
     rebuilt = kdc.build_backbone(config["backbone"], tuple(config["input_shape"]), **config["backbone_kwargs"])
@@ -533,7 +535,7 @@ def test_repo_folder_rebuilds_the_encoder_from_config(tiny_weights, tmp_path):
 
     assert json.loads((folder / "metrics.json").read_text()) == METRICS
     assert json.loads((folder / "run.json").read_text()) == preset["run"]
-    assert (folder / "README.md").read_text() == hub.build_model_card(preset)
+    assert (folder / "README.md").read_text() == model_card.build_model_card(preset)
 
 
 def test_repo_folder_ships_the_trained_architecture(tiny_weights, tmp_path):
@@ -541,7 +543,7 @@ def test_repo_folder_ships_the_trained_architecture(tiny_weights, tmp_path):
     architecture = architecture_entry(weights)
     preset = make_preset(sha256, architecture=architecture)
     # By default the architecture file is taken from next to the weights.
-    folder = Path(hub.prepare_repo_folder(preset, weights, str(tmp_path / "repo")))
+    folder = Path(hub_folder.prepare_repo_folder(preset, weights, str(tmp_path / "repo")))
     assert sorted(os.listdir(folder)) == sorted([*FOLDER_FILES, ARCHITECTURE_FILENAME])
     assert sha256_of(folder / ARCHITECTURE_FILENAME) == architecture["sha256"]
     config = json.loads((folder / "config.json").read_text())
@@ -573,7 +575,7 @@ def test_folder_loads_with_plain_keras_from_the_offline_hub_cache(tiny_weights, 
     gives, in a process that cannot import keras_directcopy."""
     _, weights, sha256 = tiny_weights
     preset = make_preset(sha256, architecture=architecture_entry(weights))
-    folder = Path(hub.prepare_repo_folder(preset, weights, str(tmp_path / "repo")))
+    folder = Path(hub_folder.prepare_repo_folder(preset, weights, str(tmp_path / "repo")))
     fill_hf_cache(tmp_path / "cache", REPO_ID, folder)
     np.save(tmp_path / "x.npy", images(count=3))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")}
@@ -596,15 +598,15 @@ def test_folder_is_keras_saving_format_beside_the_package_config(tiny_weights, t
 
     encoder, weights, sha256 = tiny_weights
     architecture = architecture_entry(weights)
-    folder = Path(hub.prepare_repo_folder(
+    folder = Path(hub_folder.prepare_repo_folder(
         make_preset(sha256, architecture=architecture), weights, str(tmp_path / "repo")
     ))
     config = json.loads((folder / "config.json").read_text())
-    package_part = hub.repo_config(make_preset(sha256, architecture=architecture))
+    package_part = hub_folder.repo_config(make_preset(sha256, architecture=architecture))
     keras_part = {key: value for key, value in config.items() if key not in package_part}
     assert {key: config[key] for key in package_part} == package_part
     assert keras_part.pop("keras_weights") == {
-        "filename": hub.KERAS_WEIGHTS_FILENAME, "sha256": sha256_of(folder / hub.KERAS_WEIGHTS_FILENAME),
+        "filename": repo_layout.KERAS_WEIGHTS_FILENAME, "sha256": sha256_of(folder / repo_layout.KERAS_WEIGHTS_FILENAME),
     }
     # Keras' part is the trained architecture the preset ships.
     architecture_file = json.loads((Path(weights).parent / ARCHITECTURE_FILENAME).read_text())
@@ -626,7 +628,7 @@ def test_a_folder_keras_loads_differently_is_refused(tiny_weights, tmp_path, mon
     )
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="loaded with keras.saving.load_model.*gives other features"):
-        hub.prepare_repo_folder(make_preset(sha256), weights, str(out / "repo"))
+        hub_folder.prepare_repo_folder(make_preset(sha256), weights, str(out / "repo"))
     assert os.listdir(out) == []
 
 
@@ -636,23 +638,23 @@ def test_repo_folder_architecture_file_is_checked(tiny_weights, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(FileNotFoundError, match=f"{ARCHITECTURE_FILENAME} to publish"):
-        hub.prepare_repo_folder(
+        hub_folder.prepare_repo_folder(
             make_preset(sha256, architecture=architecture), weights, str(out / "repo"),
             architecture_path=str(tmp_path / "missing.json"),
         )
     with pytest.raises(ValueError, match="declares no architecture file, so architecture_path must not be given"):
-        hub.prepare_repo_folder(
+        hub_folder.prepare_repo_folder(
             make_preset(sha256), weights, str(out / "repo"),
             architecture_path=str(Path(weights).parent / ARCHITECTURE_FILENAME),
         )
     wrong = {**architecture, "sha256": "0" * 64}
     with pytest.raises(ValueError, match=f"sha256 mismatch for {ARCHITECTURE_FILENAME}"):
-        hub.prepare_repo_folder(make_preset(sha256, architecture=wrong), weights, str(out / "repo"))
+        hub_folder.prepare_repo_folder(make_preset(sha256, architecture=wrong), weights, str(out / "repo"))
     # An architecture file of another network than the preset records.
     other = tmp_path / "other"
     save_encoder(kdc.resnet20((64, 64, 3), width_multiplier=0.25), str(other))
     with pytest.raises(ValueError, match="do not load into the architecture.*layer 'images' differs in batch_shape"):
-        hub.prepare_repo_folder(
+        hub_folder.prepare_repo_folder(
             make_preset(sha256, architecture=architecture_entry(other / "encoder.weights.h5")),
             weights, str(out / "repo"), architecture_path=str(other / ARCHITECTURE_FILENAME),
         )
@@ -661,7 +663,7 @@ def test_repo_folder_architecture_file_is_checked(tiny_weights, tmp_path):
 
 def test_repo_folder_without_run_record_has_no_run_json(tiny_weights, tmp_path):
     _, weights, sha256 = tiny_weights
-    folder = hub.prepare_repo_folder(make_preset(sha256, run=None), weights, str(tmp_path / "repo"))
+    folder = hub_folder.prepare_repo_folder(make_preset(sha256, run=None), weights, str(tmp_path / "repo"))
     assert "run.json" not in os.listdir(folder)
     assert "No run record" in (Path(folder) / "README.md").read_text()
 
@@ -670,17 +672,17 @@ def test_sha256_mismatch_is_refused_and_leaves_no_folder(tiny_weights, tmp_path)
     _, weights, sha256 = tiny_weights
     wrong = ("0" if sha256[0] != "0" else "1") + sha256[1:]
     with pytest.raises(ValueError, match="sha256 mismatch for encoder.weights.h5") as error:
-        hub.prepare_repo_folder(make_preset(wrong), weights, str(tmp_path / "out" / "repo"))
+        hub_folder.prepare_repo_folder(make_preset(wrong), weights, str(tmp_path / "out" / "repo"))
     assert sha256 in str(error.value) and wrong in str(error.value)
     assert os.listdir(tmp_path / "out") == []
 
 
 def test_a_file_named_like_the_folders_own_files_is_refused(tiny_weights, tmp_path):
     _, weights, sha256 = tiny_weights
-    for reserved in ("config.json", hub.KERAS_WEIGHTS_FILENAME, "README.md"):
+    for reserved in ("config.json", repo_layout.KERAS_WEIGHTS_FILENAME, "README.md"):
         preset = make_preset(sha256, weights={"filename": reserved, "sha256": sha256, "bundled": False})
         with pytest.raises(ValueError, match=f"{reserved!r} is one the repository folder uses"):
-            hub.prepare_repo_folder(preset, weights, str(tmp_path / "out" / "repo"))
+            hub_folder.prepare_repo_folder(preset, weights, str(tmp_path / "out" / "repo"))
     assert not (tmp_path / "out").exists()
 
 
@@ -688,7 +690,7 @@ def test_weights_of_another_architecture_are_refused(tiny_weights, tmp_path):
     _, weights, sha256 = tiny_weights
     preset = make_preset(sha256, backbone_kwargs={"width_multiplier": 0.5})
     with pytest.raises(ValueError, match="do not load into the architecture"):
-        hub.prepare_repo_folder(preset, weights, str(tmp_path / "out" / "repo"))
+        hub_folder.prepare_repo_folder(preset, weights, str(tmp_path / "out" / "repo"))
     assert os.listdir(tmp_path / "out") == []
 
 
@@ -704,16 +706,16 @@ def test_weights_file_with_arrays_the_model_lacks_is_refused(tiny_weights, tmp_p
     arrays, values = len(model.weights), sum(int(np.prod(w.shape)) for w in model.weights)
     message = f"holds {arrays + 1} arrays with {values + 9} values, the model has {arrays} with {values}"
     with pytest.raises(ValueError, match=message):
-        hub.prepare_repo_folder(make_preset(sha256_of(padded)), str(padded), str(tmp_path / "out" / "repo"))
+        hub_folder.prepare_repo_folder(make_preset(sha256_of(padded)), str(padded), str(tmp_path / "out" / "repo"))
     assert os.listdir(tmp_path / "out") == []
 
 
 def test_previous_folder_is_replaced_but_an_unrelated_one_is_kept(tiny_weights, tmp_path):
     _, weights, sha256 = tiny_weights
     out = tmp_path / "repo"
-    hub.prepare_repo_folder(make_preset(sha256), weights, str(out))
+    hub_folder.prepare_repo_folder(make_preset(sha256), weights, str(out))
     (out / "stale.txt").write_text("from an older build")
-    hub.prepare_repo_folder(make_preset(sha256, notes="Second build."), weights, str(out))
+    hub_folder.prepare_repo_folder(make_preset(sha256, notes="Second build."), weights, str(out))
     assert "stale.txt" not in os.listdir(out)
     assert "Second build." in (out / "README.md").read_text()
     assert os.listdir(tmp_path) == ["repo"]
@@ -722,7 +724,7 @@ def test_previous_folder_is_replaced_but_an_unrelated_one_is_kept(tiny_weights, 
     unrelated.mkdir()
     (unrelated / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not a repository folder"):
-        hub.prepare_repo_folder(make_preset(sha256), weights, str(unrelated))
+        hub_folder.prepare_repo_folder(make_preset(sha256), weights, str(unrelated))
     assert os.listdir(unrelated) == ["notes.txt"]
     assert sorted(os.listdir(tmp_path)) == ["mine", "repo"]
 
@@ -733,8 +735,8 @@ def test_head_is_copied_and_checked(tiny_weights, tmp_path):
     head_path.write_bytes(b"linear head bytes")
     head = {"filename": "linear_head.weights.h5", "sha256": sha256_of(head_path)}
     with pytest.raises(ValueError, match="head_path is required"):
-        hub.prepare_repo_folder(make_preset(sha256, head=head), weights, str(tmp_path / "repo"))
-    folder = Path(hub.prepare_repo_folder(
+        hub_folder.prepare_repo_folder(make_preset(sha256, head=head), weights, str(tmp_path / "repo"))
+    folder = Path(hub_folder.prepare_repo_folder(
         make_preset(sha256, head=head), weights, str(tmp_path / "repo"), head_path=str(head_path)
     ))
     assert (folder / "linear_head.weights.h5").read_bytes() == b"linear head bytes"
@@ -774,12 +776,12 @@ def test_publish_refuses_a_preset_without_metrics(tiny_weights, tmp_path):
     api = RecordingHfApi()
     for metrics in (None, {**METRICS, "linear_probe": None}):
         with pytest.raises(ValueError, match="no measured metrics.*scripts/evaluate.py"):
-            hub.publish(
+            upload.publish(
                 make_preset(sha256, metrics=metrics), weights, REPO_ID, token="hf_test",
                 out_dir=str(tmp_path / "repo"), api=api,
             )
     with pytest.raises(ValueError, match="measured for preset 'other_preset'"):
-        hub.publish(
+        upload.publish(
             make_preset(sha256, metrics={**METRICS, "preset": "other_preset"}), weights, REPO_ID,
             token="hf_test", out_dir=str(tmp_path / "repo"), api=api,
         )
@@ -787,7 +789,7 @@ def test_publish_refuses_a_preset_without_metrics(tiny_weights, tmp_path):
     assert not (tmp_path / "repo").exists()
     # An encoder evaluated from a folder records its path, not a preset name.
     folder_metrics = {**METRICS, "preset": "runs/tiny/hub_folder"}
-    hub.publish(make_preset(sha256, metrics=folder_metrics), weights, REPO_ID, dry_run=True,
+    upload.publish(make_preset(sha256, metrics=folder_metrics), weights, REPO_ID, dry_run=True,
                 out_dir=str(tmp_path / "repo"))
     assert (tmp_path / "repo" / "README.md").exists()
 
@@ -796,12 +798,12 @@ def test_publish_uploads_the_folder(tiny_weights, tmp_path):
     _, weights, sha256 = tiny_weights
     preset = make_preset(sha256, architecture=architecture_entry(weights))
     api = RecordingHfApi()
-    url = hub.publish(preset, weights, "otherorg/tiny", token="hf_test", api=api, private=True)
+    url = upload.publish(preset, weights, "otherorg/tiny", token="hf_test", api=api, private=True)
     assert url == f"https://huggingface.co/otherorg/tiny/commit/{'a' * 40}"
-    (create, repo_id, create_kwargs), (upload, upload_repo, upload_kwargs) = api.calls
+    (create, repo_id, create_kwargs), (upload_call, upload_repo, upload_kwargs) = api.calls
     assert (create, repo_id) == ("create_repo", "otherorg/tiny")
     assert create_kwargs == {"repo_type": "model", "exist_ok": True, "private": True}
-    assert (upload, upload_repo) == ("upload_folder", "otherorg/tiny")
+    assert (upload_call, upload_repo) == ("upload_folder", "otherorg/tiny")
     assert upload_kwargs["repo_type"] == "model"
     assert NAME in upload_kwargs["commit_message"]
     assert set(api.uploaded) == {*FOLDER_FILES, ARCHITECTURE_FILENAME}
@@ -825,9 +827,9 @@ def test_publish_reads_the_token_from_hf_token(tiny_weights, tmp_path, monkeypat
         created.append(RecordingHfApi(**kwargs))
         return created[-1]
 
-    monkeypatch.setattr(hub, "HfApi", fake_hf_api)
+    monkeypatch.setattr(upload, "HfApi", fake_hf_api)
     monkeypatch.setenv("HF_TOKEN", "hf_from_env")
-    hub.publish(make_preset(sha256), weights, REPO_ID, out_dir=str(tmp_path / "repo"))
+    upload.publish(make_preset(sha256), weights, REPO_ID, out_dir=str(tmp_path / "repo"))
     assert created[0].init_kwargs["token"] == "hf_from_env"
     assert [call[0] for call in created[0].calls] == ["create_repo", "upload_folder"]
     # A folder the caller chose stays.
@@ -838,10 +840,10 @@ def test_publish_without_token_fails_before_building(tiny_weights, tmp_path, mon
     _, weights, sha256 = tiny_weights
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(ValueError, match="HF_TOKEN.*dry_run=True"):
-        hub.publish(make_preset(sha256), weights, REPO_ID, out_dir=str(tmp_path / "repo"))
+        upload.publish(make_preset(sha256), weights, REPO_ID, out_dir=str(tmp_path / "repo"))
     assert not (tmp_path / "repo").exists()
     # A dry run needs no token and returns the folder.
-    folder = hub.publish(make_preset(sha256), weights, REPO_ID, dry_run=True, out_dir=str(tmp_path / "repo"))
+    folder = upload.publish(make_preset(sha256), weights, REPO_ID, dry_run=True, out_dir=str(tmp_path / "repo"))
     assert folder == str(tmp_path / "repo")
     assert "README.md" in os.listdir(folder)
 
@@ -849,9 +851,9 @@ def test_publish_without_token_fails_before_building(tiny_weights, tmp_path, mon
 def test_publish_refuses_a_repo_id_without_namespace(tiny_weights):
     _, weights, sha256 = tiny_weights
     with pytest.raises(ValueError, match="ORG/NAME"):
-        hub.publish(make_preset(sha256), weights, "tiny", dry_run=True)
+        upload.publish(make_preset(sha256), weights, "tiny", dry_run=True)
     with pytest.raises(ValueError, match="Invalid repo_id"):
-        hub.publish(make_preset(sha256), weights, "org/bad--name", dry_run=True)
+        upload.publish(make_preset(sha256), weights, "org/bad--name", dry_run=True)
 
 
 # -- scripts/publish.py ---------------------------------------------------------

@@ -25,7 +25,8 @@ from keras_directcopy.configs import get_config
 from keras_directcopy.data import datasets as data
 from keras_directcopy.data import known_folders
 from keras_directcopy.evaluation.evaluate import evaluate_encoder, resolve_dataset
-from keras_directcopy.presets import hub, registration, zoo
+from keras_directcopy import catalog
+from keras_directcopy.presets import checks, model_card, registration, zoo
 from keras_directcopy.training.loop import save_encoder
 from keras_directcopy.utils.files import sha256_file
 from tests.helpers import tiny_encoder
@@ -83,13 +84,8 @@ def test_imagenette_is_registered_as_distributed_and_as_the_cards_name_it():
     assert (imagenette.total("train"), imagenette.total("val")) == (9469, 3925)
     assert imagenette.split_counts("val")["n03425413"] == 419
     assert imagenette.hub_dataset_id == "frgfm/imagenette"
-    # presets.hub cannot import data (the package layout), so it repeats
-    # these; they must agree for every known folder dataset.
-    assert set(hub.FOLDER_DATASETS) == set(known_folders.KNOWN_FOLDERS)
-    for name, known in known_folders.KNOWN_FOLDERS.items():
-        assert hub.DATASET_NAMES[name] == known.display_name
-        assert hub.HUB_DATASET_IDS[name] == known.hub_dataset_id
-    assert hub.FOLDER_PREFIX == data.FOLDER_PREFIX
+    # Every folder dataset the catalog names is registered with what identifies it.
+    assert set(known_folders.KNOWN_FOLDERS) == set(catalog.FOLDER_DATASETS)
     with pytest.raises(ValueError, match="known ones are imagenette"):
         known_folders.get_known_folder("imagewoof")
 
@@ -397,7 +393,7 @@ def test_registration_takes_imagenette_records_and_the_card_says_what_it_is(imag
     assert preset["metrics"]["dataset"] == "imagenette"
     assert preset["run"]["data_folder"] == "/data/imagenette2"
     card = (cards / "tiny_imagenette.md").read_text()
-    assert card == hub.build_model_card(preset)
+    assert card == model_card.build_model_card(preset)
     data_card = ModelCard(card).data.to_dict()
     assert data_card["datasets"] == ["frgfm/imagenette"]
     assert data_card["model-index"][0]["results"][0]["dataset"]["name"] == "Imagenette (imagenette2)"
@@ -414,7 +410,7 @@ def test_registration_takes_imagenette_records_and_the_card_says_what_it_is(imag
         "of published results."
     )
     assert card.count(sentence) == 2 and "full recipe (" not in card and "| this encoder |" not in card
-    assert "Reduced-scale" not in hub.build_model_card({**preset, "reduced_scale": False})
+    assert "Reduced-scale" not in model_card.build_model_card({**preset, "reduced_scale": False})
 
 
 def test_registration_refuses_records_on_an_unidentified_folder(imagenette_registry, tmp_path):
@@ -454,14 +450,14 @@ def test_registration_refuses_records_on_an_unidentified_folder(imagenette_regis
     entry = {**json.loads(before), "metrics": imagenette_metrics("folder:/data/mine")}
     with pytest.raises(ValueError, match=r"^The metrics recorded in preset 'tiny_imagenette': it was "
                                          r"measured on the image folder /data/mine, which was not"):
-        hub.check_publishable(entry)
+        checks.check_publishable(entry)
 
 
 def test_a_folder_record_on_a_tfds_preset_keeps_the_message_it_had():
     preset = copy.deepcopy(zoo.get_preset("cifar10"))
     preset["metrics"]["dataset"] = "folder:/data/mine"
     with pytest.raises(ValueError, match=r"on 'folder:/data/mine', but the preset is trained on 'cifar10'"):
-        hub.check_publishable(preset)
+        checks.check_publishable(preset)
 
 
 def test_identifying_a_folder_lists_its_files_once(tiny_known, tree, monkeypatch):

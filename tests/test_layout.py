@@ -150,7 +150,7 @@ BACKEND_NEUTRAL = {
     # The pretraining model: imported on TensorFlow and JAX, and free of
     # TensorFlow itself; its TensorFlow step is imported when it trains there.
     "keras_directcopy.models.non_contrastive",
-    "keras_directcopy.presets", "keras_directcopy.presets.zoo",
+    "keras_directcopy.presets", "keras_directcopy.presets.zoo", "keras_directcopy.presets.repo_layout",
     "keras_directcopy.evaluation", "keras_directcopy.evaluation.classifier",
 }
 

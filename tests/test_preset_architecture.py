@@ -26,7 +26,7 @@ from keras_directcopy.models.backbones import (
     build_backbone,
     resolve_architecture_kwargs,
 )
-from keras_directcopy.presets import hub, registration, zoo
+from keras_directcopy.presets import hub_folder, registration, zoo
 from keras_directcopy.training.loop import save_encoder
 from keras_directcopy.utils.files import sha256_file
 
@@ -90,13 +90,13 @@ def preset_for(run_dir, backbone, size, name="tiny", **backbone_kwargs):
 
 def repo_folder(tmp_path, backbone, size, width_multiplier, synchronized_bn=False):
     """`(trained encoder, folder)`: a run turned into a Hub repository folder
-    by `hub.prepare_repo_folder`, as scripts/publish.py does."""
+    by `hub_folder.prepare_repo_folder`, as scripts/publish.py does."""
     run_dir = tmp_path / "run"
     encoder = trained_run(
         run_dir, backbone, size, width_multiplier=width_multiplier, synchronized_bn=synchronized_bn
     )
     preset = preset_for(run_dir, backbone, size, width_multiplier=width_multiplier)
-    folder = hub.prepare_repo_folder(preset, str(run_dir / "encoder.weights.h5"), str(tmp_path / "repo"))
+    folder = hub_folder.prepare_repo_folder(preset, str(run_dir / "encoder.weights.h5"), str(tmp_path / "repo"))
     return encoder, folder
 
 

@@ -14,7 +14,7 @@ import pytest
 import keras_directcopy as kdc
 from keras_directcopy.configs import get_config
 from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME
-from keras_directcopy.presets import hub, registration, zoo
+from keras_directcopy.presets import model_card, registration, zoo
 from keras_directcopy.training.loop import save_encoder
 from keras_directcopy.utils.files import sha256_file
 
@@ -239,7 +239,7 @@ def test_additional_evaluations_are_recorded_and_shown_in_the_card(cifar100_regi
     assert preset["metrics"] == primary
     assert preset["additional_metrics"] == [coarse, k20, floor]  # each the full record
     card = (cards / f"{NAME}.md").read_text()
-    assert card == hub.build_model_card(preset)
+    assert card == model_card.build_model_card(preset)
     for row in [
         "| CIFAR-100 coarse labels (20 superclasses) | 55.00 % | 60.00 % |",
         "| kNN k = 20 | 44.00 % | not measured |",

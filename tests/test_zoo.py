@@ -252,16 +252,16 @@ def test_a_corrupted_copy_of_shipped_weights_is_refused(name, key, tmp_path, mon
 def test_shipped_preset_card_and_hub_folder_match_the_registry(name, tmp_path):
     """The committed model card is the one the registry entry generates, and
     the folder scripts/publish.py --dry_run builds loads to the same encoder."""
-    from keras_directcopy.presets import hub
+    from keras_directcopy.presets import hub_folder, model_card, repo_layout
 
     preset = zoo.get_preset(name)
-    assert (REPO_ROOT / "model_cards" / f"{name}.md").read_text() == hub.build_model_card(preset)
-    folder = hub.prepare_repo_folder(preset, zoo.resolve_weights(preset), str(tmp_path / "repo"))
+    assert (REPO_ROOT / "model_cards" / f"{name}.md").read_text() == model_card.build_model_card(preset)
+    folder = hub_folder.prepare_repo_folder(preset, zoo.resolve_weights(preset), str(tmp_path / "repo"))
     assert sorted(os.listdir(folder)) == sorted([
         "README.md", "config.json", preset["weights"]["filename"], ARCHITECTURE_FILENAME,
-        hub.KERAS_WEIGHTS_FILENAME, "metrics.json", "run.json",
+        repo_layout.KERAS_WEIGHTS_FILENAME, "metrics.json", "run.json",
         # The other evaluations (other label sets, floors), when the preset records any.
-        *([hub.ADDITIONAL_METRICS_FILENAME] if preset.get("additional_metrics") else []),
+        *([repo_layout.ADDITIONAL_METRICS_FILENAME] if preset.get("additional_metrics") else []),
     ])
     x = images(count=2, size=preset["input_shape"][0])
     np.testing.assert_array_equal(kdc.load_pretrained(folder)(x), kdc.load_pretrained(name)(x))

@@ -13,7 +13,7 @@ evaluations of the same preset (each a full `scripts/evaluate.py` record):
 another label set of its images, another kNN k, or the random-init floor of
 its architecture; the card shows them in a table. New weights void both.
 
-A preset on a folder dataset (`hub.FOLDER_DATASETS`: Imagenette) takes the
+A preset on a folder dataset (`catalog.FOLDER_DATASETS`: Imagenette) takes the
 runs and metrics recorded under its name, which `scripts/pretrain.py` and
 `scripts/evaluate.py` give a folder identified as it by its class folders
 and image counts (`data.datasets.dataset_record`); a run or metrics on
@@ -25,8 +25,10 @@ import json
 import os
 import shutil
 
+from keras_directcopy.catalog import DATASET_DISPLAY_NAMES
 from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME, resolve_architecture_kwargs
-from keras_directcopy.presets import hub, zoo
+from keras_directcopy.presets import checks, zoo
+from keras_directcopy.presets.model_card import build_model_card
 from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
 
 
@@ -73,7 +75,7 @@ def register(
         register_additional_metrics(preset, additional_metrics)
     # Built from the updated entry, so it also checks the recorded additional
     # evaluations against new primary metrics.
-    card = hub.build_model_card(preset) if (metrics or additional_metrics) else None
+    card = build_model_card(preset) if (metrics or additional_metrics) else None
     # Every check passed: write the files, the registry entry last.
     if run_files and bundle:
         for source, entry in run_files:
@@ -139,10 +141,10 @@ def register_run(preset, run_dir, bundle):
             f"{run_dir} has run {run['epochs_done']} of its {config['epochs']} epochs: finish it "
             "(re-run its command, which resumes) before registering it."
         )
-    if hub.on_unidentified_folder(config["dataset"], preset):
+    if checks.on_unidentified_folder(config["dataset"], preset):
         raise ValueError(
-            f"{run_dir}: {hub.unidentified_folder_message(config['dataset'], preset, 'trained on')}. "
-            f"Train on a complete copy of {hub.DATASET_NAMES[preset['dataset']]} "
+            f"{run_dir}: {checks.unidentified_folder_message(config['dataset'], preset, 'trained on')}. "
+            f"Train on a complete copy of {DATASET_DISPLAY_NAMES[preset['dataset']]} "
             f"(scripts/pretrain.py --dataset=folder:ROOT records it as {preset['dataset']!r})."
         )
     expected = (preset["dataset"], preset["backbone"], preset.get("backbone_kwargs", {}).get("width_multiplier", 1.0))
@@ -237,13 +239,13 @@ def register_metrics(preset, metrics_path):
             f"--additional_metrics={metrics_path}, and as --metrics the evaluation of the trained "
             f"encoder (scripts/evaluate.py --preset={name})."
         )
-    if hub.on_unidentified_folder(metrics.get("dataset"), preset):
+    if checks.on_unidentified_folder(metrics.get("dataset"), preset):
         raise ValueError(
-            f"{metrics_path}: {hub.unidentified_folder_message(metrics['dataset'], preset, 'measured on')}. "
-            f"Pass as --metrics the record of {hub.evaluate_folder_command(preset)}."
+            f"{metrics_path}: {checks.unidentified_folder_message(metrics['dataset'], preset, 'measured on')}. "
+            f"Pass as --metrics the record of {checks.evaluate_folder_command(preset)}."
         )
     if metrics.get("dataset") not in (None, preset["dataset"]):
-        another_label_set = hub.is_label_set_of(metrics["dataset"], preset["dataset"])
+        another_label_set = checks.is_label_set_of(metrics["dataset"], preset["dataset"])
         raise ValueError(
             f"{metrics_path} is on {metrics['dataset']!r}, not on the labels of "
             f"{preset['dataset']!r} that {name!r} is trained on"
@@ -260,8 +262,8 @@ def register_additional_metrics(preset, metrics_paths):
     `preset` field), on the splits of the preset's metrics, that differs
     from them by its label set (`--dataset=cifar100:coarse_label`), its kNN
     k (`--knn_k=20`) or by being the random-init floor of the architecture
-    (`--random_init --seed=0`), or several of these (`hub.
-    check_additional_evaluation`). A recorded evaluation that is the same
+    (`--random_init --seed=0`), or several of these
+    (`checks.check_additional_evaluation`). A recorded evaluation that is the same
     one (label set, kNN k and temperature, random-init seed) is replaced in
     its place; the others are kept, and the new ones follow them.
 
@@ -281,10 +283,10 @@ def register_additional_metrics(preset, metrics_paths):
     for metrics_path in metrics_paths:
         evaluation = _read_metrics(metrics_path, preset)
         try:
-            hub.check_additional_evaluation(evaluation, preset)
+            checks.check_additional_evaluation(evaluation, preset)
         except ValueError as error:
             raise ValueError(f"{metrics_path}: {error}") from error
-        key = hub.evaluation_key(evaluation)
+        key = checks.evaluation_key(evaluation)
         if key in added:
             raise ValueError(
                 f"{added[key][0]} and {metrics_path} are the same evaluation (dataset, kNN k and "
@@ -294,7 +296,7 @@ def register_additional_metrics(preset, metrics_paths):
     # A re-measured evaluation takes its predecessor's place (the card's rows
     # keep their order); new ones follow.
     recorded = [
-        added.pop(hub.evaluation_key(evaluation), (None, evaluation))[1]
+        added.pop(checks.evaluation_key(evaluation), (None, evaluation))[1]
         for evaluation in preset.get("additional_metrics") or ()
     ]
     preset["additional_metrics"] = recorded + [evaluation for _, evaluation in added.values()]

@@ -45,11 +45,11 @@ from keras_directcopy.models.backbones import (
     read_architecture,
     resolve_architecture_kwargs,
 )
+from keras_directcopy.presets.repo_layout import CONFIG_FILENAME
 from keras_directcopy.utils.backend import is_tensorflow_backend
 from keras_directcopy.utils.files import sha256_file
 
 HF_PREFIX = "hf://"
-CONFIG_FILENAME = "config.json"
 # Architecture arguments a preset or a downloaded config.json may set.
 ALLOWED_BACKBONE_KWARGS = ("width_multiplier", "stem", "input_normalization")
 POOLINGS = ("avg", "max", None)
