@@ -83,6 +83,35 @@ def test_labelled_folder_pipelines(tree):
     ]
     assert sorted(order) == [0] * 4 + [1] * 4 + [2] * 4 and order != sorted(order)
 
+
+def test_the_pipelines_take_a_spec_and_a_name_is_resolved_once(tree, monkeypatch):
+    """An entry point resolves the name once and passes the spec down: the
+    pipelines then neither resolve it again nor list the class folders; a
+    name given to `evaluation_dataset` has its class folders listed once."""
+    spec = data.get_dataset_spec(f"folder:{tree}")
+    listed = []
+    folder_classes = data.folder_classes
+    monkeypatch.setattr(data, "folder_classes", lambda folder: listed.append(folder) or folder_classes(folder))
+    resolve = data.get_dataset_spec
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a spec was resolved again")
+
+    monkeypatch.setattr(data, "get_dataset_spec", refuse)
+    data.ensure_prepared(spec, None)
+    assert data.num_examples(spec, None, "val") == 6
+    images, labels = next(iter(data.evaluation_dataset(spec, None, "test", batch_size=6)))
+    assert images.shape == (6, 20, 20, 3) and labels.numpy().tolist() == [0, 0, 1, 1, 2, 2]
+    augmenter = TwoViewAugmenter(get_preset("folder", image_size=16))
+    assert next(iter(data.pretrain_dataset(spec, None, 12, augmenter, seed=0))).shape == (12, 2, 16, 16, 3)
+    assert next(iter(data.supervised_train_dataset(spec, None, "train", 4, 16)))[0].shape == (4, 16, 16, 3)
+    assert listed == []
+
+    monkeypatch.setattr(data, "get_dataset_spec", resolve)
+    images, _ = next(iter(data.evaluation_dataset(f"folder:{tree}", None, "test", batch_size=6)))
+    assert images.shape == (6, 20, 20, 3)  # at the measured size
+    assert len(listed) == 1
+
 def test_the_pretraining_pipeline_trains_at_the_augmenters_size_without_announcing_the_folders(tree, capsys):
     # pretrain.py --image_size=16 on 20-px images: the folder's size decides
     # only the in-memory cache, so it is looked at, not announced as used.

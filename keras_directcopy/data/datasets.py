@@ -107,6 +107,14 @@ class DatasetSpec:
     def labelled(self):
         return self.train_split is not None
 
+    @property
+    def dataset_name(self):
+        """The dataset name this spec is resolved from, as `get_dataset_spec`
+        takes it (a folder's path with `~` expanded); for messages."""
+        if self.folder is not None:
+            return FOLDER_PREFIX + self.folder
+        return self.name if self.label_key == "label" else f"{self.name}:{self.label_key}"
+
 
 TFDS_DATASETS = {
     "cifar10": DatasetSpec("cifar10", "train", "train", "test", 10, 32),
@@ -119,6 +127,10 @@ DATASET_NAMES = tuple(TFDS_DATASETS) + (FOLDER_PREFIX + "PATH",)
 
 def get_dataset_spec(dataset, image_size=None):
     """The `DatasetSpec` of a dataset name (see the module docstring).
+
+    The pipelines below take a name or a spec: an entry point resolves the
+    name once, here, and passes the spec down, so a folder is listed (and
+    its image size measured) once.
 
     Args:
         dataset: a name of `TFDS_DATASETS`, `NAME:LABEL_KEY` of
@@ -166,13 +178,32 @@ def _folder_spec(folder, image_size):
         return DatasetSpec("folder", UNLABELLED_SPLIT, None, None, 0, size, folder=folder)
     class_names, test_split = folder_classes(folder)
     if image_size is None:
-        image_size = measure_image_size(list_folder_split(folder, TRAIN_FOLDER)[0])
+        image_size = _measure_train_size(folder, class_names, test_split)
     return DatasetSpec(
         "folder", TRAIN_FOLDER,
         # Without val/ or test/ the folder can be pretrained on, not evaluated.
         TRAIN_FOLDER if test_split else None, test_split,
         len(class_names), image_size, folder=folder, class_names=class_names,
     )
+
+
+def _measure_train_size(folder, class_names, test_split):
+    """The default image size of a labelled folder: that of its `train/` images."""
+    return measure_image_size(_list_split(folder, TRAIN_FOLDER, class_names, test_split)[0])
+
+
+def _read_spec(dataset):
+    """The spec to read `dataset` with: a `DatasetSpec` as it is, a name
+    resolved once. Reading needs no image size, so a folder named is not
+    measured (its spec has `MAX_DEFAULT_IMAGE_SIZE`)."""
+    if isinstance(dataset, DatasetSpec):
+        return dataset
+    return get_dataset_spec(dataset, image_size=MAX_DEFAULT_IMAGE_SIZE)
+
+
+def _name_of(dataset):
+    """`dataset`, a name or a `DatasetSpec`, as messages name it: a name as given."""
+    return dataset.dataset_name if isinstance(dataset, DatasetSpec) else dataset
 
 
 def folder_classes(folder):
@@ -343,7 +374,11 @@ def list_folder_split(folder, split):
         ValueError: on an unknown split, a class missing from `train/`, or an
             unreadable image (see `check_images`).
     """
-    class_names, test_split = folder_classes(folder)
+    return _list_split(folder, split, *folder_classes(folder))
+
+
+def _list_split(folder, split, class_names, test_split):
+    """`list_folder_split` with the folder's `folder_classes` already read."""
     valid = (TRAIN_FOLDER,) + ((test_split,) if test_split else ())
     if split not in valid:
         raise ValueError(
@@ -373,7 +408,7 @@ def load_split(dataset, data_dir, split, *, shuffle_seed=False):
     """Loads one split as `(image, label)` pairs, without augmentation.
 
     Args:
-        dataset: dataset name, see `get_dataset_spec`.
+        dataset: dataset name, see `get_dataset_spec`, or its `DatasetSpec`.
         data_dir: tfds data directory (None: the tfds default); ignored for
             `folder:` datasets.
         split: tfds split expression, e.g. `"train"` or `"train+unlabelled"`;
@@ -396,11 +431,9 @@ def load_split(dataset, data_dir, split, *, shuffle_seed=False):
         ValueError: on an unknown dataset or split, an inconsistent labelled
             folder, or an unreadable image file.
     """
-    if dataset.startswith(FOLDER_PREFIX):
-        # The spec's image size is not needed: do not measure it.
-        spec = get_dataset_spec(dataset, image_size=MAX_DEFAULT_IMAGE_SIZE)
+    spec = _read_spec(dataset)
+    if spec.folder:
         return _folder_dataset(*_folder_split(spec, split), shuffle_seed=shuffle_seed)
-    spec = get_dataset_spec(dataset)
     import tensorflow_datasets as tfds
 
     # The supervised pairs carry `label`; another label needs the full example.
@@ -427,7 +460,7 @@ def ensure_prepared(dataset, data_dir, download=True):
     `folder:` datasets are local files and never downloaded.
 
     Args:
-        dataset: dataset name, see `get_dataset_spec`.
+        dataset: dataset name, see `get_dataset_spec`, or its `DatasetSpec`.
         data_dir: tfds data directory (None: the tfds default).
         download: False fails on a missing dataset instead of downloading it.
 
@@ -437,9 +470,10 @@ def ensure_prepared(dataset, data_dir, download=True):
             `scripts/prepare_data.py`, which prepares it from local files.
         ValueError: on an unknown dataset name.
     """
-    if dataset.startswith(FOLDER_PREFIX):
+    # A folder name is not resolved: the folder is read, and checked, where it is used.
+    if dataset.folder if isinstance(dataset, DatasetSpec) else dataset.startswith(FOLDER_PREFIX):
         return
-    name = get_dataset_spec(dataset).name
+    name = _read_spec(dataset).name
     data_dir = _expand(data_dir)
     import tensorflow_datasets as tfds
 
@@ -525,7 +559,7 @@ def pretrain_dataset(
     `tf.distribute` strategy. Batches drop the remainder.
 
     Args:
-        dataset: dataset name, see `get_dataset_spec`.
+        dataset: dataset name, see `get_dataset_spec`, or its `DatasetSpec`.
         data_dir: tfds data directory.
         global_batch_size: batch size summed over all replicas.
         augmenter: callable, one uint8 `(H, W, 3)` image to `(2, S, S, 3)`
@@ -553,14 +587,13 @@ def pretrain_dataset(
         A `tf.data.Dataset` yielding uint8 `(batch, 2, S, S, 3)`, where batch
         is the global batch, or the per-replica batch under `input_context`.
     """
-    folder = dataset.startswith(FOLDER_PREFIX)
-    # A folder's training size is the augmenter's: do not measure it here.
-    spec = get_dataset_spec(dataset, image_size=MAX_DEFAULT_IMAGE_SIZE if folder else None)
+    # A folder's training size is the augmenter's: a name is not measured here.
+    spec = _read_spec(dataset)
     stored_size = spec.image_size
     batch_size = global_batch_size
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(global_batch_size)
-    if folder:
+    if spec.folder:
         paths, labels = _folder_split(spec, spec.pretrain_split)
         if cache is None:
             # Caching holds the decoded images at the size they are stored.
@@ -574,7 +607,7 @@ def pretrain_dataset(
         # ImageNet's 1,300 images per class.
         images = _folder_dataset(paths, labels, shuffle_seed=seed, with_labels=False)
     else:
-        images = load_split(dataset, data_dir, spec.pretrain_split).map(lambda image, label: image)
+        images = load_split(spec, data_dir, spec.pretrain_split).map(lambda image, label: image)
         if input_context is not None:
             # Shard before shuffling, so that workers see disjoint images.
             images = images.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
@@ -586,7 +619,7 @@ def pretrain_dataset(
     if batched_augmentation and not batch_ready:
         raise ValueError(
             f"batched_augmentation=True needs a TwoViewAugmenter whose config it supports and images "
-            f"of one static size; {dataset!r} gives images of shape {images.element_spec.shape}. "
+            f"of one static size; {_name_of(dataset)!r} gives images of shape {images.element_spec.shape}. "
             "Leave batched_augmentation=None to augment one image at a time there."
         )
     if batched_augmentation is None:
@@ -617,12 +650,14 @@ def evaluation_dataset(dataset, data_dir, split, batch_size, image_size=None):
     size (CIFAR at 32 px, STL-10 at 96 px).
 
     Args:
-        dataset: dataset name with labels, see `get_dataset_spec`.
+        dataset: dataset name with labels, see `get_dataset_spec`, or its
+            `DatasetSpec`.
         data_dir: tfds data directory.
         split: `"train"` or `"test"` (mapped to the dataset's own split
             names, e.g. ImageNet's `validation`), or a tfds split expression.
         batch_size: batch size.
-        image_size: output side; by default the dataset's.
+        image_size: output side; by default the spec's, or for a name the
+            dataset's (a folder's measured from its images).
 
     Returns:
         A `tf.data.Dataset` of `(uint8 (batch, S, S, 3), int64 (batch,))`, in
@@ -631,18 +666,21 @@ def evaluation_dataset(dataset, data_dir, split, batch_size, image_size=None):
     Raises:
         ValueError: if the dataset has no labels.
     """
-    # A folder's size is measured only once it is known to be labelled.
-    folder = dataset.startswith(FOLDER_PREFIX)
-    spec = get_dataset_spec(dataset, image_size=image_size or (MAX_DEFAULT_IMAGE_SIZE if folder else None))
+    named = not isinstance(dataset, DatasetSpec)
+    # A name is resolved once; a folder's size is measured only once it is
+    # known to be labelled.
+    spec = get_dataset_spec(dataset, image_size=image_size or MAX_DEFAULT_IMAGE_SIZE) if named else dataset
     if not spec.labelled:
         raise ValueError(
-            f"Dataset {dataset!r} has no labels, so it cannot be evaluated; evaluate "
+            f"Dataset {_name_of(dataset)!r} has no labels, so it cannot be evaluated; evaluate "
             "on a labelled dataset, e.g. --eval_dataset=cifar10, or a folder laid out as "
             "train/<class>/ and val/<class>/."
         )
     split = {"train": spec.train_split, "test": spec.test_split}.get(split, split)
-    image_size = image_size or get_dataset_spec(dataset).image_size
-    images = load_split(dataset, data_dir, split)
+    if image_size is None and named and spec.folder:
+        image_size = _measure_train_size(spec.folder, spec.class_names, spec.test_split)
+    image_size = image_size or spec.image_size
+    images = load_split(spec, data_dir, split)
     transform = lambda image, label: (center_crop(image, image_size), label)  # noqa: E731
     return images.map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
         tf.data.AUTOTUNE
@@ -661,7 +699,8 @@ def supervised_train_dataset(dataset, data_dir, split, batch_size, image_size, s
     reproducible from `seed`.
 
     Args:
-        dataset: a labelled dataset name, see `get_dataset_spec`.
+        dataset: a labelled dataset name, see `get_dataset_spec`, or its
+            `DatasetSpec`.
         data_dir: tfds data directory.
         split: a split name or tfds split expression, e.g. `"train[:1000]"`.
         batch_size: batch size; the last partial batch of each pass is dropped.
@@ -907,7 +946,7 @@ def _folder_split(spec, split):
         )
     name, start, stop = match.groups()
     if spec.class_names:
-        paths, labels = list_folder_split(spec.folder, name)
+        paths, labels = _list_split(spec.folder, name, spec.class_names, spec.test_split)
     else:
         # An unlabelled folder is one split, whatever it is called (callers
         # such as show_augmentations.py pass their default, "train").
@@ -943,13 +982,17 @@ def _folder_dataset(paths, labels, shuffle_seed=False, with_labels=True):
 def num_examples(dataset, data_dir, split):
     """Number of images in a split (a tfds split expression, or a folder's split).
 
+    Args:
+        dataset: dataset name, see `get_dataset_spec`, or its `DatasetSpec`.
+        data_dir: tfds data directory.
+        split: a split name or tfds split expression.
+
     Raises:
         FileNotFoundError: as `load_split`, if the data are not prepared.
     """
-    if dataset.startswith(FOLDER_PREFIX):
-        spec = get_dataset_spec(dataset, image_size=MAX_DEFAULT_IMAGE_SIZE)
+    spec = _read_spec(dataset)
+    if spec.folder:
         return len(_folder_split(spec, split)[0])
-    spec = get_dataset_spec(dataset)
     import tensorflow_datasets as tfds
 
     try:
@@ -957,5 +1000,5 @@ def num_examples(dataset, data_dir, split):
         return builder.info.splits[split].num_examples
     except (AssertionError, KeyError, tfds.core.DatasetNotFoundError):
         # Same message as loading would give.
-        load_split(dataset, data_dir, split)
+        load_split(spec, data_dir, split)
         raise

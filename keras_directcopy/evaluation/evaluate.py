@@ -108,7 +108,7 @@ def evaluate_encoder(
     image_size = fixed_size or spec.image_size
     features = {}
     for role, split in splits.items():
-        images = data.evaluation_dataset(dataset, data_dir, split, batch_size, image_size)
+        images = data.evaluation_dataset(spec, data_dir, split, batch_size, image_size)
         features[role] = knn.encode_dataset(encoder, images)
     (train_features, train_labels), (test_features, test_labels) = features["train"], features["test"]
 

@@ -97,7 +97,7 @@ def finetune(encoder, dataset, data_dir, output_dir, config=FinetuneConfig(), *,
     if not spec.labelled:
         raise ValueError(f"Dataset {dataset!r} has no labels; fine-tune on a labelled dataset.")
     train_split, test_split = spec.train_split, spec.test_split
-    train_examples = datasets.num_examples(dataset, data_dir, train_split)
+    train_examples = datasets.num_examples(spec, data_dir, train_split)
     if config.max_train_examples:
         train_split = f"{train_split}[:{config.max_train_examples}]"
         train_examples = min(train_examples, config.max_train_examples)
@@ -108,9 +108,9 @@ def finetune(encoder, dataset, data_dir, output_dir, config=FinetuneConfig(), *,
     steps_per_epoch = max(1, math.ceil(train_examples / config.batch_size))
     total_steps = config.epochs * steps_per_epoch
     train_data = datasets.supervised_train_dataset(
-        dataset, data_dir, train_split, config.batch_size, image_size, seed=config.seed
+        spec, data_dir, train_split, config.batch_size, image_size, seed=config.seed
     )
-    test_data = datasets.evaluation_dataset(dataset, data_dir, test_split, config.batch_size, image_size)
+    test_data = datasets.evaluation_dataset(spec, data_dir, test_split, config.batch_size, image_size)
 
     model = build_classifier(
         encoder, spec.num_classes, freeze_encoder=config.freeze_encoder, dropout=config.dropout

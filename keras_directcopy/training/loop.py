@@ -88,6 +88,7 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
     last_epoch = min(config.epochs, stop_at_epoch or config.epochs)
     keras.utils.set_random_seed(config.seed)
     # None: the dataset's size; a folder's is measured from its images (and printed).
+    # Resolved once: the pipelines below take the spec.
     spec = data.get_dataset_spec(config.dataset, image_size=config.image_size)
     image_size = config.image_size or spec.image_size
     print(f"Training at {image_size} x {image_size} px"
@@ -100,7 +101,7 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
     preset = "folder" if spec.folder else spec.name
     augmenter = augment.TwoViewAugmenter(augment.get_preset(preset, image_size=image_size))
 
-    examples = data.num_examples(config.dataset, config.data_dir, spec.pretrain_split)
+    examples = data.num_examples(spec, config.data_dir, spec.pretrain_split)
     steps_per_epoch = config.steps_per_epoch or examples // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(
@@ -122,7 +123,7 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
 
     def dataset_fn(input_context=None):
         return data.pretrain_dataset(
-            config.dataset, config.data_dir, config.batch_size, augmenter,
+            spec, config.data_dir, config.batch_size, augmenter,
             seed=config.seed, input_context=input_context,
         ).repeat()
 
@@ -144,7 +145,7 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
     # multi-worker run just train.
     if chief and spec.labelled and config.knn_every > 0:
         knn_data = tuple(
-            data.evaluation_dataset(config.dataset, config.data_dir, split, EVAL_BATCH_SIZE, image_size)
+            data.evaluation_dataset(spec, config.data_dir, split, EVAL_BATCH_SIZE, image_size)
             for split in ("train", "test")
         )
         callbacks.append(
