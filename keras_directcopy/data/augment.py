@@ -140,6 +140,7 @@ import random
 import keras_cv
 import tensorflow as tf
 
+from keras_directcopy.catalog import FOLDER_PREFIX
 from keras_directcopy.data import batch_augment
 from keras_directcopy.data.view_parameters import (
     GRAY_WEIGHTS,
@@ -358,7 +359,7 @@ def get_preset(name, image_size=None):
     Raises:
         ValueError: on an unknown name, listing the valid ones.
     """
-    key = "folder" if name.startswith("folder:") else name
+    key = "folder" if name.startswith(FOLDER_PREFIX) else name
     if key not in _PRESETS:
         raise ValueError(
             f"Unknown augmentation preset {name!r}. Valid presets: {', '.join(PRESET_NAMES)}."
