@@ -34,12 +34,12 @@ facebookresearch/luckmatters, `ssl/real-dataset`:
     `regulate_predictor`), initialized as PyTorch's `nn.Linear`, no bias
     (`predictor_params.has_bias=false` in the README's command).
 * `cifar10_resnet20`: the CIFAR recipe above on the 0.27M-parameter
-  ResNet-20 for 90 epochs, about 8 CPU-hours on 2 CPU cores, with one
+  ResNet-20 for 90 epochs, with one
   named difference: this project's learning-rate schedule, a one-epoch
   linear warmup then a cosine decay to 0 (`lr_schedule="warmup_cosine"`,
   solo-learn's default), which suits a short CPU budget. ResNet-20 was
-  chosen over narrow ResNet-18s by an equal-budget pilot (kNN gain per
-  CPU-hour, `scripts/results/backbone_pilot/`). The shipped
+  chosen over narrow ResNet-18s by an equal-budget pilot
+  (`benchmarks/backbone_pilots/cifar10/`). The shipped
   `directcopy_resnet20_cifar10` encoder was trained before the reference's
   target, projector and predictor behaviour were options, with
   `--ema_schedule=cosine --target_init=copy --projector_bn_affine
@@ -51,16 +51,10 @@ facebookresearch/luckmatters, `ssl/real-dataset`:
   images, read from the user's copy (`--dataset=folder:ROOT`; the name alone
   names no images), with a half-width ResNet-18 (256 features, the
   ImageNet stem, the 512 -> 128 projector of images up to 96 px) at 96 px
-  for 560 epochs of 73 steps of batch 128: 98 CPU-seconds per epoch on a
-  2-core AMD EPYC with AVX-512 (15.2 CPU-hours for 560 epochs at that
-  rate), about 150 on a 2-core Intel Xeon with AVX-512; the preset's run,
-  which used both, took 21.0 CPU-hours. The equal-budget pilot
-  `scripts/results/backbone_pilot_imagenette/` chose 96 px over
-  lightly's 128 px (330 epochs in the same budget): after the first 1.3
-  CPU-hours of each schedule, +16.1 kNN points over the random-init floor
-  against +10.2.
-* `quickstart`: `cifar10_resnet20` for one epoch without warmup, about six
-  minutes on 2 CPU cores.
+  for 560 epochs of 73 steps of batch 128. The equal-budget pilot
+  `benchmarks/backbone_pilots/imagenette/` chose 96 px over lightly's
+  128 px; `benchmarks/presets/` gives the run's cost.
+* `quickstart`: `cifar10_resnet20` for one epoch without warmup.
 * `imagenet_resnet50`: BYOL's architecture and target (Grill et al. 2020:
   4096 -> 256 projector with affine BatchNorm, a target copied from the
   online network, EMA 0.996 on a cosine to 1) with SimSiam's SGD recipe

@@ -201,3 +201,37 @@ def test_the_backend_check_sees_a_tensorflow_import(tmp_path):
         "def f():\n    import keras_directcopy.training.loop\n"
     )
     assert unconditional_imports(module) == {"tensorflow"}
+
+
+REPOSITORY = PACKAGE.parent
+STUDIES = REPOSITORY / "benchmarks"
+
+
+def imported_roots(path):
+    """The top-level names of every module `path` imports, anywhere in it."""
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_the_library_and_the_scripts_import_no_study():
+    """Studies live in benchmarks/: neither the package nor the user's
+    commands import that folder or any of its modules."""
+    study_modules = {"benchmarks"} | {path.stem for path in STUDIES.glob("*/*.py")}
+    assert {"benchmark", "step_timing", "torch_peer", "comparison_report"} <= study_modules
+    offending = [
+        f"{path.relative_to(REPOSITORY)} imports {sorted(imported_roots(path) & study_modules)}"
+        for path in sorted([*PACKAGE.rglob("*.py"), *(REPOSITORY / "scripts").glob("*.py")])
+        if imported_roots(path) & study_modules
+    ]
+    assert not offending, "\n".join(offending)
+
+
+def test_every_study_has_a_readme():
+    studies = [path for path in STUDIES.iterdir() if path.is_dir() and not path.name.startswith((".", "_"))]
+    assert len(studies) >= 4
+    assert [study.name for study in studies if not (study / "README.md").exists()] == []

@@ -37,7 +37,7 @@ def test_every_script_that_loads_tensorflow_sets_its_environment_first():
     # before any top-level import outside the standard library: the
     # neighbour modules it imports (encoder_flags, ...) may load TensorFlow.
     checked = []
-    for path in sorted(SCRIPTS.glob("*.py")):
+    for path in sorted([*SCRIPTS.glob("*.py"), *REPOSITORY.glob("benchmarks/*/*.py")]):
         tree = ast.parse(path.read_text())
         runs_as_script = '__name__ == "__main__"' in path.read_text()  # not a neighbour module
         if not runs_as_script or not set().union(*map(imported_roots, ast.walk(tree))) & TENSORFLOW_IMPORTS:

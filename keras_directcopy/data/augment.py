@@ -72,18 +72,14 @@ per-view probability, but needs a batch axis in graph mode (on one
 `(H, W, 3)` image its Python `if` on a tensor raises inside
 `tf.data.Dataset.map`), draws from a generator of its own (a view would no
 longer follow the image's `seed`), and runs the batch through `tf.map_fn`.
-A variant built with keras-cv's `RandomFlip` and `RandomApply` for the
-flip, grayscale and solarization was markedly slower, alone and in
-training, in a one-off side-by-side comparison (not kept), so it was
-dropped. Keras' own
+Keras' own
 `RandomGrayscale` and `Solarization` are not used either: its
 `Solarization` draws a threshold per image from
 `[threshold_factor[0], 255 * threshold_factor[1]]` (the lower end is not
 scaled, so no constant 128 is possible) and has no probability; and every
 Keras 3 random layer draws from a Keras `SeedGenerator`, which reads its
 state, then assigns the incremented value, in two operations: in a parallel
-map, threads read the same state (measured: 66 and 145 of 20,000 draws
-repeated a seed, with `num_parallel_calls` AUTOTUNE and 8, on 2 cores). A
+map, threads read the same state and repeat a seed. A
 Keras `Pipeline` is not used: it only chains layers, and all the steps but
 two are written here.
 
@@ -97,40 +93,14 @@ a global seed is set (`keras.utils.set_random_seed`), and so repeat the same
 views every epoch. With `num_parallel_calls`, which image gets which seed
 depends on thread timing; pass `seed=` per image for exact reproducibility.
 
-Speed. `python scripts/benchmark.py --augmenter_only --dataset=NAME` times
-this module alone (random uint8 images in memory, a parallel map, batches of
-256). Measured on a 2-core AMD EPYC virtual machine, no GPU, TensorFlow
-2.21, Keras 3.15.1, keras-cv 0.9.0, while another training used both cores;
-wall-clock rates followed that load, so only pairs per CPU-second (three
-passes each) are given::
-
-    python scripts/benchmark.py --augmenter_only --dataset=cifar10
-    python scripts/benchmark.py --augmenter_only --dataset=stl10 --images=5000
-    python scripts/benchmark.py --augmenter_only --dataset=imagenet2012 \
-        --input_size=256 --images=1500
-
-=============================  =========================
-preset (source -> view)        pairs per CPU-second
-=============================  =========================
-cifar10 (32 -> 32 px)          4,450-4,550
-stl10 (96 -> 96 px)            1,180-1,200
-imagenet2012 (256 -> 224 px)   160-170
-=============================  =========================
-
-Under the same load, `python scripts/benchmark.py --backbones=resnet20
---predictors=directcopy --inputs=synthetic,real --xla=off` trained on the
-real CIFAR-10 pipeline at 94% and 101% of the synthetic-input throughput in
-two runs (target: at least 90%). At 224 px the antialiased resize, the hue
-rotation and the 23 px blur take most of the time; CPU-only ImageNet
-pretraining is not a target.
-
-By the batch. At 32 px most of a call's time is the dispatch of its small
-ops. `TwoViewAugmenter.augment_batch` computes the same views for a batch of
-images of one size with ops over the whole batch (`batch_augment.py`; equal
-to this path to float32 rounding, each image with its own draws), and
-`datasets.pretrain_dataset` uses it for views of up to 64 px. The
-`--augmenter_only` command prints both paths; its figures are in the
-README's benchmark section.
+Speed. `python benchmarks/throughput/benchmark.py --augmenter_only
+--dataset=NAME` times this module alone; its measurements are in
+`benchmarks/throughput/README.md`. At 32 px most of a call's time is the
+dispatch of its small ops, so `TwoViewAugmenter.augment_batch` computes the
+same views for a batch of images of one size with ops over the whole batch
+(`batch_augment.py`; equal to this path to float32 rounding, each image with
+its own draws), and `datasets.pretrain_dataset` uses it for views of up to
+64 px.
 """
 
 import dataclasses

@@ -71,10 +71,8 @@ _CUBIC_TABLE = _keys_cubic_table()
 # Views up to this side are augmented by the batch by default
 # (`datasets.pretrain_dataset`). The batched resize and blur are dense
 # matrices, whose cost per pixel grows with the side, while the per-image
-# kernels' does not: `python scripts/benchmark.py --augmenter_only` on a
-# 2-core Intel Xeon with AVX-512 gave 2.6x the per-image pairs per
-# CPU-second at 32 px (CIFAR), 1.55x at 48 and 1.1x at 64 (`--view_size`),
-# and 0.97x for STL-10's recipe at 96 px, with its blur.
+# kernels' does not. The batched path stops paying off between 64 and 96 px
+# (`benchmarks/throughput/README.md`, "Augmentation by the batch").
 BATCHED_BY_DEFAULT_MAX_SIZE = 64
 
 

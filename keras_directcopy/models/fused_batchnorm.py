@@ -4,8 +4,8 @@ On the TensorFlow backend, Keras 3's `BatchNormalization` computes a training
 call op by op: the batch moments (`ops.moments`: a mean, a squared
 difference, another mean), the moving-average updates, then
 `tf.nn.batch_normalization` (a handful of element-wise ops), and the gradient
-flows back through each of them. In the ResNet-20 pretraining step on a
-2-core CPU that was 31% of the step (`scripts/benchmark.py --profile`).
+flows back through each of them, a large share of a CPU step
+(`benchmarks/throughput/README.md`).
 TensorFlow's `FusedBatchNormV3` computes the same normalization in one kernel,
 and its gradient in one (`FusedBatchNormGradV3`).
 

@@ -34,7 +34,7 @@ def train_step(model, data):
         mean_loss = tf.reduce_sum(per_example) / tf.cast(global_batch, per_example.dtype)
         scaled_loss = model.optimizer.scale_loss(mean_loss)
     gradients = tape.gradient(scaled_loss, variables)
-    # The name scopes below let `scripts/benchmark.py --profile` file
+    # The name scopes below let `benchmarks/throughput/benchmark.py --profile` file
     # each part's op time; they change nothing in the computation.
     if model.weight_decay and model.weight_decay_mode == "coupled":
         with tf.name_scope("weight_decay"):

@@ -95,7 +95,7 @@ METHOD_REFERENCES = {
     "simsiam": ("simsiam",),
 }
 # The training step of a run recorded before these config fields existed:
-# the project's behaviour then (see scripts/compare_methods.py,
+# the project's behaviour then (see benchmarks/method_comparison/compare_methods.py,
 # LEGACY_STEP_FLAGS).
 _UNRECORDED_STEP_FIELDS = {
     "lr_schedule": "warmup_cosine", "ema_schedule": "cosine", "target_init": "copy",

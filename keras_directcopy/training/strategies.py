@@ -106,10 +106,8 @@ def use_xla(strategy, setting="auto"):
 
     `"auto"` turns XLA on where it is known to help or be required: on TPUs,
     and on a single GPU (without a strategy or with `OneDeviceStrategy`).
-    It stays off on CPUs, where our train step ran 1.8x slower with XLA
-    (ResNet-20, batch 128, 2 cores: 165 vs 309 image pairs/s, measured with
-    `scripts/benchmark.py --backbones=resnet20 --predictors=directcopy
-    --inputs=synthetic --xla=on` and `--xla=off`), and under
+    It stays off on CPUs, where our train step is slower with XLA
+    (`benchmarks/throughput/README.md`), and under
     `MirroredStrategy` / `MultiWorkerMirroredStrategy`, where XLA cannot reach
     variables placed on other devices (seen on CPUs; not verified on several
     GPUs). On JAX it is always on. `"true"` / `"false"` force it.
