@@ -43,6 +43,7 @@ from keras_directcopy.models import (
     resnet50,
     target_momentum,
 )
+from keras_directcopy.presets.class_names import class_names, decode_predictions
 from keras_directcopy.presets.zoo import list_pretrained, load_pretrained
 from keras_directcopy.utils import backend as _backend
 from keras_directcopy.version import __version__

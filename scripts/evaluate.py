@@ -117,12 +117,15 @@ def main(argv):
     from keras_directcopy.presets.zoo import is_registry_name
     from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
 
-    if FLAGS.output:
-        atomic_write_text(os.path.expanduser(FLAGS.output), json.dumps(metrics, indent=2))
     if FLAGS.save_head:
         path = os.path.expanduser(FLAGS.save_head)
         atomic_save(path, head.save_weights)
-        print(f"Linear head saved to {FLAGS.save_head} (sha256 {sha256_file(path)}).")
+        # The metrics name the head they measured, so that registering a head
+        # with its metrics (scripts/register_preset.py --head) can check the pair.
+        metrics["linear_probe"]["head_sha256"] = sha256_file(path)
+        print(f"Linear head saved to {FLAGS.save_head} (sha256 {metrics['linear_probe']['head_sha256']}).")
+    if FLAGS.output:
+        atomic_write_text(os.path.expanduser(FLAGS.output), json.dumps(metrics, indent=2))
     knn, probe = metrics["knn"], metrics["linear_probe"]
     if FLAGS.random_init:
         source = metrics["encoder"]

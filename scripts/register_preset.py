@@ -7,9 +7,11 @@
     # 2. Measure the registered preset, exactly as users load it:
     python scripts/evaluate.py --preset=directcopy_resnet20_cifar10 --output=runs/c10_eval.json
 
-    # 3. Its metrics, which also writes the model card model_cards/<preset>.md:
+    # 3. Its metrics, which also writes the model card model_cards/<preset>.md,
+    #    and the linear-probe head they were measured with (step 2 with
+    #    --save_head=runs/c10_head.weights.h5), for include_top=True:
     python scripts/register_preset.py --preset=directcopy_resnet20_cifar10 \
-        --metrics=runs/c10_eval.json
+        --metrics=runs/c10_eval.json --head=runs/c10_head.weights.h5
 
     # 4. Optionally, other evaluations of the same preset, which the card
     #    shows in a table "Other evaluations" (and, for a random-init floor,
@@ -69,6 +71,11 @@ flags.DEFINE_bool(
     "Copy the weights and architecture file into <zoo_dir>/<preset>/ (small encoders only).",
 )
 flags.DEFINE_string("metrics", None, "Metrics JSON of scripts/evaluate.py on this preset.")
+flags.DEFINE_string(
+    "head", None,
+    "The linear-probe head (scripts/evaluate.py --save_head) of the same evaluation as --metrics: "
+    "the classifier load_pretrained(..., include_top=True) adds.",
+)
 flags.DEFINE_list(
     "additional_metrics", [],
     "Comma-separated metrics JSONs of other evaluations of this preset by scripts/evaluate.py: "
@@ -90,7 +97,7 @@ def main(argv):
     try:
         preset = register(FLAGS.preset, FLAGS.zoo_dir, FLAGS.cards_dir, run_dir=FLAGS.run_dir,
                           metrics=FLAGS.metrics, bundle=FLAGS.bundle,
-                          additional_metrics=FLAGS.additional_metrics)
+                          additional_metrics=FLAGS.additional_metrics, head=FLAGS.head)
     except (ValueError, FileNotFoundError, KeyError) as error:
         sys.exit(f"register_preset.py: {error}")
     path = os.path.join(FLAGS.zoo_dir, f"{preset['name']}.json")

@@ -151,6 +151,7 @@ BACKEND_NEUTRAL = {
     # TensorFlow itself; its TensorFlow step is imported when it trains there.
     "keras_directcopy.models.non_contrastive",
     "keras_directcopy.presets", "keras_directcopy.presets.zoo", "keras_directcopy.presets.repo_layout",
+    "keras_directcopy.presets.class_names",
     "keras_directcopy.evaluation", "keras_directcopy.evaluation.classifier",
 }
 

@@ -1,6 +1,8 @@
-"""The installed package is self-contained: a wheel carries the preset
-registry and the bundled weights as package data, and `load_pretrained`
-works from an install prefix that is not this virtual environment's."""
+"""The release artifacts: `python -m build` makes an sdist and a wheel that
+`twine check` accepts, with the license and project URLs; the wheel carries
+the preset registry, the bundled weights and heads as package data, and
+`load_pretrained` works from an install prefix that is not this virtual
+environment's."""
 
 import json
 import os
@@ -18,24 +20,56 @@ from keras_directcopy.presets import zoo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What a source distribution holds: everything setup.cfg packages.
-SOURCE_FILES = ("setup.cfg", "pyproject.toml", "README.md", "keras_directcopy", "zoo", "model_cards")
+SOURCE_FILES = ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "keras_directcopy", "zoo", "model_cards")
 
 
-def build_wheel(tmp_path):
-    """Builds the wheel from a copy of the sources, so the checkout gets no
-    build/ or egg-info directory. Uses the venv's setuptools (no download)."""
+def build_distributions(tmp_path):
+    """`python -m build` (sdist, then the wheel from it) from a copy of the
+    sources, so the checkout gets no build/ or egg-info directory. Uses the
+    venv's setuptools (no download).
+
+    Returns:
+        `(sdist, wheel)` paths.
+    """
     source = tmp_path / "source"
     source.mkdir()
     for name in SOURCE_FILES:
         copy = shutil.copytree if (REPO_ROOT / name).is_dir() else shutil.copy
         copy(REPO_ROOT / name, source / name)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(source)],
-        check=True, capture_output=True, text=True,
+    completed = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp_path / "dist"), str(source)],
+        capture_output=True, text=True, timeout=600,
     )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (sdist,) = (tmp_path / "dist").glob("keras_directcopy-*.tar.gz")
     (wheel,) = (tmp_path / "dist").glob("keras_directcopy-*.whl")
-    return wheel
+    return sdist, wheel
+
+
+def build_wheel(tmp_path):
+    return build_distributions(tmp_path)[1]
+
+
+@pytest.mark.slow
+def test_the_sdist_and_wheel_pass_twine_check_with_license_and_urls(tmp_path):
+    import tarfile
+
+    sdist, wheel = build_distributions(tmp_path)
+    completed = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(sdist), str(wheel)],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert completed.stdout.count("PASSED") == 2
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        text = archive.read(metadata).decode()
+        assert any(n.endswith(".dist-info/licenses/LICENSE") for n in archive.namelist())
+    assert f"Version: {kdc.__version__}" in text
+    assert "License-File: LICENSE" in text and "Project-URL: Source, " in text
+    assert "Project-URL: Changelog, " in text
+    with tarfile.open(sdist) as archive:
+        assert any(n.endswith("/LICENSE") for n in archive.getnames())
+    changelog = (REPO_ROOT / "CHANGELOG.md").read_text()
+    assert f"## {kdc.__version__} - " in changelog, "CHANGELOG.md has no section for the package version"
 
 
 @pytest.mark.slow
@@ -59,13 +93,23 @@ def test_a_wheel_installed_elsewhere_loads_the_bundled_encoder(tmp_path):
     )
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     np.save(tmp_path / "images.npy", images)
+    # Every bundled preset, its encoder and, where it ships one, its classifier.
     script = (
         "import json, sys, numpy as np, keras_directcopy as kdc\n"
         "from keras_directcopy.presets import zoo\n"
-        "encoder = kdc.load_pretrained('cifar10')\n"
-        "features = encoder.predict(np.load(sys.argv[1]), verbose=0)\n"
-        "print(json.dumps({'package': kdc.__file__, 'registry': zoo.registry_dirs(),"
-        " 'features': features.tolist()}))\n"
+        "images = np.load(sys.argv[1])\n"
+        "outputs = {}\n"
+        "for summary in kdc.list_pretrained():\n"
+        "    preset = zoo.get_preset(summary['name'])\n"
+        "    if not preset['weights'].get('bundled'):\n"
+        "        continue\n"
+        "    size = preset['input_shape'][0]\n"
+        "    batch = np.resize(images, (2, size, size, 3))\n"
+        "    outputs[preset['name']] = kdc.load_pretrained(preset['name']).predict(batch, verbose=0).tolist()\n"
+        "    if preset.get('head'):\n"
+        "        classifier = kdc.load_pretrained(preset['name'], include_top=True)\n"
+        "        outputs[preset['name'] + ':top'] = classifier.predict(batch, verbose=0).tolist()\n"
+        "print(json.dumps({'package': kdc.__file__, 'registry': zoo.registry_dirs(), 'outputs': outputs}))\n"
     )
     # The wheel's copy comes first on the path; the checkout is not on it
     # (the working directory is the temporary one).
@@ -79,5 +123,11 @@ def test_a_wheel_installed_elsewhere_loads_the_bundled_encoder(tmp_path):
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert Path(result["package"]).is_relative_to(target)
     assert [Path(d) for d in result["registry"]] == [target / "keras_directcopy" / "zoo_data"]
-    expected = kdc.load_pretrained("cifar10").predict(images, verbose=0)
-    np.testing.assert_allclose(np.array(result["features"]), expected, rtol=1e-5, atol=1e-5)
+    bundled = [s["name"] for s in kdc.list_pretrained() if zoo.get_preset(s["name"])["weights"].get("bundled")]
+    assert {name for name in result["outputs"] if ":" not in name} == set(bundled) and len(bundled) >= 3
+    for name, output in result["outputs"].items():
+        preset = zoo.get_preset(name.split(":")[0])
+        size = preset["input_shape"][0]
+        model = kdc.load_pretrained(preset["name"], include_top=name.endswith(":top"))
+        expected = model.predict(np.resize(images, (2, size, size, 3)), verbose=0)
+        np.testing.assert_allclose(np.array(output), expected, rtol=1e-5, atol=1e-5, err_msg=name)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -124,9 +125,12 @@ def test_include_top_adds_the_shipped_linear_head(tmp_path):
     head.save_weights(tmp_path / "model" / "linear_head.weights.h5")
     config["head"] = {"filename": "linear_head.weights.h5", "sha256": sha256_file(tmp_path / "model" / "linear_head.weights.h5")}
     (tmp_path / "model" / "config.json").write_text(json.dumps(config))
-    classifier = kdc.load_pretrained(str(tmp_path / "model"), include_top=True)
+    classifier = kdc.load_pretrained(str(tmp_path / "model"), include_top=True, classifier_activation=None)
     assert classifier.output_shape == (None, 10)
     np.testing.assert_allclose(classifier(images()), head(encoder(images())), rtol=1e-5, atol=1e-5)
+    probabilities = kdc.load_pretrained(str(tmp_path / "model"), include_top=True)  # softmax by default
+    np.testing.assert_allclose(probabilities(images()), keras.ops.softmax(head(encoder(images()))),
+                               rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="include_top=True needs the preset's input_shape"):
         kdc.load_pretrained(str(tmp_path / "model"), include_top=True, input_shape=(64, 64, 3))
 
@@ -256,12 +260,19 @@ def test_shipped_preset_card_and_hub_folder_match_the_registry(name, tmp_path):
 
     preset = zoo.get_preset(name)
     assert (REPO_ROOT / "model_cards" / f"{name}.md").read_text() == model_card.build_model_card(preset)
-    folder = hub_folder.prepare_repo_folder(preset, zoo.resolve_weights(preset), str(tmp_path / "repo"))
+    head = zoo.resolve_file(preset, preset["head"]) if preset.get("head") else None
+    folder = hub_folder.prepare_repo_folder(
+        preset, zoo.resolve_weights(preset), str(tmp_path / "repo"), head_path=head)
     assert sorted(os.listdir(folder)) == sorted([
         "README.md", "config.json", preset["weights"]["filename"], ARCHITECTURE_FILENAME,
         repo_layout.KERAS_WEIGHTS_FILENAME, "metrics.json", "run.json",
         # The other evaluations (other label sets, floors), when the preset records any.
         *([repo_layout.ADDITIONAL_METRICS_FILENAME] if preset.get("additional_metrics") else []),
+        *([preset["head"]["filename"]] if head else []),
     ])
     x = images(count=2, size=preset["input_shape"][0])
     np.testing.assert_array_equal(kdc.load_pretrained(folder)(x), kdc.load_pretrained(name)(x))
+    if head:  # the Hub folder's classifier and class names are the registry's
+        np.testing.assert_array_equal(kdc.load_pretrained(folder, include_top=True)(x),
+                                      kdc.load_pretrained(name, include_top=True)(x))
+        assert kdc.class_names(folder) == kdc.class_names(name)

@@ -2,6 +2,7 @@
 
 * `zoo`: the registry (the top-level `zoo/`), `load_pretrained` and
   `list_pretrained`.
+* `class_names`: the class names of a preset's classifier, `decode_predictions`.
 * `registration`: a finished run and its metrics recorded as a preset.
 * `checks`: whether a preset's records may be published.
 * `model_card`: the preset's model card.
@@ -11,4 +12,5 @@
 * `upload`: publishing the folder to the Hugging Face Hub.
 """
 
+from keras_directcopy.presets.class_names import class_names, decode_predictions
 from keras_directcopy.presets.zoo import get_preset, list_pretrained, load_pretrained

@@ -228,6 +228,7 @@ def repo_config(preset, *, repo_id=None):
         "method": preset["method"],
         "dataset": preset["dataset"],
         "num_classes": preset.get("num_classes"),
+        "class_names": preset.get("class_names"),
         "backbone": preset["backbone"],
         "backbone_kwargs": dict(preset.get("backbone_kwargs") or {}),
         "input_shape": list(preset["input_shape"]),

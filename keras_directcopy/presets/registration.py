@@ -26,14 +26,15 @@ import os
 import shutil
 
 from keras_directcopy.catalog import DATASET_DISPLAY_NAMES
-from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME, resolve_architecture_kwargs
+from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME, build_backbone, resolve_architecture_kwargs
 from keras_directcopy.presets import checks, zoo
 from keras_directcopy.presets.model_card import build_model_card
 from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
 
 
 def register(
-    preset_name, zoo_dir, cards_dir, run_dir=None, metrics=None, bundle=False, additional_metrics=()
+    preset_name, zoo_dir, cards_dir, run_dir=None, metrics=None, bundle=False, additional_metrics=(),
+    head=None,
 ):
     """Records a finished run and/or its metrics in the preset file
     `<zoo_dir>/<preset_name>.json`, after every check passed.
@@ -53,14 +54,17 @@ def register(
         bundle: copy the weights into the registry (small encoders only).
         additional_metrics: metrics JSONs of other evaluations of this
             preset (see `register_additional_metrics`).
+        head: the linear-probe head (`scripts/evaluate.py --save_head`)
+            whose accuracy `metrics` records; see `register_head`.
 
     Returns:
         The updated preset dict.
 
     Raises:
         FileNotFoundError: no such preset file or alias.
-        ValueError: see `register_run`, `register_metrics` and
-            `register_additional_metrics`; nothing is written.
+        ValueError: see `register_run`, `register_metrics`,
+            `register_additional_metrics` and `register_head`; nothing is
+            written.
     """
     preset_name = _preset_of(preset_name, zoo_dir)
     path = os.path.join(zoo_dir, f"{preset_name}.json")
@@ -68,9 +72,18 @@ def register(
         raise ValueError("Pass --run_dir (weights and run record), --metrics and/or --additional_metrics.")
     with open(path) as file:
         preset = json.load(file)
+    if head and not metrics:
+        raise ValueError(
+            "--head needs --metrics: the evaluation that trained the head and measured its accuracy "
+            "(scripts/evaluate.py --preset=NAME --output=FILE --save_head=HEAD)."
+        )
     run_files = register_run(preset, run_dir, bundle) if run_dir else None
     if metrics:
         register_metrics(preset, metrics)
+    if head:
+        register_head(preset, head)
+    elif metrics or run_dir:
+        preset["head"] = None  # a head belongs to the weights and metrics it was measured with
     if additional_metrics:
         register_additional_metrics(preset, additional_metrics)
     # Built from the updated entry, so it also checks the recorded additional
@@ -81,6 +94,9 @@ def register(
         for source, entry in run_files:
             destination = os.path.join(zoo_dir, preset["name"], entry["filename"])
             atomic_save(destination, lambda temporary, source=source: shutil.copyfile(source, temporary))
+    if head and preset["weights"].get("bundled"):
+        destination = os.path.join(zoo_dir, preset["name"], preset["head"]["filename"])
+        atomic_save(destination, lambda temporary: shutil.copyfile(head, temporary))
     if card:
         atomic_write_text(os.path.join(cards_dir, f"{preset['name']}.md"), card)
     atomic_write_text(path, json.dumps(preset, indent=2) + "\n")
@@ -253,6 +269,42 @@ def register_metrics(preset, metrics_path):
             + f", and as --metrics the evaluation scripts/evaluate.py --preset={name} writes."
         )
     preset["metrics"] = metrics
+
+
+HEAD_FILENAME = "linear_head.weights.h5"
+
+
+def register_head(preset, head_path):
+    """Sets the preset's classifier head: the linear-probe head whose
+    accuracy the preset's metrics record, for `load_pretrained(...,
+    include_top=True)`.
+
+    Raises:
+        ValueError: the metrics do not name this head (their
+            `linear_probe.head_sha256`, which `scripts/evaluate.py
+            --save_head` records), or it does not load as the linear head of
+            the preset's encoder and classes.
+    """
+    from keras_directcopy.models.heads import build_linear_head
+
+    recorded = ((preset.get("metrics") or {}).get("linear_probe") or {}).get("head_sha256")
+    digest = sha256_file(head_path)
+    if recorded != digest:
+        raise ValueError(
+            f"{head_path} (sha256 {digest}) is not the head the metrics measured "
+            f"(head_sha256 {recorded}). Pass the --save_head file and the --output file of the same "
+            f"scripts/evaluate.py --preset={preset['name']} run."
+        )
+    kwargs = resolve_architecture_kwargs(preset["backbone"], preset["input_shape"], **(preset.get("backbone_kwargs") or {}))
+    features = int(build_backbone(preset["backbone"], tuple(preset["input_shape"]), **kwargs).output_shape[-1])
+    try:
+        build_linear_head(features, int(preset["num_classes"])).load_weights(head_path)
+    except ValueError as error:
+        raise ValueError(
+            f"{head_path} is not a linear head for {preset['name']} ({features} features, "
+            f"{preset['num_classes']} classes): {error}"
+        ) from error
+    preset["head"] = {"filename": HEAD_FILENAME, "sha256": digest}
 
 
 def register_additional_metrics(preset, metrics_paths):

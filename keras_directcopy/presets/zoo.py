@@ -147,7 +147,8 @@ def get_preset(name):
     return copy.deepcopy(presets[resolved])
 
 
-def load_pretrained(name, include_top=False, pooling="avg", input_shape=None, weights=True):
+def load_pretrained(name, include_top=False, pooling="avg", input_shape=None, weights=True,
+                    classifier_activation="softmax"):
     """A pretrained encoder as a functional Keras model, keras.applications-style.
 
     The model takes raw RGB images with values 0..255 (preprocessing is
@@ -158,8 +159,11 @@ def load_pretrained(name, include_top=False, pooling="avg", input_shape=None, we
             alias (`"cifar10"`, `"cifar100"`, `"stl10"`, `"imagenet"`), a local
             directory holding `config.json` and the weights, or
             `"hf://ORG/REPO"` (optionally `"hf://ORG/REPO@REVISION"`).
-        include_top: True to add the preset's trained linear classifier
-            (logits); only for presets that ship a linear-probe head.
+        include_top: True to add the preset's trained linear classifier,
+            the linear-probe head its card's accuracy was measured with
+            (feature standardization, then one `Dense` layer), giving
+            `(N, num_classes)` scores; its class names are
+            `class_names(name)`.
         pooling: `"avg"` (default) or `"max"` global pooling to `(N, D)`, or
             None for the last feature map `(N, h, w, D)`. Ignored with
             `include_top=True`, which needs average pooling.
@@ -168,9 +172,15 @@ def load_pretrained(name, include_top=False, pooling="avg", input_shape=None, we
             stem, the input normalization and the weights stay the trained
             ones: the encoder is loaded exactly at the trained shape, then its
             weights are copied into the same architecture built for this one.
-        weights: True for the pretrained weights; False gives the
-            architecture with random initialization (rebuilt from the
-            preset's recorded arguments, no file read).
+        weights: True for the pretrained weights; None (or False) gives
+            the architecture with random initialization (rebuilt from the
+            preset's recorded arguments, no file read); a path to a
+            `.weights.h5` file loads those weights into the model being
+            built (the encoder, or with `include_top=True` the classifier,
+            as `model.save_weights` wrote them).
+        classifier_activation: with `include_top=True`, the activation of
+            the scores, as in `keras.applications`: `"softmax"` (default)
+            for probabilities, None or `"linear"` for logits.
 
     Returns:
         A `keras.Model`.
@@ -183,8 +193,9 @@ def load_pretrained(name, include_top=False, pooling="avg", input_shape=None, we
             names the argument, the value and what is valid).
         FileNotFoundError: weights not available offline.
     """
-    _check_arguments(include_top, pooling, input_shape, weights)
-    spec, source = _load_spec(name, need_weights=weights)
+    weights_file = _check_arguments(include_top, pooling, input_shape, weights, classifier_activation)
+    pretrained = weights is True
+    spec, source = _load_spec(name, need_weights=pretrained)
     trained_shape = check_input_shape(spec["input_shape"])
     if include_top:
         if input_shape is not None and check_input_shape(input_shape) != trained_shape:
@@ -192,26 +203,57 @@ def load_pretrained(name, include_top=False, pooling="avg", input_shape=None, we
                 f"include_top=True needs the preset's input_shape {trained_shape}; got "
                 f"{tuple(input_shape)}. Use include_top=False to build for another size."
             )
-        if not spec.get("head"):
+        if pretrained and not spec.get("head"):
             raise ValueError(
                 f"{spec['name']!r} ships no trained classifier head, so include_top=True is not "
                 "available. Use include_top=False and train a head with "
                 "keras_directcopy.evaluation.build_classifier or scripts/evaluate.py --save_head."
             )
-    encoder = build_encoder(spec, source, input_shape=input_shape, weights=weights)
+        if not spec.get("num_classes"):
+            raise ValueError(
+                f"{spec['name']!r} records no number of classes, so include_top=True cannot build "
+                "its classifier. Use include_top=False."
+            )
+    encoder = build_encoder(spec, source, input_shape=input_shape, weights=pretrained)
     if include_top:
-        from keras_directcopy.models.heads import build_linear_head
+        model = _with_head(encoder, spec, source if pretrained else None, classifier_activation)
+    elif pooling == "avg":
+        model = encoder
+    else:
+        feature_map = encoder.get_layer("avg_pool").input
+        if pooling == "max":
+            feature_map = keras.layers.GlobalMaxPooling2D(name="max_pool")(feature_map)
+        model = keras.Model(encoder.input, feature_map, name=encoder.name)
+    if weights_file:
+        _load_weights_file(model, weights_file)
+    return model
 
-        head = build_linear_head(int(encoder.output_shape[-1]), int(spec["num_classes"]))
-        if weights:
-            head.load_weights(_verified_file(spec, spec["head"], source))
-        return keras.Model(encoder.input, head(encoder.output), name=f"{spec['name']}_classifier")
-    if pooling == "avg":
-        return encoder
-    feature_map = encoder.get_layer("avg_pool").input
-    if pooling == "max":
-        feature_map = keras.layers.GlobalMaxPooling2D(name="max_pool")(feature_map)
-    return keras.Model(encoder.input, feature_map, name=encoder.name)
+
+def _with_head(encoder, spec, source, activation):
+    """The encoder with the preset's linear head (loaded, sha256-verified,
+    when `source` is given) and the classifier activation."""
+    from keras_directcopy.models.heads import build_linear_head
+
+    head = build_linear_head(int(encoder.output_shape[-1]), int(spec["num_classes"]))
+    if source is not None:
+        head.load_weights(_verified_file(spec, spec["head"], source))
+    scores = head(encoder.output)
+    if activation not in (None, "linear"):
+        scores = keras.layers.Activation(activation, name="predictions")(scores)
+    return keras.Model(encoder.input, scores, name=f"{spec['name']}_classifier")
+
+
+def _load_weights_file(model, path):
+    """Loads a user's `.weights.h5` file into `model` (weights only: nothing
+    in the file is executed), with a message naming the file on a mismatch."""
+    try:
+        model.load_weights(path)
+    except ValueError as error:
+        raise ValueError(
+            f"The weights file {path} does not fit this model ({model.name}, "
+            f"{len(model.weights)} weights): {error} Pass the file `model.save_weights` wrote for "
+            "the same preset with the same include_top."
+        ) from error
 
 
 def build_encoder(spec, source=None, input_shape=None, weights=True):
@@ -284,19 +326,42 @@ def resolve_weights(preset, source=None):
     return resolve_file(preset, preset["weights"], source)
 
 
-def _check_arguments(include_top, pooling, input_shape, weights):
-    """Checks `load_pretrained`'s arguments before anything is read."""
+def _check_arguments(include_top, pooling, input_shape, weights, classifier_activation="softmax"):
+    """Checks `load_pretrained`'s arguments before anything is read.
+
+    Returns:
+        The expanded path of a weights file passed as `weights`, else None.
+    """
     if not isinstance(include_top, bool):
         raise ValueError(f"include_top must be True or False; got {include_top!r}.")
-    if not isinstance(weights, bool):
+    weights_file = None
+    if isinstance(weights, (str, os.PathLike)):
+        weights_file = os.path.expanduser(os.fspath(weights))
+        if not weights_file.endswith(".weights.h5"):
+            raise ValueError(
+                f"weights={weights!r}: a weights file must be a Keras `.weights.h5` file, as "
+                "model.save_weights writes it."
+            )
+        if not os.path.isfile(weights_file):
+            raise FileNotFoundError(f"weights={weights!r}: no such file.")
+    elif not (weights is None or isinstance(weights, bool)):
         raise ValueError(
-            f"weights must be True (the pretrained weights) or False (random initialization); "
-            f"got {weights!r}."
+            "weights must be True (the pretrained weights), None or False (random initialization), "
+            f"or the path of a .weights.h5 file; got {weights!r}."
         )
     if not (pooling is None or (isinstance(pooling, str) and pooling in POOLINGS)):
         raise ValueError(f"pooling must be one of 'avg', 'max', None; got {pooling!r}.")
     if input_shape is not None:
         check_input_shape(input_shape)
+    if classifier_activation is not None:
+        try:
+            keras.activations.get(classifier_activation)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"classifier_activation must be a Keras activation name (e.g. 'softmax') or None "
+                f"for logits; got {classifier_activation!r}."
+            ) from error
+    return weights_file
 
 
 def _architecture_kwargs(spec):
@@ -457,6 +522,13 @@ def _copy_weights(loaded, resized):
             resized.get_layer(layer.name).set_weights(layer.get_weights())
 
 
+def load_spec(name):
+    """The description of a preset, a local preset folder or a Hub
+    repository: its registry entry or checked `config.json` (architecture,
+    file entries, `num_classes`, `class_names`). Reads no weights."""
+    return _load_spec(name, need_weights=False)[0]
+
+
 def _load_spec(name, need_weights=True):
     """`(spec, source)`: the architecture and file entries, and where files come from."""
     if os.path.isdir(os.path.expanduser(str(name))):
@@ -513,6 +585,13 @@ def _config_from_file(path, origin):
         if entry is not None and not (isinstance(entry, dict) and isinstance(entry.get("filename"), str)):
             raise ValueError(f"{path}: {key!r} must be {{\"filename\": ..., \"sha256\": ...}}; got {entry!r}.")
     config.setdefault("num_classes", None)
+    config.setdefault("class_names", None)
+    names = config["class_names"]
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) for n in names)
+        and len(names) == config["num_classes"]
+    ):
+        raise ValueError(f"{path}: 'class_names' must be a list of num_classes strings; got {names!r}.")
     config.setdefault("head", None)
     config.setdefault("architecture", None)
     return config
