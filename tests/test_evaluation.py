@@ -305,7 +305,8 @@ def test_evaluate_script_end_to_end(data_dir, saved_encoder, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(output.read_text())
     assert set(metrics) == METRICS_KEYS
-    assert set(metrics["knn"]) == KNN_KEYS and set(metrics["linear_probe"]) == PROBE_KEYS
+    # With --save_head the probe's record names the head it measured.
+    assert set(metrics["knn"]) == KNN_KEYS and set(metrics["linear_probe"]) == PROBE_KEYS | {"head_sha256"}
     assert metrics["dataset"] == "cifar10" and metrics["preset"] is None
     assert metrics["encoder"] == "resnet20"
     knn_metrics, probe = metrics["knn"], metrics["linear_probe"]
@@ -319,7 +320,7 @@ def test_evaluate_script_end_to_end(data_dir, saved_encoder, tmp_path):
     assert re.search(r"kNN \(k=20\) top-1 \d+\.\d\d%, linear probe top-1 \d+\.\d\d%", result.stdout)
 
     digest = re.search(r"sha256 ([0-9a-f]{64})", result.stdout).group(1)
-    assert digest == hashlib.sha256(head_path.read_bytes()).hexdigest()
+    assert digest == hashlib.sha256(head_path.read_bytes()).hexdigest() == probe["head_sha256"]
     # The saved head, on the saved encoder's features, scores the reported final-epoch accuracy.
     head = build_linear_head(16, 10)
     head.load_weights(head_path)
