@@ -45,6 +45,7 @@ import re
 import socket
 import urllib.parse
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -404,7 +405,7 @@ def _list_split(folder, split, class_names, test_split):
     return paths, labels
 
 
-def load_split(dataset, data_dir, split, *, shuffle_seed=False):
+def load_split(dataset, data_dir, split, *, shuffle_seed=False, indices=None):
     """Loads one split as `(image, label)` pairs, without augmentation.
 
     Args:
@@ -420,6 +421,10 @@ def load_split(dataset, data_dir, split, *, shuffle_seed=False):
             keeps that order; otherwise the file names are shuffled each
             epoch, before decoding, with this seed (None: random). tfds
             datasets are shuffled when prepared and ignore it.
+        indices: None for every example; else the positions in the split
+            (0-based, in its order, as `split_labels` lists them) of the
+            examples to keep, in the split's order. Only those are decoded;
+            a tfds split is still read up to the last of them.
 
     Returns:
         A `tf.data.Dataset` of `(uint8 (H, W, 3), int64 scalar)`; the label
@@ -433,14 +438,59 @@ def load_split(dataset, data_dir, split, *, shuffle_seed=False):
     """
     spec = _read_spec(dataset)
     if spec.folder:
-        return _folder_dataset(*_folder_split(spec, split), shuffle_seed=shuffle_seed)
+        paths, labels = _folder_split(spec, split)
+        if indices is not None:
+            paths, labels = [paths[i] for i in indices], [labels[i] for i in indices]
+        return _folder_dataset(paths, labels, shuffle_seed=shuffle_seed)
+    if indices is None:
+        return _tfds_split(spec, data_dir, split)
+    # The images are decoded after the selection, so the others cost only their reading.
+    encoded, decode = _tfds_split(spec, data_dir, split, decode_images=False)
+    wanted = np.zeros(max(indices, default=-1) + 1, bool)
+    wanted[np.asarray(indices, np.int64)] = True
+    return (
+        encoded.take(len(wanted)).enumerate()
+        .filter(lambda index, example: tf.gather(wanted, index))
+        .map(lambda index, example: (decode(example[0]), example[1]))
+    )
+
+
+def split_labels(dataset, data_dir, split):
+    """The labels of a labelled split, in the split's order, without decoding an image.
+
+    Args:
+        dataset: dataset name, see `get_dataset_spec`, or its `DatasetSpec`.
+        data_dir: tfds data directory.
+        split: a split name or tfds split expression, as `load_split` reads it.
+
+    Returns:
+        An int64 `(N,)` NumPy array; position `i` is the example `indices=[i]`
+        of `load_split` selects.
+
+    Raises:
+        FileNotFoundError: as `load_split`.
+    """
+    spec = _read_spec(dataset)
+    if spec.folder:
+        return np.asarray(_folder_split(spec, split)[1], np.int64)
+    encoded, _ = _tfds_split(spec, data_dir, split, decode_images=False)
+    labels = [batch.numpy() for batch in encoded.map(lambda image, label: label).batch(8192)]
+    return np.concatenate(labels) if labels else np.zeros(0, np.int64)
+
+
+def _tfds_split(spec, data_dir, split, decode_images=True):
+    """A tfds split as `(image, int64 label)` pairs; with `decode_images=False`
+    the images are the encoded bytes, and `(pairs, decode)` is returned, where
+    `decode` turns those bytes into the image tfds would have decoded."""
     import tensorflow_datasets as tfds
 
     # The supervised pairs carry `label`; another label needs the full example.
     supervised = spec.label_key == "label"
+    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
     try:
-        images = tfds.load(
-            spec.name, split=split, data_dir=_expand(data_dir), download=False, as_supervised=supervised
+        images, info = tfds.load(
+            spec.name, split=split, data_dir=_expand(data_dir), download=False, as_supervised=supervised,
+            decoders=decoders, with_info=True,
         )
     except (AssertionError, tfds.core.DatasetNotFoundError) as error:
         raise FileNotFoundError(
@@ -448,7 +498,8 @@ def load_split(dataset, data_dir, split, *, shuffle_seed=False):
         ) from error
     if not supervised:
         images = images.map(lambda example: (example["image"], example[spec.label_key]))
-    return images.map(lambda image, label: (image, tf.cast(label, tf.int64)))
+    images = images.map(lambda image, label: (image, tf.cast(label, tf.int64)))
+    return images if decode_images else (images, info.features["image"].decode_example)
 
 
 def ensure_prepared(dataset, data_dir, download=True):
@@ -641,7 +692,7 @@ def pretrain_dataset(
     return views.with_options(options)
 
 
-def evaluation_dataset(dataset, data_dir, split, batch_size, image_size=None):
+def evaluation_dataset(dataset, data_dir, split, batch_size, image_size=None, indices=None):
     """Labelled, unaugmented images for kNN and linear evaluation.
 
     Images are resized so that the shorter side is `image_size / 0.875` and
@@ -658,6 +709,7 @@ def evaluation_dataset(dataset, data_dir, split, batch_size, image_size=None):
         batch_size: batch size.
         image_size: output side; by default the spec's, or for a name the
             dataset's (a folder's measured from its images).
+        indices: only these examples of the split (see `load_split`).
 
     Returns:
         A `tf.data.Dataset` of `(uint8 (batch, S, S, 3), int64 (batch,))`, in
@@ -680,14 +732,14 @@ def evaluation_dataset(dataset, data_dir, split, batch_size, image_size=None):
     if image_size is None and named and spec.folder:
         image_size = _measure_train_size(spec.folder, spec.class_names, spec.test_split)
     image_size = image_size or spec.image_size
-    images = load_split(spec, data_dir, split)
+    images = load_split(spec, data_dir, split, indices=indices)
     transform = lambda image, label: (center_crop(image, image_size), label)  # noqa: E731
     return images.map(transform, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
         tf.data.AUTOTUNE
     )
 
 
-def supervised_train_dataset(dataset, data_dir, split, batch_size, image_size, seed=0):
+def supervised_train_dataset(dataset, data_dir, split, batch_size, image_size, seed=0, indices=None):
     """Endless augmented `(images, labels)` batches for supervised training
     (fine-tuning): center crop to `image_size` as `evaluation_dataset`, then
     a random crop of the image zero-padded by `PAD_FRACTION` of its side and
@@ -706,12 +758,13 @@ def supervised_train_dataset(dataset, data_dir, split, batch_size, image_size, s
         batch_size: batch size; the last partial batch of each pass is dropped.
         image_size: output side.
         seed: seed of the shuffle and the augmentation.
+        indices: train on these examples of the split only (see `load_split`).
 
     Returns:
         An endless `tf.data.Dataset` of `(uint8 (batch, S, S, 3), int64 (batch,))`.
     """
     # A folder is sorted by class: its file names are shuffled before the buffer.
-    images = load_split(dataset, data_dir, split, shuffle_seed=seed)
+    images = load_split(dataset, data_dir, split, shuffle_seed=seed, indices=indices)
     if image_size <= CACHE_MAX_IMAGE_SIZE:
         images = images.cache()
     images = images.repeat().shuffle(SUPERVISED_SHUFFLE_BUFFER, seed=seed)
@@ -953,8 +1006,6 @@ def _folder_split(spec, split):
         paths = find_images(spec.folder)
         labels = [-1] * len(paths)
     if match.group(2) is not None or match.group(3) is not None:
-        import numpy as np
-
         order = np.random.default_rng(0).permutation(len(paths))
         order = order[slice(int(start) if start else None, int(stop) if stop else None)]
         paths, labels = [paths[i] for i in order], [labels[i] for i in order]
