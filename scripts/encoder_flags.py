@@ -106,3 +106,11 @@ def load_encoder_and_dataset(weights=True):
         if description:
             print(description)
     return encoder, preset, dataset
+
+def keras_verbosity(value):
+    """A `--verbose` value (`auto`, `0`, `1` or `2`) as Keras' `verbose`:
+    `auto` is a progress bar (1) on a terminal and a line per epoch (2) in a
+    log, where a bar's redrawn lines would pile up."""
+    if value == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return int(value)

@@ -21,6 +21,8 @@ The encoder stays frozen. kNN: k = 200 neighbours, cosine similarity,
 temperature 0.1. Linear probe: a linear layer on standardized, unaugmented
 features, and the test accuracy after its final epoch (the protocol is in
 keras_directcopy/evaluation/linear_probe.py). The metrics JSON is written atomically.
+It reports its progress, the images encoded and the probe's epochs (progress
+bars on a terminal, lines in a log); --verbose=0 prints only the result.
 With --random_init it records `"random_init": {"seed": SEED}` and keeps
 `"preset"` naming the preset whose architecture was drawn at random. On a
 `folder:` dataset it records `"data_folder"` (the absolute path), and as
@@ -39,6 +41,7 @@ from encoder_flags import (  # noqa: E402 (this folder)
     check_encoder_flags,
     data_dir,
     define_encoder_flags,
+    keras_verbosity,
     load_encoder_and_dataset,
 )
 
@@ -59,7 +62,8 @@ flags.DEFINE_integer("image_size", None, "With --backbone: its input side in px,
                      lower_bound=8)
 flags.DEFINE_string("output", None, "Metrics JSON path (written atomically).")
 flags.DEFINE_string("save_head", None, "Save the trained linear head here (a .weights.h5 file).")
-flags.DEFINE_enum("verbose", "0", ["0", "1", "2"], "Linear-probe fit() verbosity.")
+flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Progress of the encoding and of the probe's "
+                  "epochs: 0 none, 1 progress bars, 2 lines (auto: 1 on a terminal, else 2).")
 
 FLAGS = flags.FLAGS
 HEAD_SUFFIX = ".weights.h5"
@@ -96,7 +100,7 @@ def main(argv):
             knn_k=FLAGS.knn_k, linear_probe=FLAGS.linear_probe, linear_epochs=FLAGS.linear_epochs,
             batch_size=FLAGS.batch_size,
             max_train_examples=FLAGS.max_train_examples, max_test_examples=FLAGS.max_test_examples,
-            preset=preset, seed=FLAGS.seed, return_head=True, verbose=int(FLAGS.verbose),
+            preset=preset, seed=FLAGS.seed, return_head=True, verbose=keras_verbosity(FLAGS.verbose),
         )
         if FLAGS.random_init:
             from keras_directcopy.evaluation.evaluate import random_init_metrics

@@ -318,6 +318,10 @@ def test_evaluate_script_end_to_end(data_dir, saved_encoder, tmp_path):
     assert metrics["hardware"]["cpu_count"] and metrics["git_commit"] and metrics["wall_time_s"] > 0
     assert not list(tmp_path.rglob(".partial*"))
     assert re.search(r"kNN \(k=20\) top-1 \d+\.\d\d%, linear probe top-1 \d+\.\d\d%", result.stdout)
+    # Progress by default, in a log a line at a time: the images encoded, the probe's epochs.
+    assert "Encoding the train[:200] split (200 images)..." in result.stdout
+    assert "  the test[:100] split: 100/100 images encoded" in result.stdout
+    assert "Epoch 3/3" in result.stdout
 
     digest = re.search(r"sha256 ([0-9a-f]{64})", result.stdout).group(1)
     assert digest == hashlib.sha256(head_path.read_bytes()).hexdigest() == probe["head_sha256"]
@@ -336,9 +340,10 @@ def test_evaluate_script_end_to_end(data_dir, saved_encoder, tmp_path):
     knn_only = run_script(
         "evaluate.py", "--preset=tiny_registered", f"--data_dir={data_dir}",
         "--knn_k=20", "--batch_size=64", "--max_train_examples=200", "--max_test_examples=100",
-        "--nolinear_probe", f"--output={knn_only_output}", env={zoo.REGISTRY_ENV: str(registry)},
+        "--nolinear_probe", f"--output={knn_only_output}", "--verbose=0", env={zoo.REGISTRY_ENV: str(registry)},
     )
     assert knn_only.returncode == 0, knn_only.stderr[-3000:]
+    assert "Encoding" not in knn_only.stdout and "images encoded" not in knn_only.stdout
     knn_only_metrics = json.loads(knn_only_output.read_text())
     assert knn_only_metrics["linear_probe"] is None and knn_only_metrics["preset"] == "tiny_registered"
     assert knn_only_metrics["knn"]["top1"] == knn_metrics["top1"]

@@ -65,7 +65,9 @@ def evaluate_encoder(
         preset: pretrained preset name to record (None if not from the zoo).
         seed: linear-probe seed.
         return_head: also return the trained linear head.
-        verbose: Keras `fit()` verbosity of the probe.
+        verbose: progress, as Keras' `fit()` verbosity: 0 silent; 1 a
+            progress bar while each split is encoded and per probe epoch; 2
+            a line per tenth of each split and per probe epoch.
 
     Returns:
         The metrics dict (with `return_head=True`, `(metrics, head)`):
@@ -109,7 +111,8 @@ def evaluate_encoder(
     features = {}
     for role, split in splits.items():
         images = data.evaluation_dataset(spec, data_dir, split, batch_size, image_size)
-        features[role] = knn.encode_dataset(encoder, images)
+        total = data.num_examples(spec, data_dir, split) if verbose else None
+        features[role] = encode_with_progress(encoder, images, total, f"the {split} split", verbose)
     (train_features, train_labels), (test_features, test_labels) = features["train"], features["test"]
 
     predictions = knn.knn_predict(
@@ -118,6 +121,9 @@ def evaluate_encoder(
     )
     probe = head = None
     if linear_probe:
+        if verbose:
+            print(f"Linear probe: {linear_epochs} epochs on the features of {len(train_labels)} "
+                  "training images.", flush=True)
         probe = linear_probe_on_features(
             train_features, train_labels, test_features, test_labels, spec.num_classes,
             epochs=linear_epochs, batch_size=batch_size, seed=seed, return_head=return_head,
@@ -143,6 +149,51 @@ def evaluate_encoder(
         "wall_time_s": round(time.time() - start_time, 1),
     }
     return (metrics, head) if return_head else metrics
+
+
+def encode_with_progress(encoder, images, total, description, verbose=0):
+    """`knn.encode_dataset(encoder, images)`, reporting the images encoded so far.
+
+    Args:
+        encoder: model from images to `(B, D)` features.
+        images: `(images, labels)` batches.
+        total: how many images `images` holds, for the report (None: unknown).
+        description: what is encoded, e.g. `"the train split"`.
+        verbose: 0 silent; 1 a Keras progress bar; 2 a line per tenth of
+            `total` (per `PROGRESS_LINE_BATCHES` batches when unknown).
+
+    Returns:
+        `(features, labels)` as `knn.encode_dataset` returns them.
+    """
+    if not verbose:
+        return knn.encode_dataset(encoder, images)
+    print(f"Encoding {description}" + (f" ({total} images)" if total else "") + "...", flush=True)
+    return knn.encode_dataset(encoder, _reported(images, total, description, verbose))
+
+
+# Batches between two progress lines (verbose=2) when the number of images is unknown.
+PROGRESS_LINE_BATCHES = 20
+
+
+def _reported(batches, total, description, verbose):
+    """Yields `batches`, reporting after each how many images were consumed."""
+    bar = keras.utils.Progbar(total, unit_name="image") if verbose == 1 else None
+    done = reported = 0
+
+    def print_line():
+        print(f"  {description}: {done}" + (f"/{total}" if total else "") + " images encoded", flush=True)
+
+    for index, batch in enumerate(batches):
+        yield batch
+        # Resumed once the consumer has encoded the batch and asks for the next.
+        done += int(batch[1].shape[0])
+        if bar is not None:
+            bar.update(done)
+        elif (done - reported >= total / 10) if total else ((index + 1) % PROGRESS_LINE_BATCHES == 0):
+            print_line()
+            reported = done
+    if bar is None and done != reported:
+        print_line()
 
 
 def resolve_dataset(dataset, preset=None, preset_dataset=None):
