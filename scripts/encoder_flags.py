@@ -68,17 +68,22 @@ def data_dir():
     return FLAGS.data_dir and os.path.expanduser(FLAGS.data_dir)
 
 
-def load_encoder_and_dataset(weights=True):
+def load_encoder_and_dataset(weights=True, compare_with_card=True):
     """`(encoder, preset, dataset)` from the flags.
 
     The dataset is checked before the encoder is loaded: a preset trained on
     a folder dataset (Imagenette) without `--dataset` fails at once. On a
-    folder, what it is recorded as is printed, and a warning when the
-    preset was trained on a known folder dataset that this folder is not
+    folder, what it is recorded as is printed, and, with
+    `compare_with_card`, a warning when the preset was trained on a known
+    folder dataset that this folder is not
     (`evaluation.evaluate.resolve_dataset`).
 
     Args:
         weights: False builds the preset's architecture with random weights.
+        compare_with_card: whether the numbers will be set beside the
+            preset's model card (`evaluate.py`), so a folder that is not the
+            card's dataset deserves a warning; False where the user's own
+            data is the point (`finetune.py`).
 
     Returns:
         The encoder (a `keras.Model`), the registry preset name (None for an
@@ -99,13 +104,14 @@ def load_encoder_and_dataset(weights=True):
     if not dataset:
         raise ValueError(f"--preset={FLAGS.preset} is not a registry preset: pass --dataset.")
     encoder, preset, _ = load_encoder(FLAGS.preset, FLAGS.encoder, weights=weights)
-    if warning:
+    if warning and compare_with_card:
         print(f"warning: {warning}", file=sys.stderr)
     else:
         description = identify_dataset(dataset).description
         if description:
             print(description)
     return encoder, preset, dataset
+
 
 def keras_verbosity(value):
     """A `--verbose` value (`auto`, `0`, `1` or `2`) as Keras' `verbose`:

@@ -483,6 +483,8 @@ def test_finetune_script_end_to_end(data_dir, saved_encoder, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Final-epoch test top-1 accuracy on cifar10" in result.stdout
+    # No held-out split asked for: each epoch is evaluated on the test split, and said so.
+    assert "Top-1 accuracy after each epoch on the test split (test[:100]; no validation_split" in result.stdout
     run = json.loads((tmp_path / "finetune.json").read_text())
     assert run["steps"] == 2 * 2 and run["train_examples"] == 128 and run["final_epoch"] is True
     assert np.isfinite(run["final_train_loss"]) and not run["freeze_encoder"]
