@@ -27,6 +27,12 @@ its source); the flag of each `PretrainConfig` field, made from the field
 (`config_flags.define_flags`), overrides that field of it. Re-running the same
 command after an interruption resumes from `<output_dir>/backup`.
 
+One run at a time writes into an output directory: a second command into the
+directory of a live run stops at once and names it. On SIGTERM (a preempted
+VM, a job scheduler's notice) the run backs up at the next step boundary and
+exits with code 75 (`preemption.RESUMABLE_EXIT_CODE`), as does every worker
+of a multi-worker run when one of them stops; the same command resumes.
+
 `--backend=jax` trains on Keras' JAX backend (its data pipelines are still
 tf.data), with `--strategy=default` or `data_parallel` (all local devices):
 
@@ -36,6 +42,7 @@ tf.data), with `--strategy=default` or `data_parallel` (all local devices):
 
 import os
 import shlex
+import signal
 import sys
 
 import runtime_defaults  # noqa: E402,F401 (this folder: TensorFlow's environment, set before it loads)
@@ -159,15 +166,35 @@ def main(argv):
     from keras_directcopy.data.datasets import ensure_prepared
     from keras_directcopy.training.callbacks import NonFiniteLossError
     from keras_directcopy.training.loop import pretrain
+    from keras_directcopy.training.preemption import RESUMABLE_EXIT_CODE, RunInterrupted
+    from keras_directcopy.training.strategies import non_chief_task
+    from keras_directcopy.utils.files import WriteFailed
+    from keras_directcopy.utils.run_lock import claim_output_dir
 
+    output_dir = os.path.expanduser(FLAGS.output_dir)
+    command = recorded_command(sys.argv[1:])
     try:
         config = config_flags.config_from_flags(FLAGS.config, FLAGS)
-        ensure_prepared(config.dataset, config.data_dir, download=FLAGS.download)
-        run = pretrain(
-            config, os.path.expanduser(FLAGS.output_dir), strategy=FLAGS.strategy,
-            tpu=FLAGS.tpu, verbose=FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose),
-            command=recorded_command(sys.argv[1:]), stop_at_epoch=FLAGS.stop_at_epoch,
-        )
+        # Claimed before the data is prepared (perhaps downloaded): a second
+        # run into this directory, or one that cannot be written, stops at once.
+        # `pretrain` claims it again, which the holder may.
+        with claim_output_dir(output_dir, task=non_chief_task(FLAGS.strategy), command=command):
+            ensure_prepared(config.dataset, config.data_dir, download=FLAGS.download)
+            run = pretrain(
+                config, output_dir, strategy=FLAGS.strategy,
+                tpu=FLAGS.tpu, verbose=FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose),
+                command=command, stop_at_epoch=FLAGS.stop_at_epoch,
+            )
+    except RunInterrupted as interruption:
+        # Preempted, or a worker lost: a restart policy restarts the job on this
+        # code, which a later SIGTERM (every worker gets one) must not change.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(f"interrupted: {interruption}", file=sys.stderr)
+        sys.exit(RESUMABLE_EXIT_CODE)
+    except WriteFailed as error:
+        print(f"error: {error} Make room (or lift the limit) and run the same command again: the "
+              "run resumes from its last backup.", file=sys.stderr)
+        sys.exit(1)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

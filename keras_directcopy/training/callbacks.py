@@ -1,5 +1,11 @@
-"""Training callbacks: exact resume, non-finite-loss stop, learning-rate log."""
+"""Training callbacks: exact resume, and the end of a fit after a given epoch.
 
+A non-finite loss is stopped by Keras' `TerminateOnNaN`, and the learning
+rate is logged by Keras' `TensorBoard` (`epoch_learning_rate`) and by the
+run log; graceful preemption is `preemption.BackupOnPreemption`.
+"""
+
+import io
 import math
 import os
 
@@ -10,6 +16,19 @@ from keras_directcopy.utils.files import atomic_save
 
 class NonFiniteLossError(RuntimeError):
     """Raised after training stopped on a NaN or infinite loss."""
+
+
+def non_finite_loss_error(logs, step, learning_rate):
+    """The `NonFiniteLossError` to raise after a `fit()` whose last logs are
+    `logs`, if their loss is NaN or infinite (`TerminateOnNaN` then stopped
+    it at `step`), else None."""
+    if finite_loss(logs):
+        return None
+    return NonFiniteLossError(
+        f"Training stopped: the loss became {_scalar(logs['loss'])} at step {step}. "
+        f"Lower --lr (now {learning_rate}) or --batch_size, or raise --warmup_epochs. "
+        "The last backup before it is intact: re-running the same command resumes from it."
+    )
 
 
 class ResumableBackup(keras.callbacks.BackupAndRestore):
@@ -29,6 +48,10 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     * A step with a non-finite loss is never backed up.
     * The backup is kept after training, so re-running a finished command
       does nothing.
+    * `save()` backs up now (on a preemption signal).
+
+    A write that fails (a full disk) raises `utils.files.WriteFailed` and
+    leaves the previous backup as it was.
 
     Args:
         backup_dir: directory of the backup (created if needed).
@@ -43,6 +66,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
         self.path = os.path.join(backup_dir, self.FILENAME)
         self.write = write
+        self._saved_step = None
 
     def restore(self, model):
         """Loads the backup into `model`, if there is one.
@@ -73,63 +97,85 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         pass
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.save_freq == "epoch" or not _finite_loss(logs):
+        if self.save_freq == "epoch":
             return
         if int(self.model.optimizer.iterations.numpy()) % self.save_freq == 0:
-            self._save_model()
+            self.save(logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        if _finite_loss(logs):
-            self._save_model()
+        self.save(logs)
 
-    def _save_model(self):
-        if not self.write:
-            return
-        atomic_save(self.path, lambda temporary: self.model.save_weights(temporary, overwrite=True))
+    def save(self, logs=None):
+        """Backs up the current step, unless it is backed up already or its
+        loss (in `logs`) is not finite. Returns whether the backup holds the
+        current step (on a worker that does not write, whether it would)."""
+        if not finite_loss(logs):
+            return False
+        step = int(self.model.optimizer.iterations.numpy())
+        if self.write and step != self._saved_step:
+            atomic_save(self.path, lambda temporary: write_weights(self.model, temporary))
+        self._saved_step = step
+        return True
 
     def on_train_end(self, logs=None):
         pass
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training at the first NaN or infinite loss and remembers where.
+def write_weights(model, path):
+    """Writes the file `model.save_weights(path)` writes (`.weights.h5`),
+    built in memory and then written to `path` by Python.
 
-    After `fit()` returns, `check()` raises `NonFiniteLossError` with the
-    step, the loss and what to try.
+    Keras' `save_weights` has HDF5 write to the disk itself. When a write
+    fails midway (a full disk, a file-size limit), Keras leaves the file
+    open (its `close()` is not in a `finally`), HDF5 fails again as the
+    file's objects are released, and the process later dies of a
+    segmentation fault in the garbage collector (Keras 3.15, h5py 3)
+    instead of reporting the error. Built in memory, as Keras builds the
+    weights inside a `.keras` archive, the file reaches the disk through a
+    plain write, whose failure is an ordinary `OSError`.
+
+    It calls what `keras.src.saving.saving_lib.save_weights_only` calls,
+    with the store in memory; where those functions are missing (another
+    Keras), it falls back to `model.save_weights`.
+    """
+    try:
+        from keras.src.saving.saving_lib import H5IOStore, _save_state
+    except ImportError:
+        model.save_weights(path, overwrite=True)
+        return
+    buffer = io.BytesIO()
+    store = H5IOStore(buffer, mode="w")
+    try:
+        _save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+    finally:
+        store.close()
+    with open(path, "wb") as file:
+        file.write(buffer.getbuffer())
+
+
+class EndAfterEpoch(keras.callbacks.Callback):
+    """Ends `fit()` after the epoch `last_epoch` (1-based).
+
+    So a fit can be given the whole run's `epochs`, which the progress bar
+    shows ("Epoch 3/90"), and still stop earlier: after the rest of an epoch
+    interrupted mid-way, or at `--stop_at_epoch`.
     """
 
-    def __init__(self):
+    def __init__(self, last_epoch):
         super().__init__()
-        self.bad_step = None
-        self.bad_loss = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        if not _finite_loss(logs):
-            self.bad_step = int(self.model.optimizer.iterations.numpy())
-            self.bad_loss = (logs or {}).get("loss")
-            self.model.stop_training = True
-
-    def check(self, learning_rate):
-        """Raises `NonFiniteLossError` if training stopped on a bad loss."""
-        if self.bad_step is None:
-            return
-        raise NonFiniteLossError(
-            f"Training stopped: the loss became {self.bad_loss} at step {self.bad_step}. "
-            f"Lower --lr (now {learning_rate}) or --batch_size, or raise --warmup_epochs. "
-            "The last backup before it is intact: re-running the same command resumes from it."
-        )
-
-
-class LearningRateLogger(keras.callbacks.Callback):
-    """Adds the optimizer's current learning rate to the epoch logs as `lr`."""
+        self.last_epoch = last_epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if epoch + 1 >= self.last_epoch:
+            self.model.stop_training = True
 
 
-def _finite_loss(logs):
+def finite_loss(logs):
+    """Whether the loss in `logs` is finite (True without a loss)."""
     loss = (logs or {}).get("loss")
-    if loss is None:
-        return True
-    return math.isfinite(float(keras.ops.convert_to_numpy(loss).reshape(-1)[0]))
+    return loss is None or math.isfinite(_scalar(loss))
+
+
+def _scalar(value):
+    # A multi-worker run logs rank-1 values (see models/distribute.py).
+    return float(keras.ops.convert_to_numpy(value).reshape(-1)[0])

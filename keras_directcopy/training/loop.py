@@ -17,10 +17,12 @@ from keras_directcopy.models.backbones import build_backbone
 from keras_directcopy.models.non_contrastive import NonContrastiveModel
 from keras_directcopy.models.predictors import DIRECT_METHODS
 from keras_directcopy.training import strategies
-from keras_directcopy.training.callbacks import LearningRateLogger, ResumableBackup, StopOnNonFiniteLoss
-from keras_directcopy.training.run_log import RunLog, hardware_parts
-from keras_directcopy.utils.files import atomic_save, atomic_write_text
+from keras_directcopy.training.callbacks import EndAfterEpoch, ResumableBackup, non_finite_loss_error, write_weights
+from keras_directcopy.training.preemption import BackupOnPreemption, PreemptionNotice, RunInterrupted, WorkerLost
+from keras_directcopy.training.run_log import RunLog, hardware_parts, learning_rate
+from keras_directcopy.utils.files import atomic_save_all, atomic_write_text
 from keras_directcopy.utils.provenance import git_commit, hardware_summary
+from keras_directcopy.utils.run_lock import claim_output_dir
 
 EVAL_BATCH_SIZE = 256
 
@@ -34,7 +36,14 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
     across resumes, final metrics), the per-epoch `history.jsonl` (see
     `run_log`), TensorBoard logs in `tensorboard/` and the resumable backup
     in `backup/`. Re-running the same call after an interruption resumes
-    from the backup. For a `folder:` dataset, run.json's config records as
+    from the backup.
+
+    The call holds `output_dir` (`utils.run_lock`): another process that
+    pretrains into it meanwhile is refused. SIGTERM during training backs
+    the run up at the next step boundary and raises `Preempted`
+    (`preemption`); in a multi-worker run, a worker that stops makes the
+    others raise `WorkerLost`. Either way, the same call resumes from the
+    backup. For a `folder:` dataset, run.json's config records as
     `dataset` what `data.dataset_record` does: the name of the known dataset
     the folder is identified as (e.g. `imagenette`), else `folder:/abs/path`;
     `data_folder` is the folder's absolute path, and `image_size` the size
@@ -59,12 +68,28 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
 
     Raises:
         NonFiniteLossError: if the loss became NaN or infinite.
+        preemption.Preempted: on SIGTERM, once the backup is written.
+        preemption.WorkerLost: when another worker of a multi-worker run
+            stopped.
+        utils.files.WriteFailed: a write failed (a full disk); the file it
+            was replacing, the backup among them, is as it was.
+        utils.run_lock.OutputDirError: `output_dir` is a file, cannot be
+            written, or another process holds it (`OutputDirInUse`).
         ValueError, FileNotFoundError: on bad configuration or missing data,
             before any training.
     """
     if stop_at_epoch is not None and not 1 <= stop_at_epoch:
         # Before the run log, so a bad value leaves nothing in output_dir.
         raise ValueError(f"--stop_at_epoch={stop_at_epoch} is invalid: it must be an epoch, 1 or more.")
+    # Before anything is written there, and before the strategy is made: a
+    # second run is refused at once.
+    with claim_output_dir(output_dir, task=strategies.non_chief_task(strategy), command=command), \
+            PreemptionNotice() as notice:
+        return _pretrain_holding(config, output_dir, strategy, tpu, verbose, command, stop_at_epoch, notice)
+
+
+def _pretrain_holding(config, output_dir, strategy, tpu, verbose, command, stop_at_epoch, notice):
+    """`pretrain`, holding `output_dir` and watching for preemption (`notice`)."""
     run_log = RunLog(output_dir, command=command, git_commit=git_commit(),
                      hardware=hardware_summary())  # its clock starts now
     # `config` checked its own fields when it was made, before any data is
@@ -76,13 +101,15 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
         strategy_name = strategy if isinstance(strategy, str) else type(strategy).__name__
         if isinstance(strategy, str):
             strategy = strategies.make_strategy(strategy, tpu=tpu)
+        notice.install()  # again: a multi-worker strategy replaces the SIGTERM handler
         with strategies.run_scope(strategy):
-            return _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, stop_at_epoch)
+            return _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, stop_at_epoch,
+                             notice)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
-def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, stop_at_epoch):
+def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, stop_at_epoch, notice):
     """`pretrain`, under the dtype policy and in the run scope it has set."""
     # The epoch this call ends after; the schedules still span config.epochs.
     last_epoch = min(config.epochs, stop_at_epoch or config.epochs)
@@ -132,14 +159,14 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
     else:
         train_data = dataset_fn()
 
-    chief = strategies.is_chief(strategy)
-    os.makedirs(output_dir, exist_ok=True)
+    chief = strategies.is_chief(strategy)  # output_dir exists: pretrain claimed it
     backup = ResumableBackup(
         os.path.join(output_dir, "backup"), save_freq=_save_freq(config.save_freq), write=chief
     )
     run_log.write = chief
-    nan_guard = StopOnNonFiniteLoss()
-    callbacks = [nan_guard, LearningRateLogger()]
+    # Its message names the batch; the error raised after fit() names the
+    # step and what to try.
+    callbacks = [keras.callbacks.TerminateOnNaN()]
     knn_data = None
     # Monitoring reads and writes only on the chief; the other workers of a
     # multi-worker run just train.
@@ -155,28 +182,56 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
     # After the kNN monitor, so each epoch's record holds its accuracy, and
     # before the backup, so an epoch is never backed up without its record.
     callbacks += [run_log, backup]
+
+    def preempted_message(step):
+        cause = notice.signal_name or "a preemption signal to another worker"
+        return (f"Stopped by {cause} at step {step} of {total_steps}, backed up in {backup.path}: run the "
+                "same command to resume from this step.")
+
+    # After the backup, which it reuses when that has just saved this step.
+    callbacks.append(BackupOnPreemption(notice, backup, strategies.any_worker(strategy), preempted_message))
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
 
     run_log.recipe = recipe_record(config, identity, image_size)
     if os.path.exists(backup.path):
         run_log.check_recipe()  # before the backup is restored, or overwritten
-    done = backup.restore(model)
+    with strategy.scope():  # restoring builds the optimizer's variables, which belong to the strategy
+        done = backup.restore(model)
     run_log.start(resumed=bool(done), step=done)
     if done:
         print(f"Resuming from the backup at step {done} of {total_steps}.")
     logs = {}
-    for initial_epoch, epochs, steps in _remaining_fits(done, steps_per_epoch, last_epoch):
-        history = model.fit(
-            train_data, initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=steps,
-            callbacks=callbacks, verbose=verbose, shuffle=False,
-        )
-        logs.update({key: values[-1] for key, values in history.history.items()})
-        nan_guard.check(config.lr)
-        if model.stop_training:
-            break
+    try:
+        for initial_epoch, end_epoch, steps in _remaining_fits(done, steps_per_epoch, last_epoch):
+            # `epochs` is the whole run's, for the progress bar ("Epoch 3/90");
+            # EndAfterEpoch ends this fit at its own last epoch.
+            history = model.fit(
+                train_data, initial_epoch=initial_epoch, epochs=config.epochs, steps_per_epoch=steps,
+                callbacks=[*callbacks, EndAfterEpoch(end_epoch)], verbose=verbose, shuffle=False,
+            )
+            logs.update({key: values[-1] for key, values in history.history.items()})
+            error = non_finite_loss_error(logs, int(model.optimizer.iterations.numpy()), config.lr)
+            if error:
+                raise error
+    except RunInterrupted:
+        run_log.flush()  # the run's cost up to here
+        raise
+    except strategies.lost_worker_errors(strategy) as error:
+        run_log.flush()
+        step = int(model.optimizer.iterations.numpy())
+        named = strategies.tasks_named_in(error)
+        raise WorkerLost(
+            f"A worker of this multi-worker run stopped or cannot be reached ({type(error).__name__}"
+            f"{', naming ' + ' and '.join(named) if named else ''}), at step {step}. Start every worker "
+            f"again with the same command: the run resumes from its last backup ({backup.path}), "
+            "redoing at most --save_freq steps.",
+            step,
+        ) from error
 
     final = {key: _plain(value) for key, value in logs.items()}
+    if logs:
+        final["lr"] = learning_rate(model.optimizer)
     if "knn_accuracy" not in final and knn_data is not None:
         # Nothing trained in this call (already finished): evaluate the encoder as it is.
         final["knn_accuracy"] = knn_accuracy(model.encoder, *knn_data, spec.num_classes, k=config.knn_k)
@@ -293,8 +348,8 @@ def build_optimizer(config, steps_per_epoch, total_steps):
 
 def save_encoder(encoder, output_dir):
     """Writes `encoder.keras`, `encoder.weights.h5` and the architecture
-    `encoder.config.json`, each atomically, always in float32 (see
-    `float32_copy`).
+    `encoder.config.json`, atomically as one (`utils.files.atomic_save_all`),
+    always in float32 (see `float32_copy`).
 
     The architecture file (`backbones.write_architecture`) ships with the
     weights when the encoder becomes a preset (`scripts/register_preset.py`,
@@ -304,9 +359,13 @@ def save_encoder(encoder, output_dir):
     from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME, write_architecture
 
     encoder = float32_copy(encoder)
-    atomic_save(os.path.join(output_dir, "encoder.keras"), encoder.save)
-    atomic_save(os.path.join(output_dir, "encoder.weights.h5"), encoder.save_weights)
-    write_architecture(encoder, os.path.join(output_dir, ARCHITECTURE_FILENAME))
+    # All three written before any replaces its predecessor: a write that
+    # fails (a full disk) leaves the previous encoder whole.
+    atomic_save_all([
+        (os.path.join(output_dir, "encoder.keras"), encoder.save),
+        (os.path.join(output_dir, "encoder.weights.h5"), lambda path: write_weights(encoder, path)),
+        (os.path.join(output_dir, ARCHITECTURE_FILENAME), lambda path: write_architecture(encoder, path)),
+    ])
 
 
 def float32_copy(encoder):
@@ -331,7 +390,8 @@ def float32_copy(encoder):
 
 
 def _remaining_fits(done_steps, steps_per_epoch, epochs):
-    """`(initial_epoch, epochs, steps_per_epoch)` of the fit calls still to run.
+    """`(initial_epoch, last_epoch, steps_per_epoch)` of the fit calls still
+    to run, the epochs 0-based from and 1-based to, as `fit()` counts them.
 
     A run interrupted mid-epoch first finishes that epoch's remaining steps,
     then runs the later epochs whole.

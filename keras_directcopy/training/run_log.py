@@ -4,10 +4,12 @@ interrupted and resumed any number of times.
 A run directory holds:
 
 * `history.jsonl`: one JSON object per finished epoch, with the epoch's
-  logs (loss, learning rate, `knn_accuracy` where evaluated) and the run's
-  cumulative wall-clock and CPU seconds at that point. An epoch that was
-  interrupted after its line was written and then redone appears twice;
-  `read_history` keeps the last line of each epoch.
+  logs (loss, `knn_accuracy` where evaluated), the learning rate at its end
+  (`lr`) and the run's cumulative wall-clock and CPU seconds at that point.
+  An epoch that was interrupted after its line was written and then redone
+  appears twice; `read_history` keeps the last line of each epoch. The file
+  is rewritten whole, atomically, at each epoch, so a write that fails (a
+  full disk) leaves it as it was rather than with half a line.
 * `progress.json`: the cumulative totals and, for every invocation, its
   command, git commit, recipe (what it trains: `configs.recipe_fields`, the
   dataset by content and the image size), machine
@@ -149,11 +151,20 @@ class RunLog(keras.callbacks.Callback):
         self.flush()
         record = {"epoch": epoch + 1, "step": int(self.model.optimizer.iterations.numpy())}
         record.update({key: _scalar(value) for key, value in (logs or {}).items()})
-        record.update(wall_time_s=round(self.progress["wall_time_s"], 1),
+        record.update(lr=learning_rate(self.model.optimizer),
+                      wall_time_s=round(self.progress["wall_time_s"], 1),
                       cpu_time_s=round(self.progress["cpu_time_s"], 1))
         if self.write:
-            with open(self.history_path, "a") as file:
-                file.write(json.dumps(record) + "\n")
+            history = ""
+            if os.path.exists(self.history_path):
+                with open(self.history_path) as file:
+                    history = file.read()
+            atomic_write_text(self.history_path, history + json.dumps(record) + "\n")
+
+
+def learning_rate(optimizer):
+    """The optimizer's learning rate now, a float (that of its current step under a schedule)."""
+    return _scalar(optimizer.learning_rate)
 
 
 def hardware_parts(progress):

@@ -8,6 +8,7 @@ over the local devices; the loop asks both kinds the same questions.
 import contextlib
 import json
 import os
+import re
 
 import keras
 import tensorflow as tf
@@ -150,7 +151,72 @@ def is_chief(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
         return True
-    task_type, task_id = resolver.task_type, resolver.task_id
+    return _is_chief_task(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
+
+
+def _is_chief_task(task_type, task_id, cluster):
     return task_type is None or task_type == "chief" or (
-        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+        task_type == "worker" and task_id == 0 and "chief" not in cluster
     )
+
+
+def non_chief_task(strategy):
+    """This process's task in a multi-worker cluster, as `type-index`
+    (`worker-1`), unless it is the chief; None for the chief and for every
+    single-process run. Known before the strategy is made: for the name
+    `multi_worker` it is read from `TF_CONFIG`.
+
+    Args:
+        strategy: a name of `STRATEGY_NAMES`, or a strategy.
+    """
+    if strategy == "multi_worker":
+        try:
+            config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+            task = config.get("task", {})
+            task_type, task_id, cluster = task.get("type"), int(task.get("index", 0)), config.get("cluster", {})
+        except (ValueError, AttributeError, TypeError):
+            return None  # make_strategy reports a bad TF_CONFIG
+    elif isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.cluster_resolver:
+        resolver = strategy.cluster_resolver
+        task_type, task_id, cluster = resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict()
+    else:
+        return None
+    return None if _is_chief_task(task_type, task_id, cluster) else f"{task_type}-{task_id}"
+
+
+def any_worker(strategy):
+    """A function `flag -> bool` that is True on every worker when `flag` is
+    True on any, for decisions all workers must take at the same step
+    (stopping: a worker that stops alone leaves the others waiting in their
+    next all-reduce). Under `MultiWorkerMirroredStrategy` it all-reduces the
+    flag, one scalar collective per call, so every worker must call it at
+    the same points; elsewhere (one process) it returns `flag`.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return bool
+
+    @tf.function
+    def count(flag):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(flag,)), axis=None)
+
+    return lambda flag: bool(count(tf.constant(float(flag))) > 0)
+
+
+def lost_worker_errors(strategy):
+    """The errors a collective raises on the workers that are left when
+    another worker of a `MultiWorkerMirroredStrategy` run stops (killed,
+    its machine lost): TensorFlow's coordination service reports the task
+    that stopped sending heartbeats, and the all-reduce is aborted. An empty
+    tuple for other strategies, where these errors mean something else."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return ()
+    return (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+            tf.errors.DeadlineExceededError)
+
+
+def tasks_named_in(error):
+    """The cluster tasks a TensorFlow error names (`/job:worker/task:1`,
+    `/job:worker/replica:0/task:1`), as `worker 1`, sorted: for a lost
+    worker, the task that stopped sending heartbeats or closed its socket."""
+    found = re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", getattr(error, "message", str(error)))
+    return sorted({f"{job} {task}" for job, task in found})
