@@ -35,6 +35,7 @@ from encoder_flags import (  # noqa: E402 (this folder)
 )
 
 from keras_directcopy.training.strategies import TENSORFLOW_STRATEGIES  # noqa: E402
+from keras_directcopy.utils.files import WriteFailed  # noqa: E402
 
 define_encoder_flags()
 flags.DEFINE_string("output_dir", None, "Where classifier.keras, finetune.json, history.jsonl, the "
@@ -92,9 +93,12 @@ def main(argv):
         check_encoder_flags()
         from keras_directcopy.data.datasets import ensure_prepared
         from keras_directcopy.evaluation.finetune import FinetuneConfig, finetune
-        from keras_directcopy.training.strategies import is_chief, make_strategy
+        from keras_directcopy.training.strategies import is_chief, make_strategy, non_chief_task
+        from keras_directcopy.utils.run_lock import claim_output_dir_until_exit
 
         config = FinetuneConfig(**{name: getattr(FLAGS, name) for name in RECIPE_FLAGS})
+        # Before anything is written: one run at a time in an output directory.
+        claim_output_dir_until_exit(FLAGS.output_dir, task=non_chief_task(FLAGS.strategy))
         strategy = make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
         # The encoder's weights are the classifier's: created under the strategy.
         with strategy.scope():
@@ -106,7 +110,7 @@ def main(argv):
             encoder_path=FLAGS.encoder, verbose=keras_verbosity(FLAGS.verbose), strategy=strategy,
             write_outputs=is_chief(strategy),
         )
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, WriteFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     evaluated = results["epoch_evaluation"]

@@ -59,6 +59,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # Imported here so that --help and flag errors do not wait for TensorFlow.
     from keras_directcopy.presets import checks, upload, zoo
+    from keras_directcopy.utils.files import WriteFailed
 
     try:
         preset = zoo.get_preset(FLAGS.preset)
@@ -78,6 +79,8 @@ def main(argv):
             preset, weights, repo_id, dry_run=FLAGS.dry_run, out_dir=FLAGS.out_dir,
             private=FLAGS.private, head_path=head, architecture_path=architecture,
         )
+    except WriteFailed as error:
+        sys.exit(f"publish.py: {error} Make room and run it again.")
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         sys.exit(f"publish.py: {error}")
     if FLAGS.dry_run:

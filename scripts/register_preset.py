@@ -93,11 +93,14 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from keras_directcopy.presets.registration import register
+    from keras_directcopy.utils.files import WriteFailed
 
     try:
         preset = register(FLAGS.preset, FLAGS.zoo_dir, FLAGS.cards_dir, run_dir=FLAGS.run_dir,
                           metrics=FLAGS.metrics, bundle=FLAGS.bundle,
                           additional_metrics=FLAGS.additional_metrics, head=FLAGS.head)
+    except WriteFailed as error:
+        sys.exit(f"register_preset.py: {error} The registry is as it was: make room and run it again.")
     except (ValueError, FileNotFoundError, KeyError) as error:
         sys.exit(f"register_preset.py: {error}")
     path = os.path.join(FLAGS.zoo_dir, f"{preset['name']}.json")

@@ -29,7 +29,7 @@ from keras_directcopy.catalog import DATASET_DISPLAY_NAMES
 from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME, build_backbone, resolve_architecture_kwargs
 from keras_directcopy.presets import checks, zoo
 from keras_directcopy.presets.model_card import build_model_card
-from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
+from keras_directcopy.utils.files import atomic_save_all, atomic_write_text, sha256_file
 
 
 def register(
@@ -65,6 +65,8 @@ def register(
         ValueError: see `register_run`, `register_metrics`,
             `register_additional_metrics` and `register_head`; nothing is
             written.
+        utils.files.WriteFailed: a write failed (a full disk); every file
+            is as it was.
     """
     preset_name = _preset_of(preset_name, zoo_dir)
     path = os.path.join(zoo_dir, f"{preset_name}.json")
@@ -89,18 +91,28 @@ def register(
     # Built from the updated entry, so it also checks the recorded additional
     # evaluations against new primary metrics.
     card = build_model_card(preset) if (metrics or additional_metrics) else None
-    # Every check passed: write the files, the registry entry last.
+    # Every check passed: write the files, the registry entry last, as one
+    # (`atomic_save_all`): a write that fails (a full disk) leaves the
+    # registry as it was, its entry and files of one version.
+    writes = []
     if run_files and bundle:
-        for source, entry in run_files:
-            destination = os.path.join(zoo_dir, preset["name"], entry["filename"])
-            atomic_save(destination, lambda temporary, source=source: shutil.copyfile(source, temporary))
+        writes += [(os.path.join(zoo_dir, preset["name"], entry["filename"]), _copy_of(source))
+                   for source, entry in run_files]
     if head and preset["weights"].get("bundled"):
-        destination = os.path.join(zoo_dir, preset["name"], preset["head"]["filename"])
-        atomic_save(destination, lambda temporary: shutil.copyfile(head, temporary))
+        writes.append((os.path.join(zoo_dir, preset["name"], preset["head"]["filename"]), _copy_of(head)))
     if card:
-        atomic_write_text(os.path.join(cards_dir, f"{preset['name']}.md"), card)
-    atomic_write_text(path, json.dumps(preset, indent=2) + "\n")
+        writes.append((os.path.join(cards_dir, f"{preset['name']}.md"), _text_writer(card)))
+    writes.append((path, _text_writer(json.dumps(preset, indent=2) + "\n")))
+    atomic_save_all(writes)
     return preset
+
+
+def _copy_of(source):
+    return lambda temporary: shutil.copyfile(source, temporary)
+
+
+def _text_writer(text):
+    return lambda temporary: atomic_write_text(temporary, text)
 
 
 def _preset_of(name, zoo_dir):
