@@ -204,8 +204,9 @@ def test_every_number_in_the_card_is_read_from_the_records():
     assert not unexplained
     # The template itself types in no measurement: its numbers are format
     # widths, unit conversions and fixed wording (0..255 pixel values, top-1,
-    # sha256, the kNN protocol's year, DirectSet's alpha of DirectPred, AVX-512).
-    assert numbers_in(template) == {"0", "1", "2", "100", "255", "256", "3600", "2018", "0.5", "512"}
+    # sha256, the kNN protocol's year, DirectSet's alpha of DirectPred, AVX-512,
+    # the usage example's top-5 classes).
+    assert numbers_in(template) == {"0", "1", "2", "5", "100", "255", "256", "3600", "2018", "0.5", "512"}
     # And a value changed in the records is the value the card shows.
     preset["metrics"]["knn"]["top1"] = accuracy = 0.123456
     preset["run"]["wall_time_s"] = seconds = 98765.25

@@ -33,6 +33,8 @@ SMALL_RUN = [
     "--batch_size=32", "--knn_k=20", "--verbose=2",
 ]
 
+QUICKSTART_LR = configs.CONFIGS["quickstart"].lr
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
@@ -231,12 +233,13 @@ def test_stop_at_epoch_ends_a_part_of_the_run_on_the_full_schedule(data_dir, tmp
     # The stopping epoch is evaluated, though not a multiple of --knn_every.
     assert 0.0 <= run["final_metrics"]["knn_accuracy"] <= 1.0
     # The learning rate follows the 3-epoch cosine (no warmup in quickstart), not a 1-epoch one.
-    assert read_history(output_dir)[0]["lr"] == pytest.approx(0.03 * 0.5 * (1 + math.cos(math.pi * 8 / 24)))
+    assert read_history(output_dir)[0]["lr"] == pytest.approx(QUICKSTART_LR * 0.5 * (1 + math.cos(math.pi * 8 / 24)))
 
     saved = {path: path.read_bytes() for path in output_dir.rglob("*") if path.is_file()}
     other = run_pretrain(*flags, f"--output_dir={output_dir}", "--knn_every=5", "--lr=0.1")
     assert other.returncode == 1 and "Traceback" not in other.stderr
-    assert "holds a run trained with other settings than this command's: --lr 0.03 in the run, 0.1 here" in other.stderr
+    assert (f"holds a run trained with other settings than this command's: --lr {QUICKSTART_LR:g} in the run, "
+            "0.1 here") in other.stderr
     assert {path: path.read_bytes() for path in output_dir.rglob("*") if path.is_file()} == saved
 
     moved = tmp_path / "moved"
@@ -250,7 +253,7 @@ def test_stop_at_epoch_ends_a_part_of_the_run_on_the_full_schedule(data_dir, tmp
     # Both parts recorded one recipe, so the run can be registered as a preset.
     recipes = [entry["recipe"] for entry in json.loads((moved / "progress.json").read_text())["invocations"]]
     assert recipes[0] == recipes[1] == run["recipe"] and run["recipe_recorded"] == [True, True]
-    assert run["recipe"]["lr"] == 0.03 and "knn_every" not in run["recipe"]
+    assert run["recipe"]["lr"] == QUICKSTART_LR and "knn_every" not in run["recipe"]
     registration.check_one_recipe(str(moved), run)
 
 
