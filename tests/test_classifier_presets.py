@@ -43,7 +43,7 @@ def test_weights_may_be_a_weights_file(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(FileNotFoundError, match="no such file"):
         kdc.load_pretrained("cifar10", weights=str(tmp_path / "missing.weights.h5"))
-    with pytest.raises(ValueError, match=r"\.weights\.h5"):
+    with pytest.raises(ValueError, match=r"the path of a Keras \.weights\.h5 file"):
         kdc.load_pretrained("cifar10", weights=str(tmp_path / "model.keras"))
     with pytest.raises(ValueError, match="does not fit this model"):
         kdc.load_pretrained("cifar100", weights=str(path), include_top=True, classifier_activation=None)

@@ -412,7 +412,8 @@ def test_bad_input_shape_is_named_before_anything_is_read(input_shape, message):
     ({"include_top": 1}, "include_top must be True or False; got 1"),
     ({"pooling": "sum"}, "pooling must be one of 'avg', 'max', None; got 'sum'"),
     ({"pooling": ["avg"]}, r"pooling must be one of 'avg', 'max', None; got \['avg'\]"),
-    ({"weights": "imagenet"}, r"weights must be True \(the pretrained weights\) or False .*; got 'imagenet'"),
+    ({"weights": "imagenet"}, r"weights must be True \(the pretrained weights\), None or False .*; got 'imagenet'"),
+    ({"weights": 1}, r"weights must be True \(the pretrained weights\), None or False .*; got 1"),
 ])
 def test_bad_arguments_are_named_before_anything_is_read(arguments, message):
     with pytest.raises(ValueError, match=message):

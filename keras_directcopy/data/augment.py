@@ -537,7 +537,7 @@ def _crop_resize_flip(image, config, draws):
     side = config.image_size
     # Antialiasing only changes shrunk crops. Where the static shape shows
     # that no crop can be larger than the output (CIFAR at 32 px), the plain
-    # kernel gives the same values, about three times faster.
+    # kernel gives the same values in less time.
     static_height, static_width = image.shape[0], image.shape[1]
     never_shrinks = (
         static_height is not None

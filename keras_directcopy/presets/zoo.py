@@ -339,8 +339,8 @@ def _check_arguments(include_top, pooling, input_shape, weights, classifier_acti
         weights_file = os.path.expanduser(os.fspath(weights))
         if not weights_file.endswith(".weights.h5"):
             raise ValueError(
-                f"weights={weights!r}: a weights file must be a Keras `.weights.h5` file, as "
-                "model.save_weights writes it."
+                "weights must be True (the pretrained weights), None or False (random initialization), "
+                f"or the path of a Keras .weights.h5 file, as model.save_weights writes it; got {weights!r}."
             )
         if not os.path.isfile(weights_file):
             raise FileNotFoundError(f"weights={weights!r}: no such file.")
