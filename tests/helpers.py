@@ -36,3 +36,23 @@ def write_corrupted_copy(source, destination):
     data[len(data) // 2] ^= 0xFF
     with open(destination, "wb") as file:
         file.write(bytes(data))
+
+
+def kill_when_written(command, path, cwd, timeout=240):
+    """Starts `command` (a script run, no GPU) and kills it with SIGKILL as
+    soon as `path` exists, or when it ends or `timeout` seconds pass: the
+    interruption the resume tests recover from."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    deadline = time.time() + timeout
+    while not path.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

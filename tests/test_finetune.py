@@ -7,10 +7,8 @@ scripts/evaluate.py reports."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -27,7 +25,7 @@ from keras_directcopy.evaluation.finetune import (
     select_training_images,
 )
 from keras_directcopy.presets import zoo
-from tests.helpers import IMAGE_SIZE, tiny_encoder
+from tests.helpers import IMAGE_SIZE, kill_when_written, tiny_encoder
 # A registry holding `tiny_imagenette`, a preset trained on Imagenette.
 from tests.test_known_folders import bundled_registry
 
@@ -237,15 +235,7 @@ def test_finetune_script_resumes_after_kill_minus_nine_and_does_not_retrain_a_fi
     flags = [f"--encoder={saved_encoder}", f"--dataset=folder:{small_folder}", f"--output_dir={tmp_path}",
              f"--epochs={epochs}", "--batch_size=8", "--freeze_encoder", "--verbose=2"]
     metadata = tmp_path / "backup" / "training_metadata.json"
-    process = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "scripts" / "finetune.py"), *flags], cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )
-    deadline = time.time() + 240
-    while not metadata.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when_written([sys.executable, str(REPO_ROOT / "scripts" / "finetune.py"), *flags], metadata, REPO_ROOT)
     assert metadata.exists(), "no backup was written before the kill"
     assert not (tmp_path / "finetune.json").exists(), "the first run finished before it was killed"
 

@@ -8,10 +8,8 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -25,6 +23,7 @@ from keras_directcopy.models.predictors import DEFAULT_EPS
 from keras_directcopy.presets import registration
 from keras_directcopy.training import config_flags
 from keras_directcopy.training.run_log import read_history
+from tests.helpers import kill_when_written
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10"
@@ -186,15 +185,7 @@ def test_resume_after_kill_minus_nine(data_dir, tmp_path):
     flags = [*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
              "--epochs=3", "--save_freq=2", "--knn_every=0", "--jit_compile=false"]
     backup = tmp_path / "backup" / "backup.weights.h5"
-    process = subprocess.Popen(
-        [sys.executable, SCRIPT, *flags], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-    )
-    deadline = time.time() + 240
-    while not backup.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_when_written([sys.executable, SCRIPT, *flags], backup, REPO_ROOT)
     assert backup.exists(), "no backup was written before the kill"
     assert not (tmp_path / "run.json").exists(), "the first run finished before it was killed"
 
