@@ -93,7 +93,7 @@ def main(argv):
         check_encoder_flags()
         from keras_directcopy.data.datasets import ensure_prepared
         from keras_directcopy.evaluation.finetune import FinetuneConfig, finetune
-        from keras_directcopy.training.strategies import is_chief, make_strategy, non_chief_task
+        from keras_directcopy.training.strategies import end_process, is_chief, make_strategy, non_chief_task
         from keras_directcopy.utils.run_lock import claim_output_dir_until_exit
 
         config = FinetuneConfig(**{name: getattr(FLAGS, name) for name in RECIPE_FLAGS})
@@ -128,6 +128,7 @@ def main(argv):
         + (f", {config.labels_fraction:g} of the labels" if config.labels_fraction < 1 else "")
         + f"). Classifier in {os.path.join(FLAGS.output_dir, 'classifier.keras')}."
     )
+    end_process(0)
 
 
 if __name__ == "__main__":

@@ -166,8 +166,8 @@ def main(argv):
     from keras_directcopy.data.datasets import ensure_prepared
     from keras_directcopy.training.callbacks import NonFiniteLossError
     from keras_directcopy.training.loop import pretrain
-    from keras_directcopy.training.preemption import RESUMABLE_EXIT_CODE, RunInterrupted
-    from keras_directcopy.training.strategies import non_chief_task
+    from keras_directcopy.training.preemption import RESUMABLE_EXIT_CODE, RunInterrupted, WorkerLost
+    from keras_directcopy.training.strategies import end_process, non_chief_task
     from keras_directcopy.utils.files import WriteFailed
     from keras_directcopy.utils.run_lock import claim_output_dir
 
@@ -190,7 +190,7 @@ def main(argv):
         # code, which a later SIGTERM (every worker gets one) must not change.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print(f"interrupted: {interruption}", file=sys.stderr)
-        sys.exit(RESUMABLE_EXIT_CODE)
+        end_process(RESUMABLE_EXIT_CODE, wait_for_workers=not isinstance(interruption, WorkerLost))
     except WriteFailed as error:
         print(f"error: {error} Make room (or lift the limit) and run the same command again: the "
               "run resumes from its last backup.", file=sys.stderr)
@@ -209,6 +209,7 @@ def main(argv):
     if "knn_accuracy" in metrics:
         summary += f" kNN accuracy (k={config.knn_k}) on the test split: {100 * metrics['knn_accuracy']:.2f}%."
     print(summary + f" Encoder and run.json in {FLAGS.output_dir}.")
+    end_process(0)
 
 
 if __name__ == "__main__":

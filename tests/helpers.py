@@ -56,3 +56,8 @@ def kill_when_written(command, path, cwd, timeout=240):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+# What a worker of a multi-worker run logs when it outlives the chief, whose
+# process hosts TensorFlow's coordination service (`strategies.end_process`).
+OUTLIVED_THE_CHIEF = "Failed to send RPC to coordination service"

@@ -22,6 +22,7 @@ import pytest
 
 from keras_directcopy.utils.files import WriteFailed, atomic_save_all
 from keras_directcopy.utils.run_lock import LOCK_FILENAME, OutputDirError, OutputDirInUse, claim_output_dir
+from tests.helpers import OUTLIVED_THE_CHIEF
 from tests.test_hub import architecture_entry, make_preset, tiny_weights  # noqa: F401 (a fixture)
 from tests.test_multi_worker import free_ports
 from tests.test_pretrain import REPO_ROOT, SCRIPT, SMALL_RUN, data_dir, read_run, run_pretrain  # noqa: F401
@@ -256,6 +257,8 @@ def test_sigterm_to_every_worker_of_a_multi_worker_run(data_dir, tmp_path):
         codes = wait_all([chief, worker], timeout=240)
     logs = [log_of(tmp_path, "first", i) for i in range(2)]
     assert codes == [RESUMABLE_EXIT_CODE] * 2, logs[0][-3000:] + logs[1][-3000:]
+    # The message is each worker's last line: the chief ended last.
+    assert not any(OUTLIVED_THE_CHIEF in log for log in logs), logs[1][-3000:]
     steps = {preempted_step(log) for log in logs}
     assert len(steps) == 1, f"the workers stopped at different steps: {steps}"
 
@@ -263,6 +266,7 @@ def test_sigterm_to_every_worker_of_a_multi_worker_run(data_dir, tmp_path):
         codes = wait_all(workers, timeout=400)
     chief = log_of(tmp_path, "again", 0)
     assert codes == [0, 0], chief[-3000:] + log_of(tmp_path, "again", 1)[-3000:]
+    assert OUTLIVED_THE_CHIEF not in log_of(tmp_path, "again", 1)
     (step,) = steps
     assert f"Resuming from the backup at step {step} of 16." in chief
     assert read_run(output_dir)["steps"] == 16

@@ -337,6 +337,7 @@ def test_pretrain_mixed_precision_trains_and_saves_a_float32_encoder(data_dir, t
 
 @pytest.mark.slow
 def test_pretrain_multi_worker_on_localhost(data_dir, tmp_path):
+    from tests.helpers import OUTLIVED_THE_CHIEF
     from tests.test_multi_worker import free_ports
 
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
@@ -359,6 +360,7 @@ def test_pretrain_multi_worker_on_localhost(data_dir, tmp_path):
             process.kill()
     for process, log in zip(processes, logs):
         assert process.returncode == 0, log[-3000:]
+        assert OUTLIVED_THE_CHIEF not in log, log[-3000:]
     run = read_run(tmp_path / "worker0")  # the chief writes the outputs
     assert run["strategy"] == "multi_worker" and run["num_replicas"] == 2
     assert run["steps"] == 3 and 0 <= run["final_metrics"]["knn_accuracy"] <= 1

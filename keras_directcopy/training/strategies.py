@@ -5,10 +5,12 @@ are `JAXStrategy` objects: no distribution, or `keras.distribution.DataParallel`
 over the local devices; the loop asks both kinds the same questions.
 """
 
+import atexit
 import contextlib
 import json
 import os
 import re
+import sys
 
 import keras
 import tensorflow as tf
@@ -220,3 +222,39 @@ def tasks_named_in(error):
     worker, the task that stopped sending heartbeats or closed its socket."""
     found = re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", getattr(error, "message", str(error)))
     return sorted({f"{job} {task}" for job, task in found})
+
+
+# How long a worker waits for the others at the end of a multi-worker run:
+# the chief may still be writing the run's outputs (or evaluating) when the
+# other workers are done.
+LEAVE_TIMEOUT_S = 600
+
+
+def end_process(code, wait_for_workers=True, timeout_s=LEAVE_TIMEOUT_S):
+    """Ends this process with exit status `code`. In a multi-worker run the
+    workers end together and the chief last.
+
+    The chief hosts TensorFlow's coordination service, and every other worker
+    sends it heartbeats until its process is gone: one that outlives the
+    chief logs "Failed to send RPC to coordination service" after its own
+    last message. So every worker first waits at a coordination-service
+    barrier (at most `timeout_s`; not when `wait_for_workers` is False, for a
+    run that lost a worker, which will never arrive), then the workers other
+    than the chief end at once (exit handlers run, output flushed, no
+    interpreter teardown) while the chief ends normally, which takes longer.
+    Elsewhere (no coordination service) it is `sys.exit(code)`.
+    """
+    # The coordination service's only Python API.
+    from tensorflow.python.eager import context
+
+    if context.context().coordination_service is None:
+        sys.exit(code)
+    if wait_for_workers:
+        with contextlib.suppress(tf.errors.OpError):  # a worker that stopped, or timed out: end anyway
+            context.context().wait_at_barrier("keras_directcopy/end_process", int(timeout_s * 1000))
+    if non_chief_task("multi_worker") is None:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # released output-directory claims, among others
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
