@@ -53,6 +53,8 @@ flags.DEFINE_float("weight_decay", None, "Weight decay: with adam, coupled L2 on
                    "1e-3 with --freeze_encoder); with sgd, decoupled on every trained weight (default 0).",
                    lower_bound=0.0)
 flags.DEFINE_float("dropout", 0.0, "Dropout on the standardized features before the classifier.")
+flags.DEFINE_float("batchnorm_momentum", 0.9, "Momentum of the moving statistics of the encoder's BatchNorm "
+                  "layers in a full fine-tune (PyTorch's default; Keras' 0.99 lags a short fine-tune).")
 flags.DEFINE_bool("freeze_encoder", False, "Train only the classifier; the encoder stays frozen.")
 flags.DEFINE_float("validation_split", None, "Hold out this fraction of the training images (class-balanced, "
                    "seeded) and evaluate on it after every epoch; by default every epoch is evaluated on "
@@ -72,7 +74,7 @@ flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Progress: 0 none,
                   "per epoch (auto: 1 on a terminal, else 2).")
 
 FLAGS = flags.FLAGS
-RECIPE_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "lr_schedule", "momentum", "weight_decay",
+RECIPE_FLAGS = ("epochs", "batch_size", "batchnorm_momentum", "optimizer", "lr", "lr_schedule", "momentum", "weight_decay",
                 "dropout", "freeze_encoder", "validation_split", "labels_fraction", "max_train_examples",
                 "max_test_examples", "seed")
 

@@ -24,6 +24,7 @@ from keras_directcopy.evaluation.finetune import (
     finetune,
     select_training_images,
 )
+from keras_directcopy.models.fused_batchnorm import nested_layers
 from keras_directcopy.presets import zoo
 from tests.helpers import IMAGE_SIZE, kill_when_written, tiny_encoder
 # A registry holding `tiny_imagenette`, a preset trained on Imagenette.
@@ -136,6 +137,7 @@ def test_each_mode_takes_its_documented_defaults():
         "adam", pytest.approx(3e-3), "cosine", 1e-3)
     full = FinetuneConfig().resolved()
     assert (full.optimizer, full.lr, full.lr_schedule, full.weight_decay) == ("sgd", 0.05, "cosine", 0.0)
+    assert full.batchnorm_momentum == 0.9
     # Given values win; SGD chosen by hand for a frozen encoder brings no decay.
     mine = FinetuneConfig(freeze_encoder=True, optimizer="sgd", lr=0.1).resolved()
     assert (mine.optimizer, mine.lr, mine.weight_decay) == ("sgd", 0.1, 0.0)
@@ -172,6 +174,28 @@ def test_every_epoch_is_evaluated_on_the_held_out_split_or_the_test_split_labell
     classifier = keras.saving.load_model(tmp_path / "validation" / "classifier.keras", safe_mode=True)
     correct = [np.argmax(classifier.predict(x, verbose=0), axis=1) == y.numpy() for x, y in images]
     assert np.mean(np.concatenate(correct)) == pytest.approx(held_out["history"][-1]["val_accuracy"])
+
+
+def test_a_full_finetune_sets_the_momentum_of_the_encoders_batchnorm_statistics(folder, tmp_path):
+    """Keras' 0.99 would leave the test-time statistics of a short fine-tune
+    describing the encoder before it; the encoder's BatchNorm layers, nested
+    ones included, get `batchnorm_momentum`, and a frozen encoder's keep theirs."""
+    encoder = tiny_encoder(seed=0, batch_norm=True)
+    batchnorms = [layer for layer in nested_layers(encoder) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batchnorms and {layer.momentum for layer in batchnorms} == {0.99}
+    finetune(encoder, f"folder:{folder}", None, str(tmp_path / "full"),
+             FinetuneConfig(epochs=1, batch_size=32, batchnorm_momentum=0.8), verbose=0)
+    classifier = keras.saving.load_model(tmp_path / "full" / "classifier.keras", safe_mode=True)
+    saved = [layer.momentum for layer in nested_layers(classifier) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert saved == [0.8] * len(batchnorms)
+
+    frozen = tiny_encoder(seed=0, batch_norm=True)
+    finetune(frozen, f"folder:{folder}", None, str(tmp_path / "frozen"),
+             FinetuneConfig(epochs=1, batch_size=32, freeze_encoder=True, batchnorm_momentum=0.8), verbose=0)
+    assert {layer.momentum for layer in nested_layers(frozen)
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}
+    with pytest.raises(ValueError, match=r"batchnorm_momentum must be in \[0, 1\)"):
+        FinetuneConfig(batchnorm_momentum=1.0)
 
 
 def test_labels_fraction_trains_on_a_class_balanced_subset(folder, saved_encoder, tmp_path):

@@ -61,7 +61,7 @@ def use_fused_kernel(model):
     if keras.backend.backend() != "tensorflow":
         return 0
     switched = 0
-    for layer in _all_layers(model):
+    for layer in nested_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization) and _is_eligible_layer(layer):
             if not uses_fused_kernel(layer):
                 # An instance attribute, so the layer's class (and with it its
@@ -77,10 +77,11 @@ def uses_fused_kernel(layer):
     return isinstance(call, types.MethodType) and call.__func__ is _fused_call
 
 
-def _all_layers(layer):
+def nested_layers(layer):
+    """`layer` and every layer inside it, depth first (nested models included)."""
     yield layer
     for child in getattr(layer, "layers", []) or []:
-        yield from _all_layers(child)
+        yield from nested_layers(child)
 
 
 def _is_eligible_layer(layer):
