@@ -7,13 +7,14 @@ The repository is the preset's (`hub.repo_id` in its zoo/ entry) unless
 `--repo_id=ORG/NAME` names another.
 
 The preset must record the weights' sha256 and the metrics `scripts/evaluate.py`
-measured. The repository folder (weights, the architecture file
-`encoder.config.json` when the preset records one, `config.json`,
-`model.weights.h5`, `metrics.json`, `run.json`, `README.md` model card) is
-built and checked first; without `--dry_run` it is then uploaded with the
-token in `$HF_TOKEN`. The folder is also a model in Keras' saving format
+measured. The repository folder (the weights, once, as `model.weights.h5`;
+the architecture file `encoder.config.json` when the preset records one,
+`config.json`, `metrics.json`, `run.json`, `README.md` model card) is built
+and checked first; without `--dry_run` it is then uploaded with the token in
+`$HF_TOKEN`. The folder is also a model in Keras' saving format
 (`config.json` and `model.weights.h5`), so plain Keras loads the published
-repository without this package: `keras.saving.load_model("hf://ORG/NAME")`.
+repository without this package: `keras.saving.load_model("hf://ORG/NAME")`;
+`load_pretrained` reads the same `model.weights.h5` and checks its sha256.
 Weights come from `--weights`, or else from where the registry says they are
 published (`keras_directcopy.presets.zoo.resolve_file`, sha256-verified); the
 architecture file from `--architecture`, or else from next to `--weights`

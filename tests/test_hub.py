@@ -16,6 +16,8 @@ import importlib.resources
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,10 +38,8 @@ from tests.test_zoo import fill_hf_cache
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO_ROOT / "scripts" / "publish.py")
 # A published folder's files, for a preset with a run record and neither
-# head nor architecture file.
-FOLDER_FILES = [
-    "README.md", "config.json", "encoder.weights.h5", repo_layout.KERAS_WEIGHTS_FILENAME, "metrics.json", "run.json",
-]
+# head nor architecture file: the weights once, as model.weights.h5.
+FOLDER_FILES = ["README.md", "config.json", repo_layout.WEIGHTS_FILENAME, "metrics.json", "run.json"]
 NAME = "tiny_directcopy_cifar10"
 REPO_ID = "someorg/tiny-directcopy"
 HARDWARE = {
@@ -519,14 +519,13 @@ def test_repo_folder_rebuilds_the_encoder_from_config(tiny_weights, tmp_path):
     assert folder == tmp_path / "out" / "repo"
     assert sorted(os.listdir(folder)) == sorted(FOLDER_FILES)
     assert os.listdir(tmp_path / "out") == ["repo"]  # no staging folder left behind
-    assert sha256_of(folder / "encoder.weights.h5") == sha256
+    assert sha256_of(folder / repo_layout.WEIGHTS_FILENAME) == sha256
 
     config = json.loads((folder / "config.json").read_text())
     assert config["name"] == NAME and config["method"] == "directcopy"
-    assert config["weights"] == {"filename": "encoder.weights.h5", "sha256": sha256}
-    assert config["keras_weights"] == {
-        "filename": repo_layout.KERAS_WEIGHTS_FILENAME, "sha256": sha256_of(folder / repo_layout.KERAS_WEIGHTS_FILENAME),
-    }
+    assert config["weights"] == {"filename": repo_layout.WEIGHTS_FILENAME, "sha256": sha256}
+    assert config["format_version"] == repo_layout.CONFIG_FORMAT_VERSION == 3
+    assert "keras_weights" not in config  # the second copy's record, before format version 3
     assert config["library_version"] == kdc.__version__
     rebuilt = kdc.build_backbone(config["backbone"], tuple(config["input_shape"]), **config["backbone_kwargs"])
     rebuilt.load_weights(folder / config["weights"]["filename"])
@@ -591,6 +590,172 @@ def test_folder_loads_with_plain_keras_from_the_offline_hub_cache(tiny_weights, 
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
 
 
+# -- One weights file, checked ------------------------------------------------
+
+
+def write_flipped_weight(source, destination):
+    """Copies a `.weights.h5` file with one byte changed in the middle value
+    of its largest array (the top bit of a float32's mantissa): still a
+    valid HDF5 file, which Keras loads without an error, with one weight
+    changed by a quarter to a half. Returns the copy's sha256."""
+    with h5py.File(source, "r") as file:
+        arrays = []
+        file.visititems(lambda _, item: arrays.append(item) if isinstance(item, h5py.Dataset) else None)
+        largest = max(arrays, key=lambda item: item.size)
+        assert largest.dtype == np.dtype("<f4")
+        # Contiguous storage: the array's values are one run of bytes.
+        middle = largest.id.get_offset() + 4 * (largest.size // 2)
+    data = bytearray(Path(source).read_bytes())
+    data[middle + 2] ^= 0x40
+    Path(destination).write_bytes(bytes(data))
+    return sha256_of(destination)
+
+
+def old_layout_copy(folder, destination):
+    """`folder` as config.json format version 2 wrote it: the weights as
+    encoder.weights.h5, named in config.json, and again as model.weights.h5
+    (the same bytes), recorded as `keras_weights`."""
+    shutil.copytree(folder, destination)
+    weights = destination / repo_layout.WEIGHTS_FILENAME
+    shutil.copyfile(weights, destination / "encoder.weights.h5")
+    config = json.loads((destination / "config.json").read_text())
+    entry = config["weights"]
+    config.update(
+        format_version=2, weights={**entry, "filename": "encoder.weights.h5"},
+        keras_weights={**entry, "filename": repo_layout.WEIGHTS_FILENAME},
+    )
+    (destination / "config.json").write_text(json.dumps(config))
+    return destination
+
+
+def test_the_folder_holds_the_encoder_weights_once(tiny_weights, tmp_path):
+    """The trained file is the folder's one copy of the encoder weights,
+    under the name Keras' folder format reads, named in config.json; the
+    other .weights.h5 is the head's, and no two files are the same bytes."""
+    _, weights, sha256 = tiny_weights
+    head_path = tmp_path / "head.weights.h5"
+    head_path.write_bytes(b"linear head bytes")
+    head = {"filename": "linear_head.weights.h5", "sha256": sha256_of(head_path)}
+    preset = make_preset(sha256, head=head, architecture=architecture_entry(weights))
+    folder = Path(hub_folder.prepare_repo_folder(preset, weights, str(tmp_path / "repo"), head_path=str(head_path)))
+    weight_files = sorted(path.name for path in folder.iterdir() if path.name.endswith(".weights.h5"))
+    assert weight_files == sorted([repo_layout.WEIGHTS_FILENAME, head["filename"]])
+    assert (folder / repo_layout.WEIGHTS_FILENAME).read_bytes() == Path(weights).read_bytes()
+    contents = [sha256_of(path) for path in folder.iterdir()]
+    assert len(set(contents)) == len(contents)
+    assert json.loads((folder / "config.json").read_text())["weights"] == {
+        "filename": repo_layout.WEIGHTS_FILENAME, "sha256": sha256,
+    }
+    # Without a head, the one .weights.h5 of the folder.
+    headless = Path(hub_folder.prepare_repo_folder(make_preset(sha256), weights, str(tmp_path / "headless")))
+    assert [path.name for path in headless.iterdir() if path.name.endswith(".weights.h5")] == [
+        repo_layout.WEIGHTS_FILENAME
+    ]
+
+
+# Loads each name in sys.argv[3:] with load_pretrained: its features on the
+# images of sys.argv[1], or the error's message, into the JSON file sys.argv[2].
+LOAD_EACH = (
+    "import json, sys, numpy as np, keras_directcopy as k\n"
+    "images, results = np.load(sys.argv[1]), {}\n"
+    "for name in sys.argv[3:]:\n"
+    "    try:\n"
+    "        results[name] = np.asarray(k.load_pretrained(name)(images)).tolist()\n"
+    "    except (ValueError, FileNotFoundError) as error:\n"
+    "        results[name] = str(error)\n"
+    "json.dump(results, open(sys.argv[2], 'w'))\n"
+)
+
+
+def test_load_pretrained_reads_the_one_weights_file_from_the_hub_cache_and_refuses_a_flipped_byte(
+    tiny_weights, tmp_path,
+):
+    """HF_HUB_OFFLINE=1 with a pre-filled cache: the folder loads by hf://
+    id and by registry name (the registry's weights.filename is the run's
+    name, the repository's is model.weights.h5), a repository in the older
+    layout (weights as encoder.weights.h5 and again as model.weights.h5)
+    still loads, and a model.weights.h5 with one byte flipped is refused
+    with its name, both sha256 and the command that fixes it."""
+    encoder, weights, sha256 = tiny_weights
+    preset = make_preset(sha256, architecture=architecture_entry(weights))
+    folder = Path(hub_folder.prepare_repo_folder(preset, weights, str(tmp_path / "repo")))
+    cache = tmp_path / "cache"
+    fill_hf_cache(cache, REPO_ID, folder)
+    flipped = tmp_path / "flipped"
+    shutil.copytree(folder, flipped)
+    flipped_sha256 = write_flipped_weight(folder / repo_layout.WEIGHTS_FILENAME, flipped / repo_layout.WEIGHTS_FILENAME)
+    fill_hf_cache(cache, "someorg/tiny-flipped", flipped)
+    fill_hf_cache(cache, "someorg/tiny-older", old_layout_copy(folder, tmp_path / "older"))
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / f"{NAME}.json").write_text(json.dumps(preset))
+    older = make_preset(sha256, name="tiny_older", aliases=[], architecture=preset["architecture"],
+                        hub={"repo_id": "someorg/tiny-older", "revision": "main"})
+    (registry / "tiny_older.json").write_text(json.dumps(older))
+    np.save(tmp_path / "x.npy", images())
+    names = [f"hf://{REPO_ID}", NAME, "hf://someorg/tiny-older", "tiny_older", "hf://someorg/tiny-flipped"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), zoo.REGISTRY_ENV: str(registry)}
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_EACH, str(tmp_path / "x.npy"), str(tmp_path / "out.json"), *names],
+        capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "out.json").read_text())
+    for name in names[:-1]:
+        assert not isinstance(results[name], str), results[name]
+        np.testing.assert_array_equal(np.asarray(results[name], np.float32), encoder(images()))
+    message = results[names[-1]]
+    assert isinstance(message, str)
+    for text in [
+        f"sha256 mismatch for {repo_layout.WEIGHTS_FILENAME} of {NAME}",
+        f"hf://someorg/tiny-flipped/{repo_layout.WEIGHTS_FILENAME}",
+        f"expected {sha256}, got {flipped_sha256}", "nothing was loaded",
+        f"`hf cache rm -y hf://models/someorg/tiny-flipped/{repo_layout.WEIGHTS_FILENAME}` and load again",
+    ]:
+        assert text in message, (text, message)
+
+
+def card_commands(card):
+    """The card's weights check: `(python argv, sha256sum shell line)`."""
+    python = re.search(r"```bash\n(python -c .*)\n```", card).group(1)
+    sha256sum = re.search(r"```bash\n(echo .* \| sha256sum --check)\n```", card).group(1)
+    argv = shlex.split(python)
+    assert argv[:2] == ["python", "-c"]
+    return [sys.executable, *argv[1:]], sha256sum
+
+
+def test_the_card_gives_a_check_that_finds_the_flipped_byte_keras_loads(tiny_weights, tmp_path):
+    """keras.saving.load_model loads a model.weights.h5 with one byte flipped
+    without an error; the card's check commands, run as the card gives them,
+    pass the published file and fail that one."""
+    import keras
+
+    encoder, weights, sha256 = tiny_weights
+    folder = Path(hub_folder.prepare_repo_folder(make_preset(sha256), weights, str(tmp_path / "repo")))
+    card = (folder / "README.md").read_text()
+    assert f"sha256 `{sha256}`" in card
+    flipped = tmp_path / "flipped"
+    shutil.copytree(folder, flipped)
+    flipped_sha256 = write_flipped_weight(folder / repo_layout.WEIGHTS_FILENAME, flipped / repo_layout.WEIGHTS_FILENAME)
+    silently = keras.saving.load_model(str(flipped), safe_mode=True)
+    assert not np.array_equal(silently(images()), encoder(images()))
+
+    python, sha256sum = card_commands(card)
+    for name, source, intact in (("intact", folder, True), ("flipped", flipped, False)):
+        cache = tmp_path / f"cache_{name}"
+        fill_hf_cache(cache, REPO_ID, source)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
+        checked = subprocess.run(python, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        assert checked.returncode == (0 if intact else 1), checked.stderr[-3000:]
+        path, _, verdict = checked.stdout.strip().partition(" ")
+        assert Path(path).resolve().is_relative_to(cache.resolve())
+        assert verdict == ("OK" if intact else f"FAILED: its sha256 is {flipped_sha256}")
+        if shutil.which("sha256sum"):
+            summed = subprocess.run(sha256sum, shell=True, capture_output=True, text=True, cwd=source)
+            assert summed.returncode == (0 if intact else 1)
+            assert f"{repo_layout.WEIGHTS_FILENAME}: {'OK' if intact else 'FAILED'}" in summed.stdout
+
+
 def test_folder_is_keras_saving_format_beside_the_package_config(tiny_weights, tmp_path):
     """config.json holds Keras' serialization of the trained encoder and this
     package's description, with no key in common; model.weights.h5 is the
@@ -606,9 +771,6 @@ def test_folder_is_keras_saving_format_beside_the_package_config(tiny_weights, t
     package_part = hub_folder.repo_config(make_preset(sha256, architecture=architecture))
     keras_part = {key: value for key, value in config.items() if key not in package_part}
     assert {key: config[key] for key in package_part} == package_part
-    assert keras_part.pop("keras_weights") == {
-        "filename": repo_layout.KERAS_WEIGHTS_FILENAME, "sha256": sha256_of(folder / repo_layout.KERAS_WEIGHTS_FILENAME),
-    }
     # Keras' part is the trained architecture the preset ships.
     architecture_file = json.loads((Path(weights).parent / ARCHITECTURE_FILENAME).read_text())
     assert {key: keras_part[key] for key in architecture_file} == architecture_file
@@ -680,7 +842,7 @@ def test_sha256_mismatch_is_refused_and_leaves_no_folder(tiny_weights, tmp_path)
 
 def test_a_file_named_like_the_folders_own_files_is_refused(tiny_weights, tmp_path):
     _, weights, sha256 = tiny_weights
-    for reserved in ("config.json", repo_layout.KERAS_WEIGHTS_FILENAME, "README.md"):
+    for reserved in ("config.json", repo_layout.WEIGHTS_FILENAME, "README.md"):
         preset = make_preset(sha256, weights={"filename": reserved, "sha256": sha256, "bundled": False})
         with pytest.raises(ValueError, match=f"{reserved!r} is one the repository folder uses"):
             hub_folder.prepare_repo_folder(preset, weights, str(tmp_path / "out" / "repo"))
@@ -808,7 +970,7 @@ def test_publish_uploads_the_folder(tiny_weights, tmp_path):
     assert upload_kwargs["repo_type"] == "model"
     assert NAME in upload_kwargs["commit_message"]
     assert set(api.uploaded) == {*FOLDER_FILES, ARCHITECTURE_FILENAME}
-    assert hashlib.sha256(api.uploaded["encoder.weights.h5"]).hexdigest() == sha256
+    assert hashlib.sha256(api.uploaded[repo_layout.WEIGHTS_FILENAME]).hexdigest() == sha256
     assert hashlib.sha256(api.uploaded[ARCHITECTURE_FILENAME]).hexdigest() == preset["architecture"]["sha256"]
     assert json.loads(api.uploaded["config.json"])["repo_id"] == "otherorg/tiny"
     card = api.uploaded["README.md"].decode()

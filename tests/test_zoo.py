@@ -264,8 +264,8 @@ def test_shipped_preset_card_and_hub_folder_match_the_registry(name, tmp_path):
     folder = hub_folder.prepare_repo_folder(
         preset, zoo.resolve_weights(preset), str(tmp_path / "repo"), head_path=head)
     assert sorted(os.listdir(folder)) == sorted([
-        "README.md", "config.json", preset["weights"]["filename"], ARCHITECTURE_FILENAME,
-        repo_layout.KERAS_WEIGHTS_FILENAME, "metrics.json", "run.json",
+        # The weights once, under the name both loaders read.
+        "README.md", "config.json", repo_layout.WEIGHTS_FILENAME, ARCHITECTURE_FILENAME, "metrics.json", "run.json",
         # The other evaluations (other label sets, floors), when the preset records any.
         *([repo_layout.ADDITIONAL_METRICS_FILENAME] if preset.get("additional_metrics") else []),
         *([preset["head"]["filename"]] if head else []),

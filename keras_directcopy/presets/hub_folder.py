@@ -8,8 +8,12 @@ own saving format (`keras_format`), so plain Keras loads it with
 `safe_mode=True`), without this package. Its files (`repo_layout` names
 them):
 
-* the encoder weights (`preset["weights"]["filename"]`, a `.weights.h5`
-  file), and the linear-probe head's when the preset declares one;
+* `model.weights.h5`: the encoder weights, once, the trained file itself
+  (`preset["weights"]`, its sha256 the registry's), under the name Keras'
+  folder format gives them, so `load_pretrained` and
+  `keras.saving.load_model` read the same file;
+* the linear-probe head's weights (`preset["head"]["filename"]`), when the
+  preset declares one;
 * the trained encoder's architecture (`preset["architecture"]["filename"]`,
   `encoder.config.json` as `training.save_encoder` writes it: Keras'
   serialization of the model, built-in layers only), when the preset
@@ -17,12 +21,10 @@ them):
 * `config.json`: two descriptions of the encoder side by side, with no key
   in common. This package's (`repo_config`: a backbone name of
   `BACKBONE_NAMES`, its keyword arguments and the input shape, the preset
-  name, the package version, and the sha256 of every other file), which
-  `load_pretrained` reads; and Keras' (`keras.saving.save_model(encoder,
+  name, the package version, and the name and sha256 of every other file),
+  which `load_pretrained` reads; and Keras' (`keras.saving.save_model(encoder,
   folder, zipped=False)`: the serialized model), which
   `keras.saving.load_model` reads;
-* `model.weights.h5`: the same weights, under the name Keras' folder format
-  gives them;
 * `metrics.json` (written by `scripts/evaluate.py`) and `run.json` (written
   by `scripts/pretrain.py`), as measured;
 * `additional_metrics.json`, when the preset records other evaluations
@@ -49,6 +51,7 @@ from keras_directcopy.presets.repo_layout import (
     METRICS_FILENAME,
     RESERVED_FILENAMES,
     RUN_FILENAME,
+    WEIGHTS_FILENAME,
     write_json,
 )
 from keras_directcopy.utils.files import atomic_save, atomic_write_text, sha256_file
@@ -60,19 +63,20 @@ def prepare_repo_folder(
 ):
     """Writes the folder that is uploaded as the preset's Hub repository.
 
-    The folder holds the weights file (named `preset["weights"]["filename"]`),
-    the architecture file when the preset declares one, the head file when
-    given, `config.json`, `model.weights.h5`, `metrics.json`,
-    `additional_metrics.json` (the list `preset["additional_metrics"]`, when
-    it has any), `run.json` (when the preset has a run record) and
-    `README.md`. Before the folder is
+    The folder holds the weights once, as `model.weights.h5` (a copy of
+    `weights_path`, whatever the preset's `weights.filename`), the
+    architecture file when the preset declares one, the head file when
+    given, `config.json`, `metrics.json`, `additional_metrics.json` (the
+    list `preset["additional_metrics"]`, when it has any), `run.json` (when
+    the preset has a run record) and `README.md`. Before the folder is
     moved into place, the copied files are checked against the preset's
     sha256 and the encoder is loaded through `load_pretrained`, exactly as a
     user would load the published repository (which also checks that the
-    architecture file is the backbone the preset records); that encoder is
-    then written in Keras' folder format (`config.json` and
-    `model.weights.h5`), loaded back with `keras.saving.load_model(folder,
-    safe_mode=True)` and must give the same features.
+    architecture file is the backbone the preset records); Keras'
+    serialization of that encoder is added to `config.json`
+    (`keras_format.add_keras_format`), and the folder, loaded with
+    `keras.saving.load_model(folder, safe_mode=True)`, must give the same
+    features.
 
     The folder is built in a temporary directory next to `out_dir` and
     renamed into place (`utils.files.atomic_save`), so `out_dir` is the
@@ -122,22 +126,24 @@ def prepare_repo_folder(
             + ("declares a head, so head_path is required." if preset.get("head")
                else "declares no head, so head_path must not be given.")
         )
-    files = [(weights_path, preset["weights"])]
+    # (source path, registry entry, name in the folder)
+    files = [(weights_path, preset["weights"], WEIGHTS_FILENAME)]
     if head_path is not None:
-        files.append((head_path, preset["head"]))
+        files.append((head_path, preset["head"], preset["head"]["filename"]))
     if preset.get("architecture"):
         files.append((
             architecture_path or os.path.join(
                 os.path.dirname(os.path.abspath(weights_path)), preset["architecture"]["filename"]
             ),
             preset["architecture"],
+            preset["architecture"]["filename"],
         ))
     elif architecture_path is not None:
         raise ValueError(
             f"Preset {preset['name']!r} declares no architecture file, so architecture_path must "
             "not be given; record it in the preset first (scripts/register_preset.py)."
         )
-    for path, entry in files:
+    for path, entry, _ in files:
         _check_plain_filename(entry["filename"])
         if not os.path.isfile(path):
             hint = (
@@ -153,8 +159,8 @@ def prepare_repo_folder(
         # atomic_save builds the folder at a temporary path next to out_dir
         # and renames it into place once every check below has passed.
         os.makedirs(folder)
-        for path, entry in files:
-            destination = os.path.join(folder, entry["filename"])
+        for path, entry, filename in files:
+            destination = os.path.join(folder, filename)
             shutil.copyfile(path, destination)
             # The copy is hashed, not the source: what is uploaded is what is checked.
             actual = sha256_file(destination)
@@ -186,7 +192,7 @@ def prepare_repo_folder(
             raise ValueError(f"{mismatch}: {error}") from error
         # Keras skips, with a warning only, saved layers the model lacks; so the
         # file must also hold exactly as many arrays and values as the model.
-        stored = _stored_arrays(os.path.join(folder, preset["weights"]["filename"]))
+        stored = _stored_arrays(os.path.join(folder, WEIGHTS_FILENAME))
         expected = (len(encoder.weights), sum(int(math.prod(w.shape)) for w in encoder.weights))
         if stored != expected:
             raise ValueError(
@@ -207,8 +213,9 @@ def repo_config(preset, *, repo_id=None):
     (built-in Keras layers only; sha256-checked) and checks that it is
     `build_backbone(config["backbone"], tuple(config["input_shape"]),
     **config["backbone_kwargs"])`; without one (older repositories) it
-    builds that. Then it loads `config["weights"]["filename"]` after
-    checking its sha256.
+    builds that. Then it loads `config["weights"]["filename"]`
+    (`model.weights.h5`, the file Keras' folder format reads too) after
+    checking its sha256, the registry's.
 
     Args:
         preset: a preset dict of the `zoo/` registry.
@@ -232,7 +239,7 @@ def repo_config(preset, *, repo_id=None):
         "backbone": preset["backbone"],
         "backbone_kwargs": dict(preset.get("backbone_kwargs") or {}),
         "input_shape": list(preset["input_shape"]),
-        "weights": {"filename": preset["weights"]["filename"], "sha256": preset["weights"]["sha256"]},
+        "weights": {"filename": WEIGHTS_FILENAME, "sha256": preset["weights"]["sha256"]},
         "head": {"filename": head["filename"], "sha256": head["sha256"]} if head else None,
         "architecture": (
             {"filename": architecture["filename"], "sha256": architecture["sha256"]}

@@ -31,9 +31,9 @@ from keras_directcopy.presets.checks import check_publishable, evaluation_change
 from keras_directcopy.presets.repo_layout import (
     ADDITIONAL_METRICS_FILENAME,
     CONFIG_FILENAME,
-    KERAS_WEIGHTS_FILENAME,
     METRICS_FILENAME,
     RUN_FILENAME,
+    WEIGHTS_FILENAME,
 )
 
 # The package (setup.cfg maps the top-level model_cards/ folder to it) and
@@ -122,7 +122,8 @@ def build_model_card(preset, *, repo_id=None):
     the same k (`preset["published_results"]`, see `check_published_results`),
     intended use and limitations (with the distance from the full-scale
     recipe when `preset["reduced_scale"]` is true), and how to load the
-    encoder, with Keras alone or with this package.
+    encoder, with Keras alone (with a command that checks the weights'
+    sha256, which Keras does not) or with this package.
 
     Args:
         preset: a preset dict of the `zoo/` registry, with measured metrics.
@@ -202,10 +203,14 @@ def _card_values(preset, *, repo_id):
     Records are passed as read (`metrics`, its `knn` and `linear_probe`
     as `knn` and `linear`, `run`, the run's `config`), and so are the
     preset's own entries (`name`, `method`, `backbone`, `input_shape`,
-    `train_command`, `notes`, `weights`, `head`, its `architecture` as
+    `train_command`, `notes`, `head`, its `architecture` as
     `architecture_file`), so every number in the card is one of theirs; the
     template words and formats them. Derived here:
 
+    * `weights`: the repository's weights file, `{"filename":
+      "model.weights.h5", "sha256"}` with the preset's sha256 (the folder
+      ships the registered file under the name both loaders read; see
+      `repo_layout`);
     * `method_name`, `references` (`{"short", "full"}` of each cited
       paper), `dataset_name`, `predictor_eps` (the eps a direct predictor
       trained with, see `_predictor_eps`), `direct_method` (the predictor
@@ -303,7 +308,7 @@ def _card_values(preset, *, repo_id):
         "commits": _commit_groups(run),
         "predictor_eps": _predictor_eps(preset, run, config),
         "direct_method": preset["method"] in DIRECT_METHODS,
-        "weights": preset["weights"],
+        "weights": {"filename": WEIGHTS_FILENAME, "sha256": preset["weights"]["sha256"]},
         "head": preset.get("head"),
         "architecture_file": preset.get("architecture"),
         "other_evaluations": other_evaluations,
@@ -313,9 +318,8 @@ def _card_values(preset, *, repo_id):
         ],
         "published": _published_beside_ours(preset.get("published_results"), metrics, other_evaluations),
         "files": {
-            "config": CONFIG_FILENAME, "keras_weights": KERAS_WEIGHTS_FILENAME,
-            "metrics": METRICS_FILENAME, "additional_metrics": ADDITIONAL_METRICS_FILENAME,
-            "run": RUN_FILENAME,
+            "config": CONFIG_FILENAME, "metrics": METRICS_FILENAME,
+            "additional_metrics": ADDITIONAL_METRICS_FILENAME, "run": RUN_FILENAME,
         },
     }
 

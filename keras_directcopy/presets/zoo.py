@@ -27,6 +27,12 @@ Where files come from, in order:
 2. a folder bundled in `zoo/` (small encoders only);
 3. `huggingface_hub.hf_hub_download`, which honours its cache,
    `HF_HUB_OFFLINE`, `HF_HUB_CACHE` and `HF_ENDPOINT`.
+
+A folder or Hub repository names its weights file in its `config.json`
+(`model.weights.h5` since `repo_layout.CONFIG_FORMAT_VERSION` 3, the one
+file Keras' folder format reads too; older repositories' own name); for a
+registry preset published on the Hub, that name is read from the
+repository's `config.json` and the sha256 from the registry.
 """
 
 import copy
@@ -270,7 +276,9 @@ def build_encoder(spec, source=None, input_shape=None, weights=True):
     Args:
         spec: a preset dict, or a checked `config.json`.
         source: `("dir", folder)` or `("hub", {"repo_id", "revision"})`;
-            default: where the registry says the preset's files are.
+            default: where the registry says the preset's files are (on
+            the Hub, with the weights under the repository's name for
+            them).
         input_shape: `(H, W, 3)` to build for; default (or equal):
             `spec["input_shape"]`, and the loaded model is returned as it is.
             Another shape gets the same architecture (trained stem and
@@ -286,7 +294,8 @@ def build_encoder(spec, source=None, input_shape=None, weights=True):
             backbone, or the weights do not fit.
         FileNotFoundError: a file is missing (or not cached, offline).
     """
-    source = source or _registry_source(spec)
+    if source is None:
+        spec, source = _registry_files(spec, need_weights=weights)
     trained_shape = check_input_shape(spec["input_shape"])
     kwargs = _architecture_kwargs(spec)
     if weights and spec.get("architecture"):
@@ -322,8 +331,15 @@ def resolve_file(preset, entry, source=None):
 
 
 def resolve_weights(preset, source=None):
-    """Local path of a preset's weights file, sha256-verified. See `load_pretrained`."""
-    return resolve_file(preset, preset["weights"], source)
+    """Local path of a preset's weights file, sha256-verified. See `load_pretrained`.
+
+    Unlike `resolve_file(preset, preset["weights"])`, finds the weights of a
+    preset published on the Hub under the name its repository gives them
+    (`model.weights.h5`, or an older repository's own name).
+    """
+    if source is None:
+        preset, source = _registry_files(preset)
+    return _verified_file(preset, preset["weights"], source)
 
 
 def _check_arguments(include_top, pooling, input_shape, weights, classifier_activation="softmax"):
@@ -548,13 +564,36 @@ def _load_spec(name, need_weights=True):
             "record the weights' sha256 and metrics in "
             f"zoo/{preset['name']}.json; or load your own with load_pretrained('<output_dir>')."
         )
-    return preset, _registry_source(preset)
+    return _registry_files(preset, need_weights=need_weights)
 
 
 def _registry_source(preset):
     if preset["weights"].get("bundled"):
         return ("dir", os.path.join(preset["_registry_dir"], preset["name"]))
     return ("hub", preset["hub"])
+
+
+def _registry_files(preset, need_weights=True):
+    """`(spec, source)` of a registry preset: where its files are, and the
+    preset with its weights entry named as they are named there.
+
+    Bundled files keep the registry's names. A Hub repository names its
+    weights file in its `config.json` (`repo_layout.WEIGHTS_FILENAME` since
+    format version 3; the registry's name in older repositories), so with
+    `need_weights` that file is read for the name; the sha256 stays the
+    registry's, which pins the weights whatever the repository says.
+    """
+    source = _registry_source(preset)
+    kind, hub = source
+    if kind != "hub" or not need_weights:
+        return preset, source
+    repository = f"{HF_PREFIX}{hub['repo_id']}"
+    config = _config_from_file(
+        _hub_download(hub, CONFIG_FILENAME, what=f"{preset['name']} ({repository}, {CONFIG_FILENAME})"),
+        repository,
+    )
+    weights = {**preset["weights"], "filename": config["weights"]["filename"]}
+    return {**preset, "weights": weights}, source
 
 
 def _config_from_file(path, origin):
@@ -609,16 +648,26 @@ def _verified_file(spec, entry, source):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} does not exist ({spec['name']}).")
         origin = path
+        fix = (
+            "Replace it with an intact copy (a preset's bundled file: reinstall keras-directcopy) "
+            "and load again."
+        )
     else:
         path = _hub_download(location, filename, what=f"{spec['name']} ({filename})")
         origin = f"hf://{location['repo_id']}/{filename} (cached at {path})"
+        # The cache keeps the file's content apart from the snapshot's link to
+        # it, so deleting the link alone brings the same bytes back.
+        fix = (
+            f"Remove the cached copy with `hf cache rm -y hf://models/{location['repo_id']}/{filename}` "
+            "and load again, which downloads it anew."
+        )
     expected = entry.get("sha256")
     actual = sha256_file(path)
     if not expected or actual != expected:
         raise ValueError(
             f"sha256 mismatch for {filename} of {spec['name']}, from {origin}: expected "
             f"{expected}, got {actual}. The file is corrupted or not the published one; "
-            "nothing was loaded. Delete it (for the Hub cache: `hf cache delete`) and retry."
+            f"nothing was loaded. {fix}"
         )
     return path
 
