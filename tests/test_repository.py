@@ -14,11 +14,17 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_quickstart_command_is_in_the_readme():
+    """One line installs, prepares CIFAR-10, fine-tunes the shipped encoder
+    on a labelled subset (what users come for, so it leads), then pretrains."""
     readme = (ROOT / "README.md").read_text()
-    assert (
-        "pip install -c constraints.txt -e . && .venv/bin/python scripts/prepare_data.py && "
-        ".venv/bin/python scripts/pretrain.py --config=quickstart" in readme
-    )
+    (line,) = [line for line in readme.splitlines() if "scripts/prepare_data.py &&" in line]
+    steps = [step.strip() for step in line.split("&&")]
+    assert steps[0] == "python3 -m venv .venv"
+    assert steps[1] == ".venv/bin/pip install -c constraints.txt -e ."
+    assert steps[2] == ".venv/bin/python scripts/prepare_data.py"
+    assert steps[3].startswith(".venv/bin/python scripts/finetune.py --preset=cifar10 --labels_fraction=")
+    assert steps[4].startswith(".venv/bin/python scripts/pretrain.py --config=quickstart ")
+    assert len(steps) == 5
 
 
 def test_readme_preset_table_names_every_preset_and_where_its_weights_live():
