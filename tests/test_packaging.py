@@ -1,8 +1,8 @@
 """The release artifacts: `python -m build` makes an sdist and a wheel that
 `twine check` accepts, with the license and project URLs; the wheel carries
 the preset registry, the bundled weights and heads as package data, and
-`load_pretrained` works from an install prefix that is not this virtual
-environment's."""
+`load_pretrained` loads every bundled preset, with and without its head,
+from the wheel installed in a new virtual environment."""
 
 import json
 import os
@@ -73,7 +73,7 @@ def test_the_sdist_and_wheel_pass_twine_check_with_license_and_urls(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_wheel_installed_elsewhere_loads_the_bundled_encoder(tmp_path):
+def test_a_wheel_installed_in_a_new_venv_loads_every_bundled_preset(tmp_path):
     wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         packaged = set(archive.namelist())
@@ -85,12 +85,27 @@ def test_a_wheel_installed_elsewhere_loads_the_bundled_encoder(tmp_path):
                 assert f"keras_directcopy/zoo_data/{preset['name']}/{preset[key]['filename']}" in packaged
     assert "keras_directcopy/model_card_templates/template.md" in packaged
 
-    # A prefix that is not the venv's (as `pip install --target` or `--user` make).
-    target = tmp_path / "elsewhere"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-        check=True, capture_output=True, text=True,
-    )
+    # A new virtual environment with the wheel installed by pip. Its
+    # dependencies are this environment's (one path line in a .pth file:
+    # TensorFlow is not downloaded again), which holds this checkout as an
+    # editable install; a plain path line processes no .pth file there, so
+    # the checkout stays off the new environment's path.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True,
+                   timeout=300)
+    python = venv / "bin" / "python"
+    site_packages = Path(subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True).stdout.strip())
+    dependencies = [p for p in sys.path if p.endswith("site-packages") and Path(p, "keras").is_dir()]
+    (site_packages / "dependencies.pth").write_text("\n".join(dependencies) + "\n")
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]  # this pip, installing there
+    installed = subprocess.run([*pip, "install", "--no-deps", "-q", str(wheel)],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    # The wheel's declared requirements are met by the pinned dependencies.
+    checked = subprocess.run([*pip, "check"], capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     np.save(tmp_path / "images.npy", images)
     # Every bundled preset, its encoder and, where it ships one, its classifier.
@@ -113,16 +128,17 @@ def test_a_wheel_installed_elsewhere_loads_the_bundled_encoder(tmp_path):
     )
     # The wheel's copy comes first on the path; the checkout is not on it
     # (the working directory is the temporary one).
-    environment = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     environment.pop(zoo.REGISTRY_ENV, None)
+    environment.pop("PYTHONPATH", None)
     completed = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "images.npy")],
+        [python, "-c", script, str(tmp_path / "images.npy")],
         cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert Path(result["package"]).is_relative_to(target)
-    assert [Path(d) for d in result["registry"]] == [target / "keras_directcopy" / "zoo_data"]
+    assert Path(result["package"]).is_relative_to(site_packages)
+    assert [Path(d) for d in result["registry"]] == [site_packages / "keras_directcopy" / "zoo_data"]
     bundled = [s["name"] for s in kdc.list_pretrained() if zoo.get_preset(s["name"])["weights"].get("bundled")]
     assert {name for name in result["outputs"] if ":" not in name} == set(bundled) and len(bundled) >= 3
     for name, output in result["outputs"].items():
