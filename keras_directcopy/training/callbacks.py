@@ -1,4 +1,5 @@
-"""Training callbacks: exact resume, and the end of a fit after a given epoch.
+"""Training callbacks: exact resume, the end of a fit after a given epoch,
+and an estimate of the time the remaining steps take.
 
 A non-finite loss is stopped by Keras' `TerminateOnNaN`, and the learning
 rate is logged by Keras' `TensorBoard` (`epoch_learning_rate`) and by the
@@ -8,6 +9,7 @@ run log; graceful preemption is `preemption.BackupOnPreemption`.
 import io
 import math
 import os
+import time
 
 import keras
 
@@ -168,6 +170,103 @@ class EndAfterEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 >= self.last_epoch:
             self.model.stop_training = True
+
+
+class TimeEstimate(keras.callbacks.Callback):
+    """Prints, once, the measured time per training step and the estimated
+    wall time of the steps that remain.
+
+    Contract:
+
+    * Steps are optimizer steps, counted from the batch index `fit()` passes
+      to `on_train_batch_end` (which, with `steps_per_execution` k, sees
+      every k-th step), across all the `fit()` calls the callback is given
+      to.
+    * The first `skip_steps` steps of each `fit()` are not timed: they
+      include tracing and compilation. Then the clock runs over at least
+      `timed_steps` steps within one epoch: a window that an epoch end would
+      fall in (a backup, a kNN evaluation) starts again at the next epoch.
+      At both ends of the window the step's loss is read back, so the time
+      includes the device's work where dispatch is asynchronous (GPUs, JAX).
+    * When the window closes it calls `print_fn` once with one line: the
+      seconds per step and the estimate for the steps of `total_steps` not
+      yet run, which leaves out the time spent at epoch ends (kNN
+      evaluations, backups). A run too short to fill a window prints
+      nothing.
+
+    Args:
+        total_steps: the steps the `fit()` calls run in all (on a resumed
+            run, those that remain).
+        skip_steps: steps not timed at the start of each `fit()`.
+        timed_steps: steps the window times, at least.
+        print_fn: called with the line (default: `print`, flushed).
+        clock: seconds, monotonic (default `time.perf_counter`).
+    """
+
+    def __init__(self, total_steps, skip_steps=3, timed_steps=20, print_fn=None, clock=time.perf_counter):
+        super().__init__()
+        if skip_steps < 0 or timed_steps < 1:
+            raise ValueError(f"skip_steps={skip_steps} and timed_steps={timed_steps}: they must be >= 0 and >= 1.")
+        self.total_steps, self.skip_steps, self.timed_steps = total_steps, skip_steps, timed_steps
+        self.print_fn = print_fn or (lambda line: print(line, flush=True))
+        self.clock = clock
+        self.steps = 0  # steps run, over all fits
+        self.estimate = None  # (seconds per step, seconds for the steps that remain), once printed
+        self._fit_steps = 0
+        self._last_batch = -1
+        self._start = None  # (time, steps) where the window opened
+
+    def on_train_begin(self, logs=None):
+        self._fit_steps, self._start = 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last_batch, self._start = -1, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = batch - self._last_batch
+        self._last_batch = batch
+        self.steps += done
+        self._fit_steps += done
+        if self.estimate is not None or self._fit_steps < self.skip_steps:
+            return
+        if self._start is None:
+            _wait_for(logs)
+            self._start = (self.clock(), self.steps)
+            return
+        timed = self.steps - self._start[1]
+        if timed < self.timed_steps:
+            return
+        _wait_for(logs)
+        per_step = (self.clock() - self._start[0]) / timed
+        remaining = max(self.total_steps - self.steps, 0)
+        self.estimate = (per_step, per_step * remaining)
+        self.print_fn(
+            f"Timing: {per_step:.3g} s per step over {timed} steps; the {remaining:,} "
+            + ("step that remains takes" if remaining == 1 else "steps that remain take")
+            + f" about {format_duration(per_step * remaining)}, besides the kNN evaluations and backups "
+            "at epoch ends."
+        )
+
+
+def format_duration(seconds):
+    """`seconds` for people: `42 s`, `12 min 5 s`, `3 h 20 min`, `2 d 4 h`."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def _wait_for(logs):
+    """Waits for the step that produced `logs`: reads its loss back."""
+    if logs and "loss" in logs:
+        _scalar(logs["loss"])
 
 
 def finite_loss(logs):
