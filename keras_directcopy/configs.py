@@ -65,10 +65,23 @@ facebookresearch/luckmatters, `ssl/real-dataset`:
   online network, EMA 0.996 on a cosine to 1) with SimSiam's SGD recipe
   (Chen & He 2021: lr 0.05 x batch / 256 on a cosine, momentum 0.9, weight
   decay 1e-4, 100 epochs).
+
+The default recipe. `scripts/pretrain.py` without `--config` trains the
+recipe of the shipped preset of its dataset (`default_preset`,
+`preset_config`): each preset's registry entry (`zoo/NAME.json`) records the
+recipe it was trained with as data, `"pretrain_recipe": {"config": NAME,
+"overrides": {FIELD: VALUE, ...}}`, and the dataset's alias (`cifar10`,
+`cifar100`, ...) names the preset. So the default follows the alias: when
+an alias moves to another preset, the default recipe moves with it. A
+folder of one's own images (`folder:ROOT`) has a default only when it is
+identified as a known dataset with a preset (Imagenette); for any other
+folder there is none, and `--config` must name one: no recipe was chosen
+for unknown images, and a long run on a guessed one would waste its budget.
 """
 
 import dataclasses
 import math
+import os
 
 from keras_directcopy.models.backbones import BACKBONE_NAMES
 from keras_directcopy.models.non_contrastive import TARGET_INITS, WEIGHT_DECAY_MODES
@@ -83,6 +96,10 @@ JIT_COMPILE_SETTINGS = ("auto", "true", "false")
 # Smaller images leave nothing for the random crops to work with, and a
 # ResNet's 5 downsamplings reduce them to a single pixel long before the end.
 MIN_IMAGE_SIZE = 8
+# The dataset of a command that names none (`PretrainConfig.dataset`).
+DEFAULT_DATASET = "cifar10"
+# The key of a preset's registry entry that holds its recipe (`preset_config`).
+PRESET_RECIPE_KEY = "pretrain_recipe"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +173,7 @@ class PretrainConfig:
             the wrong type, naming the flag, the value and what is valid.
     """
 
-    dataset: str = "cifar10"
+    dataset: str = DEFAULT_DATASET
     data_dir: str | None = None
     backbone: str = "resnet20"
     width_multiplier: float = 1.0
@@ -356,6 +373,128 @@ def get_config(name, **overrides):
     return dataclasses.replace(
         CONFIGS[name], **{k: v for k, v in overrides.items() if v is not None}
     )
+
+
+def preset_recipe(preset):
+    """The recipe a preset's registry entry records: `(config name, overrides)`.
+
+    The entry holds it as `"pretrain_recipe": {"config": NAME, "overrides":
+    {FIELD: VALUE, ...}}` (`PRESET_RECIPE_KEY`): a named recipe of `CONFIGS`
+    and the field values that differ from it, as JSON values (`"overrides"`
+    may be left out when there are none).
+
+    Args:
+        preset: a registry entry (`presets.zoo.get_preset`).
+
+    Raises:
+        ValueError: if the entry records no recipe, or one of another form
+            or with an unknown config, field or invalid value; the message
+            names the preset and the form.
+    """
+    name, recipe = preset.get("name"), preset.get(PRESET_RECIPE_KEY)
+    form = f'"{PRESET_RECIPE_KEY}": {{"config": NAME, "overrides": {{FIELD: VALUE, ...}}}}'
+    if recipe is None:
+        raise ValueError(
+            f"Preset {name!r} records no recipe: add {form} to its registry entry (zoo/{name}.json), "
+            f"the --config and field flags of its train_command ({preset.get('train_command')!r})."
+        )
+    if (not isinstance(recipe, dict) or set(recipe) - {"config", "overrides"}
+            or not isinstance(recipe.get("config"), str) or not isinstance(recipe.get("overrides", {}), dict)):
+        raise ValueError(f"Preset {name!r} records its recipe as {recipe!r}; the form is {form}.")
+    overrides = dict(recipe.get("overrides") or {})
+    try:
+        get_config(recipe["config"], **overrides)
+    except ValueError as error:
+        raise ValueError(f"Preset {name!r} records a recipe that is not valid here: {error}") from error
+    return recipe["config"], overrides
+
+
+def preset_config(preset, **overrides):
+    """The recipe a preset was trained with (`preset_recipe`), with
+    `overrides` (None values ignored) applied, as `get_config` applies them.
+
+    Args:
+        preset: a preset name or dataset alias of the registry
+            (`presets.zoo.get_preset`), or a registry entry.
+
+    Raises:
+        ValueError: on an unknown preset, as `preset_recipe`, or as
+            `get_config` for an override.
+    """
+    if isinstance(preset, str):
+        from keras_directcopy.presets.zoo import get_preset  # the registry loads Keras models
+
+        preset = get_preset(preset)
+    name, recorded = preset_recipe(preset)
+    return get_config(name, **{**recorded, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def recipe_flags(name, overrides=None):
+    """The `scripts/pretrain.py` flags of recipe `name` with `overrides`:
+    `--config=NAME`, then one flag per override in order (`--FIELD=VALUE`;
+    `--FIELD` or `--noFIELD` for a boolean; an unset field is left out)."""
+    arguments = [f"--config={name}"]
+    for field, value in (overrides or {}).items():
+        if isinstance(value, bool):
+            arguments.append(f"--{field}" if value else f"--no{field}")
+        elif value is not None:
+            arguments.append(f"--{field}={value}")
+    return arguments
+
+
+def default_preset(dataset):
+    """The preset whose recipe `scripts/pretrain.py` trains on `dataset`
+    when no `--config` is given: the one the dataset's alias names.
+
+    That is the registry preset with an alias equal to the dataset's name
+    (`cifar10`, `cifar100:coarse_label` as `cifar100`), else the one preset
+    with an alias that is trained on it (`imagenet2012`, aliased
+    `imagenet`). A folder (`folder:ROOT`) is the known dataset it is
+    identified as by its class folders and image counts (`imagenette`), if
+    any; its files are listed, not read.
+
+    Args:
+        dataset: a `--dataset` value.
+
+    Returns:
+        The preset's name.
+
+    Raises:
+        ValueError: on an unknown dataset name (the message lists the valid
+            ones), and when no preset is the dataset's (a folder of one's own
+            images, a dataset no preset is trained on) or several are: the
+            message asks for `--config` and lists the recipes.
+        FileNotFoundError: on a folder that does not exist.
+    """
+    from keras_directcopy.data import datasets as data  # reads folders with TensorFlow
+    from keras_directcopy.presets import zoo  # the registry loads Keras models
+
+    ask = (f"pass --config=NAME, one of {', '.join(CONFIGS)} (keras_directcopy/configs.py gives each "
+           "recipe and its source)")
+    if dataset.startswith(data.FOLDER_PREFIX):
+        folder = data.folder_path(dataset)
+        if not os.path.isdir(folder):
+            data.get_dataset_spec(dataset)  # raises the missing folder's message
+        name = data.identify_folder(folder)
+        if name is None:
+            raise ValueError(
+                f"--dataset={dataset} is a folder of your own images, which has no shipped preset to "
+                "take a default recipe from (a folder has one only when it is identified as a known "
+                f"dataset, e.g. Imagenette): {ask}; for photos, --config=imagenette_resnet18, with "
+                "--image_size for another size than its 96 px."
+            )
+    else:
+        data.get_dataset_spec(dataset)  # an unknown name gets the message that lists the valid ones
+        name = dataset.partition(":")[0]
+    presets = zoo.list_pretrained()
+    if any(name in preset["aliases"] for preset in presets):
+        return zoo.get_preset(name)["name"]  # the preset `load_pretrained(name)` loads
+    owners = [preset["name"] for preset in presets if preset["aliases"] and preset["dataset"] == name]
+    if len(owners) != 1:
+        which = f"several presets, {', '.join(owners)}, are" if owners else "no shipped preset is"
+        raise ValueError(f"Without --config scripts/pretrain.py trains the recipe of the shipped preset of "
+                         f"its dataset, and {which} the one of {name!r}: {ask}.")
+    return owners[0]
 
 
 def field_choices(name):

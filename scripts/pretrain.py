@@ -3,6 +3,22 @@
     python scripts/pretrain.py --config=cifar10_resnet18 --data_dir=~/tensorflow_datasets \
         --output_dir=runs/c10_r18 --strategy=mirrored
 
+Without `--config` it trains the recipe of the shipped preset of the dataset
+(`--dataset`, default cifar10): the preset the dataset's alias names, with
+the recipe its registry entry records (`configs.default_preset`,
+`"pretrain_recipe"` in `zoo/NAME.json`), e.g. for CIFAR-10 that of the
+bundled `directcopy_resnet20_cifar10` encoder, 90 epochs. A folder of one's
+own images has no preset unless it is identified as a known dataset
+(Imagenette), so it needs `--config`; the error says so and lists the
+recipes. The recipe's flags are recorded in the command run.json keeps, so
+the command reproduces the run if an alias moves to another preset later.
+One epoch that checks the pipeline end to end is `--config=quickstart`.
+
+Before the first step the run prints its plan (recipe, dataset, backbone,
+image size, epochs, steps, global batch, strategy and replicas, output
+directory) and, after its first timed steps, unless `--verbose=0`, the
+seconds per step and the estimated time of the steps that remain.
+
 A labelled image folder with the class folders and image counts of a known
 folder dataset (Imagenette: fast.ai's imagenette2) is identified as it, and
 run.json records its name (`"dataset": "imagenette"` in the config) and the
@@ -88,8 +104,11 @@ def define_flags(flag_values=flags.FLAGS):
     flag per `PretrainConfig` field (`config_flags.define_flags`: name, type and
     help text from the field), so importing the script defines none."""
     flags.DEFINE_enum(
-        "config", "quickstart", list(configs.CONFIGS), "Named recipe; the field flags override it.",
-        flag_values=flag_values,
+        "config", None, list(configs.CONFIGS),
+        "Named recipe; the field flags override it. Unset: the recipe of the shipped preset of "
+        "--dataset (the preset its alias names, e.g. cifar10: directcopy_resnet20_cifar10, 90 "
+        "epochs); a folder of your own images needs one. quickstart: one epoch, to check the "
+        "pipeline.", flag_values=flag_values,
     )
     flags.DEFINE_string(
         "output_dir", None, "Where the encoder, run.json, logs and backup go.", required=True,
@@ -126,11 +145,13 @@ def define_flags(flag_values=flags.FLAGS):
     config_flags.define_flags(flag_values)
 
 
-def recorded_command(argv):
+def recorded_command(argv, recipe_flags=()):
     """The command run.json records: `argv` without `--stop_at_epoch`, which
     only says when an invocation ends (as an interruption would), so every
-    part of a run records the same command."""
-    kept, skip_value = [], False
+    part of a run records the same command; `recipe_flags` (the default
+    recipe's `--config` and field flags, when `argv` names none) come first,
+    so the command names its recipe and later flags still override it."""
+    kept, skip_value = list(recipe_flags), False
     for arg in argv:
         if skip_value:
             skip_value = False
@@ -172,9 +193,10 @@ def main(argv):
     from keras_directcopy.utils.run_lock import claim_output_dir
 
     output_dir = os.path.expanduser(FLAGS.output_dir)
-    command = recorded_command(sys.argv[1:])
     try:
-        config = config_flags.config_from_flags(FLAGS.config, FLAGS)
+        recipe = config_flags.recipe_from_flags(FLAGS.config, FLAGS)
+        config = recipe.config
+        command = recorded_command(sys.argv[1:], recipe.flags if recipe.preset else ())
         # Claimed before the data is prepared (perhaps downloaded): a second
         # run into this directory, or one that cannot be written, stops at once.
         # `pretrain` claims it again, which the holder may.
@@ -183,7 +205,7 @@ def main(argv):
             run = pretrain(
                 config, output_dir, strategy=FLAGS.strategy,
                 tpu=FLAGS.tpu, verbose=FLAGS.verbose if FLAGS.verbose == "auto" else int(FLAGS.verbose),
-                command=command, stop_at_epoch=FLAGS.stop_at_epoch,
+                command=command, stop_at_epoch=FLAGS.stop_at_epoch, recipe=recipe.describe(),
             )
     except RunInterrupted as interruption:
         # Preempted, or a worker lost: a restart policy restarts the job on this

@@ -207,3 +207,142 @@ def test_a_field_without_documentation_or_of_a_type_no_flag_parses_is_refused():
 
     with pytest.raises(TypeError, match=r"Listed\.seeds is a list\[int\] \| None; a flag can set only"):
         config_flags.field_value_types(Listed)
+
+
+# The default recipe: without --config, that of the shipped preset of the dataset.
+
+
+def recipe_of(*arguments):
+    """The `config_flags.Recipe` that the field flags `arguments` choose without --config."""
+    values = field_flags()
+    values(["pretrain.py", *arguments])
+    return config_flags.recipe_from_flags(None, values)
+
+
+def test_without_config_the_recipe_is_the_one_the_cifar10_preset_records():
+    """CIFAR-10 by default: the shipped encoder's recipe (90 epochs), not the
+    one-epoch quickstart; a field flag still overrides it."""
+    from keras_directcopy.presets.zoo import get_preset
+
+    recipe = recipe_of()
+    expected = get_config(
+        "cifar10_resnet20", ema_schedule="cosine", target_init="copy", projector_bn_affine=True,
+        update_order="before_predict",
+    )
+    assert recipe.config == expected and recipe.config.epochs == get_preset("cifar10")["epochs"] == 90
+    assert recipe.config != CONFIGS["quickstart"]
+    assert recipe.preset == "directcopy_resnet20_cifar10"
+    assert recipe.flags == ("--config=cifar10_resnet20", "--ema_schedule=cosine", "--target_init=copy",
+                            "--projector_bn_affine", "--update_order=before_predict")
+    assert "the recipe of preset directcopy_resnet20_cifar10" in recipe.describe()
+    assert recipe_of("--epochs=3").config == dataclasses.replace(expected, epochs=3)
+    # A named recipe is that recipe, whatever the dataset.
+    values = field_flags()
+    values(["pretrain.py", "--dataset=cifar100"])
+    named = config_flags.recipe_from_flags("quickstart", values)
+    assert named.config == get_config("quickstart", dataset="cifar100") and named.preset is None
+
+
+@pytest.mark.parametrize(
+    "dataset, preset, config",
+    [
+        ("cifar100", "directcopy_resnet20_cifar100", "cifar100_resnet20"),
+        ("cifar100:coarse_label", "directcopy_resnet20_cifar100", "cifar100_resnet20"),
+        ("stl10", "directcopy_resnet18_stl10", "stl10_resnet18"),
+        # No preset has the alias imagenet2012: the one aliased preset trained on it.
+        ("imagenet2012", "directcopy_resnet50_imagenet", "imagenet_resnet50"),
+    ],
+)
+def test_without_config_each_dataset_gets_its_presets_recipe(dataset, preset, config):
+    recipe = recipe_of(f"--dataset={dataset}")
+    assert recipe.preset == preset and recipe.flags == (f"--config={config}",)
+    assert recipe.config == get_config(config, dataset=dataset)
+
+
+def write_registry_entry(directory, entry):
+    import json
+
+    (directory / f"{entry['name']}.json").write_text(json.dumps(entry, indent=2) + "\n")
+
+
+def test_the_default_follows_the_alias_to_another_preset(tmp_path, monkeypatch):
+    """A registry in which the alias cifar100 names another preset (a private
+    registry's entry of the same name shadows the shipped one): the default
+    recipe of --dataset=cifar100 is the new preset's, with no change of code."""
+    from keras_directcopy.presets import zoo
+
+    shipped = zoo.get_preset("directcopy_resnet20_cifar100")
+    write_registry_entry(tmp_path, {**shipped, "aliases": []})
+    write_registry_entry(tmp_path, {
+        **shipped, "name": "directcopy_resnet18_cifar100", "backbone": "resnet18",
+        "pretrain_recipe": {"config": "cifar100_resnet18", "overrides": {"eps": 0.2}},
+    })
+    monkeypatch.setenv(zoo.REGISTRY_ENV, str(tmp_path))
+    assert configs.default_preset("cifar100") == "directcopy_resnet18_cifar100"
+    recipe = recipe_of("--dataset=cifar100")
+    assert recipe.config == get_config("cifar100_resnet18", eps=0.2)
+    assert recipe.flags == ("--config=cifar100_resnet18", "--eps=0.2")
+    assert configs.preset_config("cifar100", epochs=7) == get_config("cifar100_resnet18", eps=0.2, epochs=7)
+
+
+def test_a_preset_that_records_no_recipe_or_a_bad_one_is_named(tmp_path, monkeypatch):
+    from keras_directcopy.presets import zoo
+
+    shipped = zoo.get_preset("directcopy_resnet20_cifar100")
+    entry = {key: value for key, value in shipped.items() if key != configs.PRESET_RECIPE_KEY}
+    write_registry_entry(tmp_path, entry)
+    monkeypatch.setenv(zoo.REGISTRY_ENV, str(tmp_path))
+    with pytest.raises(ValueError) as error:
+        recipe_of("--dataset=cifar100")
+    assert ("Preset 'directcopy_resnet20_cifar100' records no recipe: add \"pretrain_recipe\": "
+            "{\"config\": NAME, \"overrides\": {FIELD: VALUE, ...}}") in str(error.value)
+    assert "--config=cifar100_resnet20" in str(error.value)  # its train_command, to copy from
+    for recipe, message in [
+        ("cifar100_resnet20", "records its recipe as 'cifar100_resnet20'; the form is"),
+        ({"config": "cifar100_resnet21"}, "Unknown config 'cifar100_resnet21'"),
+        ({"config": "cifar100_resnet20", "overrides": {"lr": -1}}, "--lr=-1 is invalid"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            configs.preset_recipe({**entry, configs.PRESET_RECIPE_KEY: recipe})
+
+
+def test_a_folder_of_ones_own_images_needs_a_config(tmp_path):
+    """No preset is a default for images nobody chose a recipe for: the
+    message asks for --config and names the recipes; a missing folder gets
+    the missing folder's message."""
+    with pytest.raises(ValueError) as error:
+        recipe_of(f"--dataset=folder:{tmp_path}")
+    message = str(error.value)
+    assert f"--dataset=folder:{tmp_path} is a folder of your own images, which has no shipped preset" in message
+    assert "pass --config=NAME, one of quickstart, cifar10_resnet20" in message
+    assert "--config=imagenette_resnet18" in message
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        recipe_of(f"--dataset=folder:{tmp_path / 'missing'}")
+    with pytest.raises(ValueError, match="Unknown dataset 'cifar11'"):
+        recipe_of("--dataset=cifar11")
+
+
+def test_a_folder_identified_as_a_known_dataset_gets_its_presets_recipe(tmp_path, monkeypatch):
+    from keras_directcopy.data import datasets
+
+    monkeypatch.setattr(datasets, "identify_folder", lambda folder: "imagenette")
+    recipe = recipe_of(f"--dataset=folder:{tmp_path}")
+    assert recipe.preset == "directcopy_resnet18_imagenette"
+    assert recipe.config == get_config("imagenette_resnet18", dataset=f"folder:{tmp_path}")
+
+
+def test_a_dataset_several_aliased_presets_train_on_has_no_default(tmp_path, monkeypatch):
+    from keras_directcopy.presets import zoo
+
+    shipped = zoo.get_preset("directcopy_resnet50_imagenet")
+    write_registry_entry(tmp_path, {**shipped, "name": "byol_resnet50_imagenet", "aliases": ["imagenet_byol"]})
+    monkeypatch.setenv(zoo.REGISTRY_ENV, str(tmp_path))
+    with pytest.raises(ValueError, match="several presets, byol_resnet50_imagenet, directcopy_resnet50_imagenet, "
+                                         "are the one of 'imagenet2012': pass --config=NAME"):
+        recipe_of("--dataset=imagenet2012")
+
+
+def test_recipe_flags_spell_each_override_as_its_flag():
+    assert configs.recipe_flags("quickstart", {"projector_bn_affine": True, "linear_symmetric": False,
+                                               "eps": None, "lr": 0.1}) == [
+        "--config=quickstart", "--projector_bn_affine", "--nolinear_symmetric", "--lr=0.1"]

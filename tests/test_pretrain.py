@@ -1,6 +1,8 @@
 """scripts/pretrain.py end to end, as subprocesses, on a prepared slice of the
 real CIFAR-10 (through real tfds): one device, two mirrored replicas, resume
-after kill -9, a non-finite loss, and bad flags; and its flags."""
+after kill -9, a non-finite loss, and bad flags; the default recipe (the
+shipped preset's, without --config), the plan and the time estimate; and
+its flags."""
 
 import dataclasses
 import importlib.util
@@ -8,6 +10,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +87,48 @@ def test_the_script_has_its_own_flags_and_the_flag_of_every_config_field(pretrai
     assert config == dataclasses.replace(configs.CONFIGS["stl10_resnet18"], eps=0.2)
 
 
+def test_the_command_users_type_trains_the_shipped_cifar10_recipe_not_the_quickstart(pretrain_script):
+    """`pretrain.py --strategy=mirrored`: no --config, so the recipe of the
+    CIFAR-10 preset (90 epochs), which the recorded command names."""
+    values = flags.FlagValues()
+    pretrain_script.define_flags(values)
+    values(["pretrain.py", "--output_dir=runs/x", "--strategy=mirrored"])
+    assert values.config is None
+    recipe = config_flags.recipe_from_flags(values.config, values)
+    assert recipe.config == configs.preset_config("cifar10") and recipe.config.epochs == 90
+    assert recipe.config != configs.CONFIGS["quickstart"]
+    assert pretrain_script.recorded_command(["--output_dir=runs/x", "--strategy=mirrored"], recipe.flags) == (
+        "python scripts/pretrain.py --config=cifar10_resnet20 --ema_schedule=cosine --target_init=copy "
+        "--projector_bn_affine --update_order=before_predict --output_dir=runs/x --strategy=mirrored")
+
+
+def preset_names():
+    from keras_directcopy.presets import zoo
+
+    return [preset["name"] for preset in zoo.list_pretrained()]
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_each_presets_recipe_is_the_one_its_train_command_trains(pretrain_script, name):
+    """The recipe a preset records (the default for its dataset) trains what
+    its train_command trains, and the architecture, size and epochs it ships."""
+    from keras_directcopy.presets.zoo import get_preset
+
+    preset = get_preset(name)
+    values = flags.FlagValues()
+    pretrain_script.define_flags(values)
+    values(["pretrain.py", *shlex.split(preset["train_command"])[2:]])
+    assert values.config is not None, "a preset's train_command names its --config"
+    trained = configs.recipe_fields(config_flags.config_from_flags(values.config, values))
+    recorded = configs.recipe_fields(configs.preset_config(preset))
+    # The command names where its data was (a folder on one machine).
+    trained.pop("dataset"), recorded.pop("dataset")
+    assert recorded == trained
+    assert (recorded["backbone"], recorded["width_multiplier"], recorded["epochs"]) == (
+        preset["backbone"], preset["backbone_kwargs"]["width_multiplier"], preset["epochs"])
+    assert recorded["image_size"] in (None, preset["input_shape"][0])
+
+
 @pytest.mark.slow
 def test_pretrain_one_device(data_dir, tmp_path):
     result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
@@ -119,6 +164,54 @@ def test_pretrain_one_device(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_without_config_a_run_trains_and_records_its_datasets_preset_recipe(data_dir, tmp_path):
+    """No --config: the CIFAR-10 preset's recipe (its budget cut by flags),
+    recorded in the command; the plan before the first step, and one time
+    estimate after the timed steps."""
+    result = run_pretrain(f"--data_dir={data_dir}", f"--output_dir={tmp_path}", "--width_multiplier=0.25",
+                          "--batch_size=32", "--epochs=2", "--knn_every=0", "--verbose=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = read_run(tmp_path)
+    expected = configs.preset_config("cifar10", data_dir=data_dir, width_multiplier=0.25, batch_size=32, epochs=2,
+                                     knn_every=0)
+    assert run["config"] == dataclasses.asdict(expected)
+    assert (expected.ema_schedule, expected.target_init, expected.projector_bn_affine) == ("cosine", "copy", True)
+    assert run["commands"][0].startswith(
+        "python scripts/pretrain.py --config=cifar10_resnet20 --ema_schedule=cosine --target_init=copy "
+        "--projector_bn_affine --update_order=before_predict --data_dir=")
+    plan = result.stdout.split("Plan:\n")[1].split("Epoch 1/2")[0]
+    assert plan.splitlines() == [
+        "  recipe:       --config=cifar10_resnet20 --ema_schedule=cosine --target_init=copy --projector_bn_affine "
+        "--update_order=before_predict (no --config: the recipe of preset directcopy_resnet20_cifar10, the "
+        "default for this dataset)",
+        "  dataset:      cifar10 (256 images, train)",
+        f"  backbone:     resnet20, width 0.25 ({run['encoder_parameters']:,} parameters)",
+        "  image size:   32 x 32 px",
+        "  epochs:       2",
+        "  steps:        8 per epoch, 16 in all",
+        "  global batch: 32",
+        "  strategy:     default, 1 replica",
+        f"  output dir:   {tmp_path}",
+    ]
+    # Steps 1-3 trace and are not timed; steps 4-7 are; 9 of the 16 remain.
+    (estimate,) = re.findall(r"^Timing: .*$", result.stdout, re.MULTILINE)
+    assert re.fullmatch(r"Timing: [0-9.e+-]+ s per step over 4 steps; the 9 steps that remain take about "
+                        r"\d.*, besides the kNN evaluations and backups at epoch ends\.", estimate), estimate
+    assert result.stdout.index("Epoch 1/2") < result.stdout.index(estimate) < result.stdout.index("Epoch 2/2")
+
+
+@pytest.mark.slow
+def test_without_config_a_folder_of_ones_own_images_is_refused_in_one_line(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    result = run_pretrain(f"--dataset=folder:{images}", f"--output_dir={tmp_path / 'run'}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: --dataset=folder:{images} is a folder of your own images" in result.stderr
+    assert "pass --config=NAME, one of quickstart," in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
 def test_pretrain_mirrored_over_two_logical_cpus(data_dir, tmp_path):
     result = run_pretrain(*SMALL_RUN, f"--data_dir={data_dir}", f"--output_dir={tmp_path}",
                           "--strategy=mirrored", "--logical_cpus=2", "--epochs=1",
@@ -143,6 +236,8 @@ def test_pretrain_on_jax_data_parallel_over_two_devices(data_dir, tmp_path):
     run = read_run(tmp_path)
     assert run["backend"] == "jax" and run["strategy"] == "data_parallel" and run["num_replicas"] == 2
     assert run["steps"] == 3
+    assert "  strategy:     data_parallel, 2 replicas\n" in result.stdout
+    assert "  global batch: 32 (16 per replica)\n" in result.stdout
     metrics = run["final_metrics"]
     assert 0.0 <= metrics["knn_accuracy"] <= 1.0 and metrics["loss"] > 0
     assert metrics["pred_eig_max"] == pytest.approx(1 + DEFAULT_EPS["directcopy"], rel=1e-4)
@@ -193,6 +288,12 @@ def test_resume_after_kill_minus_nine(data_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     resumed_at = int(result.stdout.split("Resuming from the backup at step ")[1].split()[0])
     assert 2 <= resumed_at < 24 and resumed_at % 2 == 0
+    # The plan counts the steps that remain, and so does the estimate.
+    assert f"  steps:        8 per epoch, 24 in all; {24 - resumed_at} to run, from step {resumed_at} (resumed)\n" in (
+        result.stdout)
+    estimates = re.findall(r"^Timing: .* the (\d+) steps that remain", result.stdout, re.MULTILINE)
+    assert len(estimates) <= 1 and all(int(left) < 24 - resumed_at for left in estimates)
+    assert estimates or resumed_at > 16, "a whole epoch to time, yet no estimate"
     # The progress bar counts the epochs of the whole run, also for the rest
     # of the epoch the kill interrupted.
     epochs_shown = re.findall(r"^Epoch (\d+)/(\d+)$", result.stdout, re.MULTILINE)
@@ -229,6 +330,10 @@ def test_stop_at_epoch_ends_a_part_of_the_run_on_the_full_schedule(data_dir, tmp
     part = run_pretrain(*flags, f"--output_dir={output_dir}", "--knn_every=5", "--stop_at_epoch=1")
     assert part.returncode == 0, part.stderr[-3000:]
     assert "Stopped after epoch 1 of 3 (--stop_at_epoch)" in part.stdout
+    assert "  epochs:       3 (this run stops after epoch 1: --stop_at_epoch)\n" in part.stdout
+    assert "  steps:        8 per epoch, 24 in all; 8 to run\n" in part.stdout
+    # Timed from the end of step 3 to the end of step 7: the 1 step that remains of this part.
+    assert "over 4 steps; the 1 step that remains takes about" in part.stdout
     run = read_run(output_dir)
     assert (run["steps"], run["epochs_done"], run["config"]["epochs"]) == (8, 1, 3)
     # The stopping epoch is evaluated, though not a multiple of --knn_every.
@@ -245,9 +350,11 @@ def test_stop_at_epoch_ends_a_part_of_the_run_on_the_full_schedule(data_dir, tmp
 
     moved = tmp_path / "moved"
     output_dir.rename(moved)
-    rest = run_pretrain(*flags, f"--output_dir={moved}", "--knn_every=1")
+    rest = run_pretrain(*flags, f"--output_dir={moved}", "--knn_every=1", "--verbose=0")
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert "Resuming from the backup at step 8 of 24" in rest.stdout
+    # Quiet: the plan, but no progress and no time estimate.
+    assert "\nPlan:\n" in rest.stdout and "Timing:" not in rest.stdout and "Epoch 2/3" not in rest.stdout
     run = read_run(moved)
     assert (run["steps"], run["epochs_done"], run["invocations"]) == (24, 3, 2)
     assert "--stop_at_epoch" not in run["commands"][0] and run["commands"][0] != run["commands"][1]

@@ -3,7 +3,9 @@
 
 Each flag takes its field's type, its choices (`configs.field_choices`) and,
 as help text, the field's entry under Attributes in `PretrainConfig`'s
-docstring. A flag left unset keeps the `--config` recipe's value.
+docstring. A flag left unset keeps the recipe's value: the `--config`
+recipe's, or without `--config` that of the shipped preset of the dataset
+(`configs.default_preset`, `recipe_from_flags`).
 """
 
 import dataclasses
@@ -14,6 +16,7 @@ import typing
 import docstring_parser
 from absl import flags
 
+from keras_directcopy import configs
 from keras_directcopy.configs import PretrainConfig, field_choices, get_config
 
 # absl lists under --help the flags of the module that calls DEFINE_*; this
@@ -95,11 +98,63 @@ def define_flags(flag_values=flags.FLAGS):
 
 def config_from_flags(name, flag_values=flags.FLAGS):
     """The recipe `name` with the value of every field flag that is set
-    (`define_flags`, after parsing).
+    (`define_flags`, after parsing); `name` None: the default recipe of the
+    flags' dataset (`recipe_from_flags`).
 
     Raises:
-        ValueError: as `get_config`, naming the flag of an invalid value.
+        ValueError: as `get_config`, naming the flag of an invalid value, or
+            as `recipe_from_flags`.
     """
-    return get_config(
-        name, **{field.name: getattr(flag_values, field.name) for field in dataclasses.fields(PretrainConfig)}
-    )
+    return recipe_from_flags(name, flag_values).config
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A recipe chosen on the command line.
+
+    Attributes:
+        config: the `PretrainConfig`, field flags applied.
+        flags: the flags that name the recipe before the field flags
+            (`configs.recipe_flags`): `--config=NAME`, then the preset's own
+            field values when no `--config` was given.
+        preset: the preset whose recipe it is when no `--config` was given,
+            else None.
+    """
+
+    config: PretrainConfig
+    flags: tuple
+    preset: str | None = None
+
+    def describe(self):
+        """One line: where the recipe comes from, with its flags."""
+        named = " ".join(self.flags)
+        if self.preset is None:
+            return named
+        return f"{named} (no --config: the recipe of preset {self.preset}, the default for this dataset)"
+
+
+def recipe_from_flags(name, flag_values=flags.FLAGS):
+    """The `Recipe` the flags choose: recipe `name`, or when `name` is None
+    the recipe of the shipped preset of the flags' dataset (`--dataset`,
+    else `configs.DEFAULT_DATASET`): the preset its alias names
+    (`configs.default_preset`), trained as its registry entry records
+    (`configs.preset_recipe`). Every field flag that is set overrides it.
+
+    Raises:
+        ValueError: as `get_config` (naming the flag of an invalid value), as
+            `configs.default_preset` (no preset for the dataset: the message
+            asks for --config) or `configs.preset_recipe`.
+        FileNotFoundError: as `configs.default_preset`, for a missing folder.
+    """
+    overrides = {field.name: getattr(flag_values, field.name) for field in dataclasses.fields(PretrainConfig)}
+    if name is not None:
+        return Recipe(get_config(name, **overrides), (f"--config={name}",))
+    dataset = overrides["dataset"] or configs.DEFAULT_DATASET
+    preset = configs.default_preset(dataset)
+    from keras_directcopy.presets.zoo import get_preset  # the registry loads Keras models
+
+    entry = get_preset(preset)
+    config_name, recorded = configs.preset_recipe(entry)
+    # The preset's own dataset (`imagenette`) gives way to the folder named.
+    config = configs.preset_config(entry, **{**overrides, "dataset": dataset})
+    return Recipe(config, tuple(configs.recipe_flags(config_name, recorded)), preset)

@@ -17,7 +17,13 @@ from keras_directcopy.models.backbones import build_backbone
 from keras_directcopy.models.non_contrastive import NonContrastiveModel
 from keras_directcopy.models.predictors import DIRECT_METHODS
 from keras_directcopy.training import strategies
-from keras_directcopy.training.callbacks import EndAfterEpoch, ResumableBackup, non_finite_loss_error, write_weights
+from keras_directcopy.training.callbacks import (
+    EndAfterEpoch,
+    ResumableBackup,
+    TimeEstimate,
+    non_finite_loss_error,
+    write_weights,
+)
 from keras_directcopy.training.preemption import BackupOnPreemption, PreemptionNotice, RunInterrupted, WorkerLost
 from keras_directcopy.training.run_log import RunLog, hardware_parts, learning_rate
 from keras_directcopy.utils.files import atomic_save_all, atomic_write_text
@@ -25,10 +31,14 @@ from keras_directcopy.utils.provenance import git_commit, hardware_summary
 from keras_directcopy.utils.run_lock import claim_output_dir
 
 EVAL_BATCH_SIZE = 256
+# The time estimate (`callbacks.TimeEstimate`): the first steps, which trace
+# and compile, are not timed; the next ones are.
+SKIPPED_STEPS = 3
+TIMED_STEPS = 20
 
 
 def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", command=None,
-             stop_at_epoch=None):
+             stop_at_epoch=None, recipe=None):
     """Pretrains an encoder as `config` says and writes it to `output_dir`.
 
     Writes `encoder.keras`, `encoder.weights.h5` and `run.json` (config,
@@ -37,6 +47,13 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
     `run_log`), TensorBoard logs in `tensorboard/` and the resumable backup
     in `backup/`. Re-running the same call after an interruption resumes
     from the backup.
+
+    Before the first step it prints the plan (`training_plan`): dataset,
+    backbone and width, image size, epochs, steps per epoch, in all and
+    still to run, global batch, strategy and replicas, output directory.
+    Unless `verbose` is 0, a `callbacks.TimeEstimate` then prints once,
+    after the first timed steps, the seconds per step and the estimated
+    time of the steps that remain.
 
     The call holds `output_dir` (`utils.run_lock`): another process that
     pretrains into it meanwhile is refused. SIGTERM during training backs
@@ -62,6 +79,8 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
             `run.json` says so (`epochs_done` below `config.epochs`); the
             same call without it continues from the backup, and the finished
             run is the one an uninterrupted call gives. None: train to the end.
+        recipe: where `config` comes from, for the plan (e.g.
+            `--config=quickstart`); None: not printed.
 
     Returns:
         The dict written to `run.json`.
@@ -85,10 +104,11 @@ def pretrain(config, output_dir, strategy="default", tpu=None, verbose="auto", c
     # second run is refused at once.
     with claim_output_dir(output_dir, task=strategies.non_chief_task(strategy), command=command), \
             PreemptionNotice() as notice:
-        return _pretrain_holding(config, output_dir, strategy, tpu, verbose, command, stop_at_epoch, notice)
+        return _pretrain_holding(config, output_dir, strategy, tpu, verbose, command, stop_at_epoch, notice,
+                                 recipe)
 
 
-def _pretrain_holding(config, output_dir, strategy, tpu, verbose, command, stop_at_epoch, notice):
+def _pretrain_holding(config, output_dir, strategy, tpu, verbose, command, stop_at_epoch, notice, recipe):
     """`pretrain`, holding `output_dir` and watching for preemption (`notice`)."""
     run_log = RunLog(output_dir, command=command, git_commit=git_commit(),
                      hardware=hardware_summary())  # its clock starts now
@@ -104,12 +124,12 @@ def _pretrain_holding(config, output_dir, strategy, tpu, verbose, command, stop_
         notice.install()  # again: a multi-worker strategy replaces the SIGTERM handler
         with strategies.run_scope(strategy):
             return _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, stop_at_epoch,
-                             notice)
+                             notice, recipe)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
-def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, stop_at_epoch, notice):
+def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, stop_at_epoch, notice, recipe):
     """`pretrain`, under the dtype policy and in the run scope it has set."""
     # The epoch this call ends after; the schedules still span config.epochs.
     last_epoch = min(config.epochs, stop_at_epoch or config.epochs)
@@ -201,6 +221,22 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
     run_log.start(resumed=bool(done), step=done)
     if done:
         print(f"Resuming from the backup at step {done} of {total_steps}.")
+    to_run = max(last_epoch * steps_per_epoch - done, 0)
+    print(training_plan(
+        recipe=recipe, dataset=dataset_record["dataset"], examples=examples, split=spec.pretrain_split,
+        backbone=config.backbone, width_multiplier=config.width_multiplier,
+        parameters=int(model.encoder.count_params()), image_size=image_size, epochs=config.epochs,
+        last_epoch=last_epoch, steps_per_epoch=steps_per_epoch, done=done, to_run=to_run,
+        batch_size=config.batch_size, strategy=strategy_name, replicas=strategy.num_replicas_in_sync,
+        output_dir=output_dir,
+    ), flush=True)
+    if verbose != 0:
+        # After a progress bar's partial line (verbose 1), on a line of its own.
+        newline = "\n" if verbose in (1, "auto") else ""
+        # A window within the first epoch, where an epoch is short.
+        timed_steps = max(1, min(TIMED_STEPS, steps_per_epoch - SKIPPED_STEPS - 1))
+        callbacks.append(TimeEstimate(to_run, skip_steps=SKIPPED_STEPS, timed_steps=timed_steps,
+                                      print_fn=lambda line: print(newline + line, flush=True)))
     logs = {}
     try:
         for initial_epoch, end_epoch, steps in _remaining_fits(done, steps_per_epoch, last_epoch):
@@ -275,6 +311,47 @@ def _pretrain(config, output_dir, strategy, strategy_name, verbose, run_log, sto
         save_encoder(model.encoder, output_dir)
         atomic_write_text(os.path.join(output_dir, "run.json"), json.dumps(run, indent=2))
     return run
+
+
+def training_plan(*, recipe, dataset, examples, split, backbone, width_multiplier, parameters, image_size,
+                  epochs, last_epoch, steps_per_epoch, done, to_run, batch_size, strategy, replicas,
+                  output_dir):
+    """The plan `pretrain` prints before the first step: one block of
+    `name: value` lines, the recipe's first when `recipe` is given.
+
+    Args:
+        recipe: where the config comes from (`--config=...`), or None.
+        dataset: the dataset as recorded (`data.dataset_record`).
+        examples, split: pretraining images and the split they are from.
+        backbone, width_multiplier, parameters: the encoder.
+        image_size: the size trained at.
+        epochs: the run's; `last_epoch` the one this call ends after.
+        steps_per_epoch: steps of one epoch; `done` those already run (a
+            resumed run), `to_run` those this call runs.
+        batch_size: the global batch, split over `replicas`.
+        strategy: the strategy's name.
+        output_dir: where the outputs go.
+    """
+    total = epochs * steps_per_epoch
+    steps = f"{steps_per_epoch:,} per epoch, {total:,} in all"
+    if done:
+        steps += f"; {to_run:,} to run, from step {done:,} (resumed)"
+    elif to_run != total:
+        steps += f"; {to_run:,} to run"
+    rows = [
+        *([("recipe", recipe)] if recipe else []),
+        ("dataset", f"{dataset} ({examples:,} images, {split})"),
+        ("backbone", f"{backbone}, width {width_multiplier:g} ({parameters:,} parameters)"),
+        ("image size", f"{image_size} x {image_size} px"),
+        ("epochs", f"{epochs}" + (f" (this run stops after epoch {last_epoch}: --stop_at_epoch)"
+                                  if last_epoch < epochs else "")),
+        ("steps", steps),
+        ("global batch", f"{batch_size}" + (f" ({batch_size / replicas:g} per replica)" if replicas > 1 else "")),
+        ("strategy", f"{strategy}, {replicas} replica{'s' if replicas != 1 else ''}"),
+        ("output dir", os.path.abspath(output_dir)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(["Plan:", *(f"  {name + ':':<{width + 1}} {value}" for name, value in rows)])
 
 
 def recipe_record(config, identity, image_size):
