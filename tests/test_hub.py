@@ -612,18 +612,23 @@ def write_flipped_weight(source, destination):
 
 
 def old_layout_copy(folder, destination):
-    """`folder` as config.json format version 2 wrote it: the weights as
-    encoder.weights.h5, named in config.json, and again as model.weights.h5
-    (the same bytes), recorded as `keras_weights`."""
+    """`folder` as config.json format version 2 wrote it: the trained
+    weights as encoder.weights.h5, named in config.json, and again as Keras'
+    own save of the encoder loaded from them, model.weights.h5, recorded as
+    `keras_weights`."""
+    import keras
+
     shutil.copytree(folder, destination)
-    weights = destination / repo_layout.WEIGHTS_FILENAME
-    shutil.copyfile(weights, destination / "encoder.weights.h5")
+    os.replace(destination / repo_layout.WEIGHTS_FILENAME, destination / "encoder.weights.h5")
     config = json.loads((destination / "config.json").read_text())
-    entry = config["weights"]
-    config.update(
-        format_version=2, weights={**entry, "filename": "encoder.weights.h5"},
-        keras_weights={**entry, "filename": repo_layout.WEIGHTS_FILENAME},
-    )
+    config.update(format_version=2, weights={**config["weights"], "filename": "encoder.weights.h5"})
+    (destination / "config.json").write_text(json.dumps(config))
+    keras.saving.save_model(zoo.load_pretrained(str(destination)), str(destination / "keras"), zipped=False)
+    os.replace(destination / "keras" / repo_layout.WEIGHTS_FILENAME, destination / repo_layout.WEIGHTS_FILENAME)
+    shutil.rmtree(destination / "keras")
+    config["keras_weights"] = {
+        "filename": repo_layout.WEIGHTS_FILENAME, "sha256": sha256_of(destination / repo_layout.WEIGHTS_FILENAME),
+    }
     (destination / "config.json").write_text(json.dumps(config))
     return destination
 
