@@ -82,6 +82,7 @@ for unknown images, and a long run on a guessed one would waste its budget.
 import dataclasses
 import math
 import os
+import shlex
 
 from keras_directcopy.models.backbones import BACKBONE_NAMES
 from keras_directcopy.models.non_contrastive import TARGET_INITS, WEIGHT_DECAY_MODES
@@ -427,6 +428,35 @@ def preset_config(preset, **overrides):
         preset = get_preset(preset)
     name, recorded = preset_recipe(preset)
     return get_config(name, **{**recorded, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def run_recipe(run):
+    """The recipe a finished run trained, in the registry's form
+    (`{"config": NAME, "overrides": {FIELD: VALUE}}`, see `preset_recipe`):
+    the `--config` of its first command (`quickstart` for a command without
+    one, the script's default before defaults followed the presets) and the
+    recipe fields (`recipe_fields`) whose recorded values differ from it.
+
+    Args:
+        run: a run's `run.json` as a dict (`commands`, `config`).
+
+    Raises:
+        ValueError: if the command names a recipe that does not exist.
+    """
+    words = shlex.split(run["commands"][0])
+    name = "quickstart"
+    for index, word in enumerate(words):
+        if word.startswith("--config="):
+            name = word.split("=", 1)[1]
+        elif word == "--config" and index + 1 < len(words):
+            name = words[index + 1]
+    if name not in CONFIGS:
+        raise ValueError(f"The run's command names --config={name}, which is not a recipe of this version: "
+                         f"one of {', '.join(CONFIGS)}.")
+    recorded = run["config"]
+    overrides = {field: recorded[field] for field, value in recipe_fields(CONFIGS[name]).items()
+                 if field in recorded and recorded[field] != value}
+    return {"config": name, "overrides": overrides}
 
 
 def recipe_flags(name, overrides=None):

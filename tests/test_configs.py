@@ -346,3 +346,20 @@ def test_recipe_flags_spell_each_override_as_its_flag():
     assert configs.recipe_flags("quickstart", {"projector_bn_affine": True, "linear_symmetric": False,
                                                "eps": None, "lr": 0.1}) == [
         "--config=quickstart", "--projector_bn_affine", "--nolinear_symmetric", "--lr=0.1"]
+
+
+def test_run_recipe_is_the_commands_config_and_the_fields_that_differ():
+    from keras_directcopy.configs import run_recipe
+
+    trained = dataclasses.asdict(get_config("cifar10_resnet20", ema=0.99, target_init="copy", data_dir="/data"))
+    for command in ("python scripts/pretrain.py --config=cifar10_resnet20 --ema=0.99 --target_init=copy",
+                    "python scripts/pretrain.py --config cifar10_resnet20 --ema=0.99 --target_init=copy"):
+        # data_dir is where the data was, not what was trained.
+        assert run_recipe({"commands": [command], "config": trained}) == {
+            "config": "cifar10_resnet20", "overrides": {"ema": 0.99, "target_init": "copy"}}
+    # A command without --config trained the script's default of its time, the quickstart.
+    quick = dataclasses.asdict(get_config("quickstart", epochs=2))
+    assert run_recipe({"commands": ["python scripts/pretrain.py --epochs=2"], "config": quick}) == {
+        "config": "quickstart", "overrides": {"epochs": 2}}
+    with pytest.raises(ValueError, match="names --config=gone, which is not a recipe of this version"):
+        run_recipe({"commands": ["python scripts/pretrain.py --config=gone"], "config": quick})

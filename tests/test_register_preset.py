@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import keras_directcopy as kdc
-from keras_directcopy.configs import get_config
+from keras_directcopy.configs import get_config, preset_config
 from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME
 from keras_directcopy.presets import model_card, registration, zoo
 from keras_directcopy.training.loop import save_encoder
@@ -90,6 +90,9 @@ def test_register_run_then_metrics(registry, tmp_path, monkeypatch):
     assert preset["backbone_kwargs"] == {"width_multiplier": 0.25, "input_normalization": "cifar10"}
     assert preset["run"]["cpu_time_s"] == 180.0 and preset["epochs"] == 2
     assert preset["train_command"].startswith("python scripts/pretrain.py --config=quickstart")
+    # The recipe as data, which pretrain.py trains by default for the preset's dataset.
+    assert preset["pretrain_recipe"] == {"config": "quickstart", "overrides": {"width_multiplier": 0.25, "epochs": 2}}
+    assert preset_config(preset) == get_config("quickstart", width_multiplier=0.25, epochs=2)
     assert preset["metrics"] is None and not list(cards.iterdir())
 
     # The registered preset loads through the registry with the run's weights.

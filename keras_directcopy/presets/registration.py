@@ -26,6 +26,7 @@ import os
 import shutil
 
 from keras_directcopy.catalog import DATASET_DISPLAY_NAMES
+from keras_directcopy.configs import PRESET_RECIPE_KEY, run_recipe
 from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME, build_backbone, resolve_architecture_kwargs
 from keras_directcopy.presets import checks, zoo
 from keras_directcopy.presets.model_card import build_model_card
@@ -222,7 +223,7 @@ def register_run(preset, run_dir, bundle):
     # New weights void the metrics measured on the old ones.
     preset.update(
         epochs=run["epochs_done"], train_command=run["commands"][0], run=run, metrics=None,
-        additional_metrics=[],
+        additional_metrics=[], **{PRESET_RECIPE_KEY: run_recipe(run)},
     )
     return [(architecture, preset["architecture"]), (weights, preset["weights"])]
 
