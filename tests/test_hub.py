@@ -433,44 +433,125 @@ def test_cards_without_additional_evaluations_are_unchanged():
     assert model_card.build_model_card({**preset, "additional_metrics": []}) == model_card.build_model_card(preset)
 
 
-PUBLISHED = {
+KNN_GROUP = {
     "source": "A benchmark ([docs](https://example.org/benchmarks))",
     "setting": "ResNet-18 at 128 px, 800 epochs, the best kNN accuracy over all epochs",
     "knn_k": 20,
     "rows": [{"method": "BYOL", "knn_top1": 0.887}, {"method": "SimSiam", "knn_top1": 0.872}],
 }
+LINEAR_GROUP = {
+    "source": "A library's results ([README](https://example.org/readme))",
+    "setting": "ResNet-18 at 32 px, 1000 epochs, batch 256 on one GPU",
+    "linear_protocol": "an online linear classifier trained on detached features alongside pretraining",
+    "rows": [{"method": "BYOL", "linear_top1": 0.7046}],
+}
+PUBLISHED = [KNN_GROUP]
+PUBLISHED_INTRO = (
+    "**Published results, for scale.** Accuracies others published on CIFAR-100, each table with its "
+    "source and protocol. They were obtained with other code and far more compute; this encoder's are "
+    "after its final epoch: "
+)
+
+
+def table_after(card, header):
+    """The lines of the Markdown table that starts with `header`."""
+    lines = card[card.index(header):].splitlines()
+    return lines[:next(i for i, line in enumerate(lines) if not line.startswith("|"))]
 
 
 def test_card_sets_published_results_beside_ours_at_their_k():
     preset, _, other_k, floor = cifar100_evaluations()  # METRICS' own k is 20; other_k's 200
     card = model_card.build_model_card({**preset, "published_results": PUBLISHED})
-    assert ("**Published results, for scale.** A benchmark ([docs](https://example.org/benchmarks)): "
-            "ResNet-18 at 128 px, 800 epochs, the best kNN accuracy over all epochs.") in card
-    table = card[card.index("| method | weighted kNN top-1 (k = 20) |"):].splitlines()
-    assert table[2:5] == [
+    assert PUBLISHED_INTRO + "its weighted kNN at each table's k.\n" in card
+    assert ("\nA benchmark ([docs](https://example.org/benchmarks)): ResNet-18 at 128 px, 800 epochs, "
+            "the best kNN accuracy over all epochs.\n") in card
+    assert table_after(card, "| method | weighted kNN top-1 (k = 20) |") == [
+        "| method | weighted kNN top-1 (k = 20) |", "|---|---|",
         "| BYOL (published) | 88.70 % |", "| SimSiam (published) | 87.20 % |",
         "| this encoder (DirectCopy, final epoch) | 43.21 % |",
     ]
     # Ours at the published k from another evaluation (k alone changed), never from a floor.
-    at_200 = {**PUBLISHED, "knn_k": 200}
+    at_200 = [{**KNN_GROUP, "knn_k": 200}]
     card = model_card.build_model_card({**preset, "published_results": at_200, "additional_metrics": [floor, other_k]})
     assert "| this encoder (DirectCopy, final epoch) | 44.00 % |" in card
-    card = model_card.build_model_card({**preset, "published_results": {**PUBLISHED, "knn_k": 10}})
+    card = model_card.build_model_card({**preset, "published_results": [{**KNN_GROUP, "knn_k": 10}]})
     assert "| this encoder (DirectCopy, final epoch) | not measured at k = 10 |" in card
     assert "Published results" not in model_card.build_model_card(preset)
     assert str(ModelCard(card)) == card
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"source": ""}, "needs 'source'"),
-    ({"knn_k": 0}, "needs 'knn_k'"),
-    ({"rows": []}, "needs 'rows'"),
-    ({"rows": [{"method": "BYOL", "knn_top1": 88.7}]}, r"Row 0 .* as a fraction in \[0, 1\]"),
+def test_a_single_published_group_as_a_dict_reads_as_a_list_of_it():
+    """The form version 0.2.0 read: one kNN group, not in a list."""
+    preset, *_ = cifar100_evaluations()
+    checks.check_published_results({**preset, "published_results": KNN_GROUP})
+    assert (model_card.build_model_card({**preset, "published_results": KNN_GROUP})
+            == model_card.build_model_card({**preset, "published_results": [KNN_GROUP]}))
+
+
+def test_card_sets_each_published_group_with_its_protocol():
+    """A kNN group and a linear-probe group, each in its own table, in order;
+    ours beside each: kNN at the group's k, the final-epoch linear probe."""
+    preset, *_ = cifar100_evaluations()
+    card = model_card.build_model_card({**preset, "published_results": [KNN_GROUP, LINEAR_GROUP]})
+    assert PUBLISHED_INTRO + (
+        "its weighted kNN at each table's k, and its linear probe as described under "
+        "[Evaluation](#evaluation), not the published one.\n") in card
+    linear_sentence = (
+        "\nA library's results ([README](https://example.org/readme)): ResNet-18 at 32 px, 1000 epochs, batch "
+        "256 on one GPU. Linear probe: an online linear classifier trained on detached features alongside "
+        "pretraining.\n"
+    )
+    assert linear_sentence in card
+    assert card.index("| method | weighted kNN top-1 (k = 20) |") < card.index(linear_sentence)
+    assert table_after(card, "| method | linear-probe top-1 |") == [
+        "| method | linear-probe top-1 |", "|---|---|",
+        "| BYOL (published) | 70.46 % |",
+        "| this encoder (DirectCopy, final epoch) | 45.67 % |",  # METRICS' linear probe
+    ]
+    # A linear-probe group alone says nothing of kNN.
+    card = model_card.build_model_card({**preset, "published_results": [LINEAR_GROUP]})
+    assert PUBLISHED_INTRO + "its linear probe as described" in card
+    assert "weighted kNN top-1 (k =" not in card
+    # A group whose rows hold both: two columns, and what a row does not publish said so.
+    both = {**LINEAR_GROUP, "knn_k": 20, "rows": [
+        {"method": "BYOL", "linear_top1": 0.7046}, {"method": "SimSiam", "knn_top1": 0.6, "linear_top1": 0.65},
+    ]}
+    card = model_card.build_model_card({**preset, "published_results": [both]})
+    assert table_after(card, "| method | weighted kNN top-1 (k = 20) | linear-probe top-1 |") == [
+        "| method | weighted kNN top-1 (k = 20) | linear-probe top-1 |", "|---|---|---|",
+        "| BYOL (published) | not published | 70.46 % |",
+        "| SimSiam (published) | 60.00 % | 65.00 % |",
+        "| this encoder (DirectCopy, final epoch) | 43.21 % | 45.67 % |",
+    ]
+    assert str(ModelCard(card)) == card
+
+
+@pytest.mark.parametrize("published, message", [
+    ("lightly", r"must be a non-empty list of groups.*got 'lightly'"),
+    ([], "must be a non-empty list of groups"),
+    ([KNN_GROUP, "lightly"], "Group 1 of .* must be a dict"),
+    ([{**KNN_GROUP, "source": ""}], "Group 0 of .* needs 'source'"),
+    ([{**KNN_GROUP, "source": "lightly's benchmarks"}], "'source' names no link .* add the http"),
+    ([{**KNN_GROUP, "setting": " "}], "needs 'setting': .* best over epochs or the final epoch's"),
+    ([{**KNN_GROUP, "knn_k": 0}], "needs 'knn_k'"),
+    ([{key: value for key, value in KNN_GROUP.items() if key != "knn_k"}], "needs 'knn_k'"),
+    ([{**LINEAR_GROUP, "knn_k": 200}], "has 'knn_k' but no row with knn_top1; remove knn_k"),
+    ([{key: value for key, value in LINEAR_GROUP.items() if key != "linear_protocol"}],
+     "needs 'linear_protocol' for its linear_top1 rows: .*alongside it \\(online\\)"),
+    ([{**KNN_GROUP, "linear_protocol": "offline"}], "has 'linear_protocol' but no row with linear_top1"),
+    ([{**KNN_GROUP, "epochs": 800}], r"unknown fields \['epochs'\]"),
+    ([{**KNN_GROUP, "rows": []}], "needs 'rows'"),
+    ([{**KNN_GROUP, "rows": [{"method": "BYOL", "knn_top1": 88.7}]}], r"Row 0 of group 0 .* fraction in \[0, 1\]"),
+    ([{**LINEAR_GROUP, "rows": [{"method": "BYOL", "top1": 0.7}]}], 'Row 0 of group 0 .*"linear_top1": FRACTION'),
+    ([{**LINEAR_GROUP, "rows": [{"method": "BYOL", "linear_top1": 0.7, "linear_top5": 0.9}]}],
+     "Row 0 of group 0 .* no other keys"),
+    ([{**LINEAR_GROUP, "rows": [{"method": "BYOL"}]}], "Row 0 of group 0"),
 ])
-def test_malformed_published_results_are_refused(change, message):
-    preset = make_preset("0" * 64, published_results={**PUBLISHED, **change})
-    with pytest.raises(ValueError, match=message):
+def test_malformed_published_results_are_refused(published, message):
+    preset = make_preset("0" * 64, published_results=published)
+    with pytest.raises(ValueError, match=message) as error:
         model_card.build_model_card(preset)
+    assert f"preset {NAME!r}" in str(error.value) and '"published_results"' in str(error.value)
 
 
 def test_a_floor_or_unfit_evaluation_is_refused_in_the_preset():

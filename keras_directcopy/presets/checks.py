@@ -22,11 +22,21 @@ from keras_directcopy.catalog import (
     METHOD_NAMES,
 )
 
-# The sentences of `preset["published_results"]`, and what each must say.
+# The fields of a group of `preset["published_results"]` (see
+# `check_published_results`): the sentences each must be, and, for the
+# accuracies a row may hold, the field of the group that states their
+# protocol.
 PUBLISHED_FIELDS = {
     "source": "where the numbers are published, with a link",
-    "setting": "how they were obtained: backbone, image size, epochs, hardware, best or final epoch",
+    "setting": "how they were obtained: backbone, image size, epochs, batch size, hardware, and "
+               "whether each number is the best over epochs or the final epoch's",
+    "linear_protocol": "how the published linear classifier was trained and read: on frozen features "
+                       "after pretraining (offline) or alongside it (online), with or without "
+                       "augmentation, and which epoch's accuracy is reported",
 }
+PUBLISHED_ACCURACIES = {"knn_top1": "knn_k", "linear_top1": "linear_protocol"}
+_PUBLISHED_GROUP_KEYS = ("source", "setting", "knn_k", "linear_protocol", "rows")
+_PUBLISHED_ROW = '{"method": NAME, "knn_top1": FRACTION and/or "linear_top1": FRACTION}'
 
 
 def check_publishable(preset):
@@ -270,43 +280,109 @@ def check_additional_evaluation(evaluation, preset):
         )
 
 
-def check_published_results(preset):
-    """Checks `preset["published_results"]`, if any: kNN accuracies that
-    others published on the preset's dataset, which the card shows beside
-    this encoder's at the same k.
+def published_groups(preset):
+    """The groups of `preset["published_results"]` as a list: the entry
+    itself, or a one-group list for a single group given as a dict (the form
+    version 0.2.0 read: `{"source", "setting", "knn_k", "rows"}`); empty
+    without the entry.
+    Call `check_published_results` first: this reads, it does not check."""
+    published = preset.get("published_results")
+    if published is None:
+        return []
+    return [published] if isinstance(published, dict) else list(published)
 
-    The entry is `{"source", "setting", "knn_k", "rows": [{"method",
-    "knn_top1"}, ...]}`: `source` says where the numbers are published (a
-    link), `setting` how they were obtained (backbone, image size, epochs,
-    hardware, and whether they are the best or the final epoch's), and each
-    `knn_top1` is a fraction in [0, 1], as published.
+
+def check_published_results(preset):
+    """Checks `preset["published_results"]`, if any: accuracies that others
+    published on the preset's dataset, which the card shows beside this
+    encoder's.
+
+    The entry is a list of groups, one per published source and protocol:
+    `{"source", "setting", "knn_k", "linear_protocol", "rows": [{"method",
+    "knn_top1", "linear_top1"}, ...]}`. `source` says where the numbers are
+    published (with an http(s) link), `setting` how they were obtained
+    (backbone, image size, epochs, batch size, hardware, and whether each is
+    the best over epochs or the final epoch's). Each row names a method and
+    holds its weighted-kNN top-1 (`knn_top1`, at the group's `knn_k`), its
+    linear-probe top-1 (`linear_top1`, measured as the group's
+    `linear_protocol` says), or both, each a fraction in [0, 1], as
+    published. A group has `knn_k` exactly when one of its rows has
+    `knn_top1`, and `linear_protocol` exactly when one has `linear_top1`;
+    no other keys. A single group given as a dict (the form of 0.2.0, kNN
+    only) is read as a list of that one group.
 
     Raises:
-        ValueError: naming the missing or malformed field.
+        ValueError: naming the preset, the group (its index), the field and
+            the fix.
     """
     published = preset.get("published_results")
     if published is None:
         return
     where = f"\"published_results\" of preset {preset['name']!r}"
-    if not isinstance(published, dict):
-        raise ValueError(f"{where} must be a dict with source, setting, knn_k and rows.")
+    if not isinstance(published, (list, dict)) or not published:
+        raise ValueError(
+            f"{where} must be a non-empty list of groups, each {{\"source\", \"setting\", \"knn_k\" "
+            f"and/or \"linear_protocol\", \"rows\": [{_PUBLISHED_ROW}, ...]}}; got {published!r}. "
+            "Remove the key if there is nothing to show."
+        )
+    groups = published_groups(preset)
+    for index, group in enumerate(groups):
+        _check_published_group(group, f"Group {index} of {where}")
+
+
+def _check_published_group(group, where):
+    """Checks one group of `published_results` (see `check_published_results`)."""
+    if not isinstance(group, dict):
+        raise ValueError(f"{where} must be a dict with source, setting, knn_k and/or linear_protocol, and rows; got {group!r}.")
+    unknown = sorted(set(group) - set(_PUBLISHED_GROUP_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{where} has unknown fields {unknown}; a group holds only {list(_PUBLISHED_GROUP_KEYS)}. "
+            "Put the protocol in 'setting' or 'linear_protocol', or start another group for another source."
+        )
     for key in ("source", "setting"):
-        if not isinstance(published.get(key), str) or not published[key].strip():
+        if not isinstance(group.get(key), str) or not group[key].strip():
             raise ValueError(f"{where} needs {key!r}: a sentence saying {PUBLISHED_FIELDS[key]}.")
-    k = published.get("knn_k")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"{where} needs 'knn_k', the positive integer k of the published kNN accuracies.")
-    rows = published.get("rows")
+    if "http://" not in group["source"] and "https://" not in group["source"]:
+        raise ValueError(
+            f"{where}: 'source' names no link ({group['source']!r}); add the http(s) address where the "
+            "numbers are published, e.g. \"lightly's benchmarks ([Benchmarks](https://...))\"."
+        )
+    rows = group.get("rows")
     if not isinstance(rows, list) or not rows:
-        raise ValueError(f"{where} needs 'rows': a list of {{\"method\": NAME, \"knn_top1\": FRACTION}}.")
+        raise ValueError(f"{where} needs 'rows': a non-empty list of {_PUBLISHED_ROW}.")
     for index, row in enumerate(rows):
-        top1 = row.get("knn_top1") if isinstance(row, dict) else None
-        if not (isinstance(row, dict) and isinstance(row.get("method"), str) and isinstance(top1, (int, float))
-                and not isinstance(top1, bool) and 0 <= top1 <= 1):
+        accuracies = [key for key in PUBLISHED_ACCURACIES if isinstance(row, dict) and key in row]
+        if not (isinstance(row, dict) and isinstance(row.get("method"), str) and row["method"].strip()
+                and accuracies and set(row) <= {"method", *PUBLISHED_ACCURACIES}
+                and all(_is_fraction(row[key]) for key in accuracies)):
             raise ValueError(
-                f"Row {index} of {where}, {row!r}, must be {{\"method\": NAME, \"knn_top1\": FRACTION}} "
-                "with the accuracy as a fraction in [0, 1] (0.887 for 88.7%)."
+                f"Row {index} of {where[0].lower() + where[1:]}, {row!r}, must be "
+                f"{_PUBLISHED_ROW}: kNN top-1 at the group's knn_k, linear-probe top-1 by its "
+                "linear_protocol, each a fraction in [0, 1] (0.887 for 88.7%), and no other keys."
             )
+    k = group.get("knn_k")
+    has_knn = any("knn_top1" in row for row in rows)
+    if has_knn and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        raise ValueError(f"{where} needs 'knn_k', the positive integer k of its published kNN accuracies (knn_top1).")
+    if not has_knn and "knn_k" in group:
+        raise ValueError(f"{where} has 'knn_k' but no row with knn_top1; remove knn_k or add the kNN accuracies.")
+    protocol = group.get("linear_protocol")
+    has_linear = any("linear_top1" in row for row in rows)
+    if has_linear and not (isinstance(protocol, str) and protocol.strip()):
+        raise ValueError(
+            f"{where} needs 'linear_protocol' for its linear_top1 rows: a sentence saying "
+            f"{PUBLISHED_FIELDS['linear_protocol']}."
+        )
+    if not has_linear and "linear_protocol" in group:
+        raise ValueError(
+            f"{where} has 'linear_protocol' but no row with linear_top1; remove linear_protocol or add "
+            "the linear-probe accuracies."
+        )
+
+
+def _is_fraction(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
 
 
 def check_additional_metrics(preset):

@@ -27,7 +27,7 @@ from keras_directcopy.catalog import (
     METHOD_NAMES,
 )
 from keras_directcopy.configs import CONFIGS
-from keras_directcopy.presets.checks import check_publishable, evaluation_changes
+from keras_directcopy.presets.checks import check_publishable, evaluation_changes, published_groups
 from keras_directcopy.presets.repo_layout import (
     ADDITIONAL_METRICS_FILENAME,
     CONFIG_FILENAME,
@@ -118,8 +118,10 @@ def build_model_card(preset, *, repo_id=None):
     and results, the preset's additional evaluations (a table "Other
     evaluations" of other label sets, kNN k and random-init floors, and the
     gain over a floor of the headline protocol; none without them), the
-    kNN accuracies others published on the dataset beside this encoder's at
-    the same k (`preset["published_results"]`, see `check_published_results`),
+    accuracies others published on the dataset (`preset["published_results"]`,
+    see `check_published_results`), one table per published group with its
+    protocol, beside this encoder's kNN at the group's k and its final-epoch
+    linear probe,
     intended use and limitations (with the distance from the full-scale
     recipe when `preset["reduced_scale"]` is true), and how to load the
     encoder, with Keras alone (with a command that checks the weights'
@@ -238,10 +240,15 @@ def _card_values(preset, *, repo_id):
       another one (else None), and its `knn` and `linear_probe` records;
     * `floors`: `{"seed", "knn", "linear"}` of the random-init floors
       measured with the headline protocol, whose gain the card states;
-    * `published`: `preset["published_results"]` (see
-      `check_published_results`) with `ours`, this encoder's kNN record at
-      the published k (the headline's or another evaluation's that differs
-      from it by k alone; None if not measured), or None without them;
+    * `published`: the groups of `preset["published_results"]` (see
+      `check_published_results`; a single dict is one group), each as
+      `{"source", "setting", "knn_k", "linear_protocol", "rows", "knn",
+      "linear", "ours_knn", "ours_linear"}`: its rows with both
+      `knn_top1` and `linear_top1` (None where not published), whether
+      any row has each, this encoder's kNN record at the group's k (the
+      headline's or another evaluation's that differs from it by k alone;
+      None if not measured) and its linear-probe record (the headline's,
+      trained on the final epoch's features); empty without them;
     * `files`: the names of the files that are not the preset's.
     """
     run = preset.get("run") or None
@@ -316,7 +323,7 @@ def _card_values(preset, *, repo_id):
             {"seed": row["changes"]["random_init_seed"], "knn": row["knn"], "linear": row["linear"]}
             for row in other_evaluations if set(row["changes"]) == {"random_init_seed"}
         ],
-        "published": _published_beside_ours(preset.get("published_results"), metrics, other_evaluations),
+        "published": _published_beside_ours(preset, metrics, other_evaluations),
         "files": {
             "config": CONFIG_FILENAME, "metrics": METRICS_FILENAME,
             "additional_metrics": ADDITIONAL_METRICS_FILENAME, "run": RUN_FILENAME,
@@ -324,16 +331,34 @@ def _card_values(preset, *, repo_id):
     }
 
 
-def _published_beside_ours(published, metrics, other_evaluations):
-    """`published` with `ours`: this encoder's kNN record at the published k,
-    from the headline metrics or an evaluation that changes the k alone."""
-    if not published:
-        return None
-    k = published["knn_k"]
-    candidates = [metrics["knn"]] + [
-        row["knn"] for row in other_evaluations if row["changes"] == {"knn_k": k}
-    ]
-    return {**published, "ours": next((knn for knn in candidates if knn.get("k") == k), None)}
+def _published_beside_ours(preset, metrics, other_evaluations):
+    """The published groups (see `_card_values`, `published`), each with
+    this encoder's kNN record at its k, from the headline metrics or an
+    evaluation that changes the k alone, and its linear-probe record."""
+    groups = []
+    for group in published_groups(preset):
+        rows = [
+            {"method": row["method"], "knn_top1": row.get("knn_top1"), "linear_top1": row.get("linear_top1")}
+            for row in group["rows"]
+        ]
+        has_knn = any(row["knn_top1"] is not None for row in rows)
+        has_linear = any(row["linear_top1"] is not None for row in rows)
+        k = group.get("knn_k")
+        candidates = [metrics["knn"]] + [
+            row["knn"] for row in other_evaluations if row["changes"] == {"knn_k": k}
+        ]
+        groups.append({
+            "source": group["source"],
+            "setting": group["setting"],
+            "knn_k": k if has_knn else None,
+            "linear_protocol": group.get("linear_protocol") if has_linear else None,
+            "rows": rows,
+            "knn": has_knn,
+            "linear": has_linear,
+            "ours_knn": next((knn for knn in candidates if knn.get("k") == k), None) if has_knn else None,
+            "ours_linear": metrics.get("linear_probe") if has_linear else None,
+        })
+    return groups
 
 
 def _predictor_eps(preset, run, config):
