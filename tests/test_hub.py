@@ -824,7 +824,9 @@ def test_the_card_gives_a_check_that_finds_the_flipped_byte_keras_loads(tiny_wei
     shutil.copytree(folder, flipped)
     flipped_sha256 = write_flipped_weight(folder / repo_layout.WEIGHTS_FILENAME, flipped / repo_layout.WEIGHTS_FILENAME)
     silently = keras.saving.load_model(str(flipped), safe_mode=True)
-    assert not np.array_equal(silently(images()), encoder(images()))
+    # One weight differs (its features may not, on a few images: a ReLU can hide it).
+    changed = [not np.array_equal(a, b) for a, b in zip(silently.get_weights(), encoder.get_weights())]
+    assert sum(changed) == 1
 
     python, sha256sum = card_commands(card)
     for name, source, intact in (("intact", folder, True), ("flipped", flipped, False)):
