@@ -5,7 +5,7 @@
 
 Without `--config` it trains the recipe of the shipped preset of the dataset
 (`--dataset`, default cifar10): the preset the dataset's alias names, with
-the recipe its registry entry records (`configs.default_preset`,
+the recipe its registry entry records (`training.preset_recipes.default_preset`,
 `"pretrain_recipe"` in `zoo/NAME.json`), e.g. for CIFAR-10 that of the
 bundled `directcopy_resnet20_cifar10` encoder, 90 epochs. A folder of one's
 own images has no preset unless it is identified as a known dataset

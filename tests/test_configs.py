@@ -11,7 +11,7 @@ from absl import flags
 from keras_directcopy import configs
 from keras_directcopy.configs import CONFIGS, PretrainConfig, get_config
 from keras_directcopy.models.predictors import PREDICTOR_NAMES, DirectPredictor, LinearPredictor
-from keras_directcopy.training import config_flags
+from keras_directcopy.training import config_flags, preset_recipes
 from keras_directcopy.training.loop import build_model, build_optimizer
 
 # The reference code's behaviour (facebookresearch/luckmatters,
@@ -278,11 +278,11 @@ def test_the_default_follows_the_alias_to_another_preset(tmp_path, monkeypatch):
         "pretrain_recipe": {"config": "cifar100_resnet18", "overrides": {"eps": 0.2}},
     })
     monkeypatch.setenv(zoo.REGISTRY_ENV, str(tmp_path))
-    assert configs.default_preset("cifar100") == "directcopy_resnet18_cifar100"
+    assert preset_recipes.default_preset("cifar100") == "directcopy_resnet18_cifar100"
     recipe = recipe_of("--dataset=cifar100")
     assert recipe.config == get_config("cifar100_resnet18", eps=0.2)
     assert recipe.flags == ("--config=cifar100_resnet18", "--eps=0.2")
-    assert configs.preset_config("cifar100", epochs=7) == get_config("cifar100_resnet18", eps=0.2, epochs=7)
+    assert preset_recipes.preset_config("cifar100", epochs=7) == get_config("cifar100_resnet18", eps=0.2, epochs=7)
 
 
 def test_a_preset_that_records_no_recipe_or_a_bad_one_is_named(tmp_path, monkeypatch):

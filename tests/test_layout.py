@@ -26,7 +26,8 @@ ALLOWED_IMPORTS = {
     "configs": {"models"},
     "presets": {"models", "configs"},
     "evaluation": {"models", "data", "presets"},
-    "training": {"models", "data", "configs", "evaluation"},
+    # training takes the default recipe from the preset registry (preset_recipes).
+    "training": {"models", "data", "configs", "evaluation", "presets"},
     "theory": {"models"},
     # The package's __init__ exposes the public API: models and presets.
     "__init__": {"models", "presets"},

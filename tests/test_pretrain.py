@@ -21,6 +21,7 @@ import tensorflow as tf
 from absl import flags
 
 from keras_directcopy import configs
+from keras_directcopy.training import preset_recipes
 from keras_directcopy.data import offline as offline_data
 from keras_directcopy.models.predictors import DEFAULT_EPS
 from keras_directcopy.presets import registration
@@ -95,7 +96,7 @@ def test_the_command_users_type_trains_the_shipped_cifar10_recipe_not_the_quicks
     values(["pretrain.py", "--output_dir=runs/x", "--strategy=mirrored"])
     assert values.config is None
     recipe = config_flags.recipe_from_flags(values.config, values)
-    assert recipe.config == configs.preset_config("cifar10") and recipe.config.epochs == 90
+    assert recipe.config == preset_recipes.preset_config("cifar10") and recipe.config.epochs == 90
     assert recipe.config != configs.CONFIGS["quickstart"]
     assert pretrain_script.recorded_command(["--output_dir=runs/x", "--strategy=mirrored"], recipe.flags) == (
         "python scripts/pretrain.py --config=cifar10_resnet20 --ema_schedule=cosine --target_init=copy "
@@ -120,7 +121,7 @@ def test_each_presets_recipe_is_the_one_its_train_command_trains(pretrain_script
     values(["pretrain.py", *shlex.split(preset["train_command"])[2:]])
     assert values.config is not None, "a preset's train_command names its --config"
     trained = configs.recipe_fields(config_flags.config_from_flags(values.config, values))
-    recorded = configs.recipe_fields(configs.preset_config(preset))
+    recorded = configs.recipe_fields(preset_recipes.preset_config(preset))
     # The command names where its data was (a folder on one machine).
     trained.pop("dataset"), recorded.pop("dataset")
     assert recorded == trained
@@ -172,7 +173,7 @@ def test_without_config_a_run_trains_and_records_its_datasets_preset_recipe(data
                           "--batch_size=32", "--epochs=2", "--knn_every=0", "--verbose=2")
     assert result.returncode == 0, result.stderr[-3000:]
     run = read_run(tmp_path)
-    expected = configs.preset_config("cifar10", data_dir=data_dir, width_multiplier=0.25, batch_size=32, epochs=2,
+    expected = preset_recipes.preset_config("cifar10", data_dir=data_dir, width_multiplier=0.25, batch_size=32, epochs=2,
                                      knn_every=0)
     assert run["config"] == dataclasses.asdict(expected)
     assert (expected.ema_schedule, expected.target_init, expected.projector_bn_affine) == ("cosine", "copy", True)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import keras_directcopy as kdc
-from keras_directcopy.configs import get_config, preset_config
+from keras_directcopy.configs import get_config
+from keras_directcopy.training.preset_recipes import preset_config
 from keras_directcopy.models.backbones import ARCHITECTURE_FILENAME
 from keras_directcopy.presets import model_card, registration, zoo
 from keras_directcopy.training.loop import save_encoder

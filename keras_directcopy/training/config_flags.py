@@ -5,7 +5,7 @@ Each flag takes its field's type, its choices (`configs.field_choices`) and,
 as help text, the field's entry under Attributes in `PretrainConfig`'s
 docstring. A flag left unset keeps the recipe's value: the `--config`
 recipe's, or without `--config` that of the shipped preset of the dataset
-(`configs.default_preset`, `recipe_from_flags`).
+(`preset_recipes.default_preset`, `recipe_from_flags`).
 """
 
 import dataclasses
@@ -137,24 +137,26 @@ def recipe_from_flags(name, flag_values=flags.FLAGS):
     """The `Recipe` the flags choose: recipe `name`, or when `name` is None
     the recipe of the shipped preset of the flags' dataset (`--dataset`,
     else `configs.DEFAULT_DATASET`): the preset its alias names
-    (`configs.default_preset`), trained as its registry entry records
+    (`preset_recipes.default_preset`), trained as its registry entry records
     (`configs.preset_recipe`). Every field flag that is set overrides it.
 
     Raises:
         ValueError: as `get_config` (naming the flag of an invalid value), as
-            `configs.default_preset` (no preset for the dataset: the message
+            `preset_recipes.default_preset` (no preset for the dataset: the message
             asks for --config) or `configs.preset_recipe`.
-        FileNotFoundError: as `configs.default_preset`, for a missing folder.
+        FileNotFoundError: as `preset_recipes.default_preset`, for a missing folder.
     """
     overrides = {field.name: getattr(flag_values, field.name) for field in dataclasses.fields(PretrainConfig)}
     if name is not None:
         return Recipe(get_config(name, **overrides), (f"--config={name}",))
-    dataset = overrides["dataset"] or configs.DEFAULT_DATASET
-    preset = configs.default_preset(dataset)
-    from keras_directcopy.presets.zoo import get_preset  # the registry loads Keras models
+    # The registry and the dataset readers load Keras and TensorFlow: not before a recipe is needed.
+    from keras_directcopy.presets.zoo import get_preset
+    from keras_directcopy.training import preset_recipes
 
+    dataset = overrides["dataset"] or configs.DEFAULT_DATASET
+    preset = preset_recipes.default_preset(dataset)
     entry = get_preset(preset)
     config_name, recorded = configs.preset_recipe(entry)
     # The preset's own dataset (`imagenette`) gives way to the folder named.
-    config = configs.preset_config(entry, **{**overrides, "dataset": dataset})
+    config = preset_recipes.preset_config(entry, **{**overrides, "dataset": dataset})
     return Recipe(config, tuple(configs.recipe_flags(config_name, recorded)), preset)
