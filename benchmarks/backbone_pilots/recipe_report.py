@@ -20,6 +20,10 @@ import json
 import os
 import sys
 
+# The project's scripts/ folder: its runtime_defaults sets TensorFlow's environment before it loads.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "scripts"))
+import runtime_defaults  # noqa: E402,F401
+
 import numpy as np
 
 # What the candidates of a recipe pilot may differ in: run.json's "recipe".
